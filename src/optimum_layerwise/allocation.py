@@ -1,0 +1,199 @@
+"""From importance scores and a budget to a bit width per decoder layer (paper §3.2 and appendix A.2).
+
+Pure functions; no torch, no transformers. Layer sizes are exact byte counts computed by the backend (packed weights,
+scales and zero-points, plus what stays unquantized inside the layer), so a memory budget is met to the byte.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+
+
+_MEMORY_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
+_MEMORY_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+
+
+def parse_memory(value: int | float | str) -> int:
+    """Parse a memory amount into bytes.
+
+    Args:
+        value (`int`, `float` or `str`):
+            A number of bytes, or a string such as `"6GB"` (10^9 bytes), `"500MiB"` (2^20 bytes) or `"1024"`.
+
+    Returns:
+        `int`: the amount in bytes.
+
+    Raises:
+        `ValueError`: if the value is not positive or the unit is unknown.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"`memory_budget` must be a number of bytes or a string like '6GB', got {value!r}.")
+    if isinstance(value, (int, float)):
+        amount = float(value)
+    elif isinstance(value, str):
+        match = _MEMORY_PATTERN.match(value)
+        unit = match.group(2).upper() if match else None
+        if unit not in _MEMORY_UNITS:
+            units = ", ".join(u for u in _MEMORY_UNITS if u)
+            raise ValueError(f"`memory_budget`={value!r} is not understood; use bytes or a number with one of {units}.")
+        amount = float(match.group(1)) * _MEMORY_UNITS[unit]
+    else:
+        raise ValueError(f"`memory_budget` must be an int or a string like '6GB', got {type(value).__name__}.")
+    if amount <= 0:
+        raise ValueError(f"`memory_budget` must be positive, got {value!r}.")
+    return int(amount)
+
+
+def importance_order(scores: Sequence[float]) -> list[int]:
+    """Layer indices from most to least important (higher score first; ties keep the lower index first)."""
+    return sorted(range(len(scores)), key=lambda index: (-scores[index], index))
+
+
+def _check_levels(bits: Sequence[int]) -> tuple[int, ...]:
+    levels = tuple(bits)
+    if len(levels) not in (2, 3):
+        raise ValueError(f"`bits` must give two or three precision levels, high to low, got {levels}.")
+    if any(b <= 0 for b in levels) or any(high <= low for high, low in zip(levels, levels[1:])):
+        raise ValueError(f"`bits` must be strictly decreasing positive integers (high to low), got {levels}.")
+    return levels
+
+
+def _plan_bytes(plan: Mapping[int, int], layer_sizes: Sequence[Mapping[int, int]], fixed_bytes: int) -> int:
+    return fixed_bytes + sum(layer_sizes[index][bits] for index, bits in plan.items())
+
+
+def _ladder(order: list[int], levels: tuple[int, ...], fits) -> dict[int, int]:
+    """Start with every layer at the lowest level, then raise layers one level at a time, most important first,
+    filling one level for all layers before the next (keeps as many layers as possible off the lowest level)."""
+    plan = dict.fromkeys(order, levels[-1])
+    for level in reversed(levels[:-1]):
+        for index in order:
+            previous = plan[index]
+            plan[index] = level
+            if not fits(plan):
+                plan[index] = previous
+                return plan
+    return plan
+
+
+def _three_level_plan(order: list[int], levels: tuple[int, ...], num_low: int) -> dict[int, int]:
+    high, middle, low = levels
+    num_high = num_low // 2
+    plan = dict.fromkeys(order, middle)
+    for index in order[:num_high]:
+        plan[index] = high
+    for index in order[len(order) - num_low :]:
+        plan[index] = low
+    return plan
+
+
+def allocate_bits(
+    scores: Sequence[float],
+    bits: Sequence[int],
+    *,
+    target_bits: float | None = None,
+    memory_budget: int | str | None = None,
+    num_low_bit_layers: int | None = None,
+    layer_sizes: Sequence[Mapping[int, int]] | None = None,
+    fixed_bytes: int = 0,
+) -> dict[int, int]:
+    """Choose a bit width per decoder layer: important layers high, the rest low, within one budget.
+
+    Two levels `(high, low)` follow the paper's §3.2: the `N_high` most important layers get `high` bits, the rest
+    `low`, where `N_high = ⌊(M_available − M_low) / (M_high − M_low) · N⌋`. With `memory_budget` the same rule is
+    applied to exact byte counts: layers are raised to `high` in importance order while the whole model (decoder
+    layers at their level + `fixed_bytes`) stays within the budget.
+
+    Three levels `(high, middle, low)`:
+    - `num_low_bit_layers=2x` gives the paper's appendix A.2 shape: the `2x` least important layers at `low`, the `x`
+      most important at `high`, the rest at `middle`.
+    - `target_bits` / `memory_budget` fill the levels like a ladder: every layer starts at `low`, layers are raised to
+      `middle` in importance order while the budget allows, then the most important ones to `high`. This keeps as
+      many layers as possible off the lowest level (the paper's A.2 found trading middle layers for high+low ones
+      worse than staying uniform at the same average).
+
+    Args:
+        scores (`Sequence[float]`):
+            Importance of each decoder layer, higher = more important.
+        bits (`Sequence[int]`):
+            Two or three precision levels, strictly decreasing, e.g. `(4, 2)` or `(8, 4, 2)`.
+        target_bits (`float`, *optional*):
+            Average bits per decoder layer, within `[min(bits), max(bits)]`.
+        memory_budget (`int` or `str`, *optional*):
+            Bytes for the whole model (int, or a string like `"6GB"` / `"500MiB"`); needs `layer_sizes`.
+        num_low_bit_layers (`int`, *optional*):
+            Number of layers at the lowest level.
+        layer_sizes (`Sequence[Mapping[int, int]]`, *optional*):
+            For each decoder layer, its size in bytes at every level: `[{4: bytes, 2: bytes}, ...]`.
+        fixed_bytes (`int`, *optional*, defaults to 0):
+            Bytes of everything outside the decoder layers (embeddings, lm_head, final norm).
+
+    Returns:
+        `dict[int, int]`: `{layer_index: bits}` for every decoder layer.
+
+    Raises:
+        `ValueError`: for invalid levels, not exactly one budget, a budget outside what the levels can reach, or
+        layer sizes that do not match the scores.
+    """
+    levels = _check_levels(bits)
+    num_layers = len(scores)
+    if num_layers == 0:
+        raise ValueError("`scores` is empty: the model has no decoder layer to allocate bits to.")
+    budgets = {"target_bits": target_bits, "memory_budget": memory_budget, "num_low_bit_layers": num_low_bit_layers}
+    given = [name for name, value in budgets.items() if value is not None]
+    if len(given) != 1:
+        raise ValueError(f"Give exactly one of {list(budgets)}; got {given or 'none'}.")
+    order = importance_order(scores)
+
+    if num_low_bit_layers is not None:
+        if isinstance(num_low_bit_layers, bool) or not isinstance(num_low_bit_layers, int):
+            raise ValueError(f"`num_low_bit_layers` must be an integer, got {num_low_bit_layers!r}.")
+        if not 0 <= num_low_bit_layers <= num_layers:
+            raise ValueError(f"`num_low_bit_layers` must be in [0, {num_layers}], got {num_low_bit_layers}.")
+        if len(levels) == 3:
+            return dict(sorted(_three_level_plan(order, levels, num_low_bit_layers).items()))
+        num_high = num_layers - num_low_bit_layers
+        rank = {index: position for position, index in enumerate(order)}
+        return {index: levels[0] if rank[index] < num_high else levels[-1] for index in range(num_layers)}
+
+    if target_bits is not None:
+        if not levels[-1] <= target_bits <= levels[0]:
+            raise ValueError(f"`target_bits` must lie in [{levels[-1]}, {levels[0]}] for bits={levels}, got {target_bits}.")
+        budget_bits = target_bits * num_layers + 1e-9
+        plan = _ladder(order, levels, lambda plan: sum(plan.values()) <= budget_bits)
+        return dict(sorted(plan.items()))
+
+    budget = parse_memory(memory_budget)
+    if layer_sizes is None:
+        raise ValueError("`memory_budget` needs `layer_sizes` (bytes of each decoder layer at every level).")
+    if len(layer_sizes) != num_layers:
+        raise ValueError(f"`layer_sizes` has {len(layer_sizes)} entries but `scores` has {num_layers}.")
+    for index, sizes in enumerate(layer_sizes):
+        if any(level not in sizes for level in levels):
+            raise ValueError(f"`layer_sizes[{index}]` must give bytes for every level {levels}, got {dict(sizes)}.")
+    lowest = _plan_bytes(dict.fromkeys(range(num_layers), levels[-1]), layer_sizes, fixed_bytes)
+    if budget < lowest:
+        raise ValueError(
+            f"`memory_budget`={budget} bytes is below the smallest model these levels allow: {lowest} bytes "
+            f"({_human(lowest)}) with every decoder layer at {levels[-1]} bits."
+        )
+    plan = _ladder(order, levels, lambda plan: _plan_bytes(plan, layer_sizes, fixed_bytes) <= budget)
+    return dict(sorted(plan.items()))
+
+
+def _human(num_bytes: int) -> str:
+    exponent = min(int(math.log(max(num_bytes, 1), 1024)), 4)
+    return f"{num_bytes / 1024**exponent:.2f} {['B', 'KiB', 'MiB', 'GiB', 'TiB'][exponent]}"

@@ -1,0 +1,152 @@
+"""Calibration data: texts or token ids in, fixed-length token windows out.
+
+Knows no model. A tokenizer is used only through its call interface (`tokenizer(text)["input_ids"]`) and its
+`pad_token_id`, so any Hugging Face tokenizer works.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass
+class CalibrationBatch:
+    """A padded batch of token windows.
+
+    Args:
+        input_ids (`torch.LongTensor` of shape `(batch, length)`):
+            Token ids, right-padded.
+        attention_mask (`torch.LongTensor` of shape `(batch, length)`):
+            1 for real tokens, 0 for padding.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+
+    @property
+    def num_tokens(self) -> int:
+        """Number of non-padding tokens."""
+        return int(self.attention_mask.sum())
+
+
+def _texts_from(dataset: Any) -> list[str] | None:
+    if isinstance(dataset, str):
+        if not os.path.isfile(dataset):
+            raise ValueError(
+                f"`dataset`={dataset!r} is neither a text file nor a known corpus name. Pass a list of strings (with "
+                "`tokenizer`), a list or tensor of token-id sequences, or the path of a UTF-8 text file."
+            )
+        with open(dataset, encoding="utf-8") as handle:
+            return [handle.read()]
+    if isinstance(dataset, Sequence) and dataset and all(isinstance(item, str) for item in dataset):
+        return list(dataset)
+    return None
+
+
+def _token_sequences(dataset: Any, tokenizer: Any) -> list[list[int]]:
+    texts = _texts_from(dataset)
+    if texts is not None:
+        if tokenizer is None:
+            raise ValueError("`dataset` holds text: pass `tokenizer` to turn it into token ids.")
+        return [list(tokenizer(text)["input_ids"]) for text in texts if text.strip()]
+    if isinstance(dataset, torch.Tensor):
+        if dataset.dim() != 2 or dataset.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"`dataset` as a tensor must be 2-D integer token ids, got {tuple(dataset.shape)} {dataset.dtype}.")
+        return dataset.tolist()
+    if isinstance(dataset, Sequence) and dataset:
+        sequences = []
+        for item in dataset:
+            ids = item.tolist() if isinstance(item, torch.Tensor) else item
+            if not isinstance(ids, Sequence) or not ids or not all(isinstance(t, int) for t in ids):
+                raise ValueError("`dataset` must be a list of strings or a list of non-empty token-id sequences.")
+            sequences.append(list(ids))
+        return sequences
+    raise ValueError(
+        f"`dataset` must be a list of strings, a list/tensor of token-id sequences or a text file path, got {dataset!r}."
+    )
+
+
+def token_windows(
+    dataset: Any, tokenizer: Any = None, *, num_samples: int = 128, seq_len: int = 512, seed: int = 0
+) -> list[list[int]]:
+    """Cut calibration data into at most `num_samples` windows of at most `seq_len` tokens.
+
+    Every sequence is split into consecutive windows of `seq_len` tokens (its last, shorter window is kept). When
+    there are more windows than `num_samples`, a seeded random subset is taken, in document order.
+
+    Args:
+        dataset (`list[str]`, `list[list[int]]`, `torch.Tensor` or `str`):
+            Texts (need `tokenizer`), token-id sequences, or the path of a text file.
+        tokenizer (*optional*):
+            A Hugging Face tokenizer, required for text.
+        num_samples (`int`, *optional*, defaults to 128):
+            Maximum number of windows.
+        seq_len (`int`, *optional*, defaults to 512):
+            Maximum tokens per window.
+        seed (`int`, *optional*, defaults to 0):
+            Seed of the subset choice.
+
+    Returns:
+        `list[list[int]]`: the windows.
+    """
+    if num_samples < 1 or seq_len < 1:
+        raise ValueError(f"`num_samples` and `seq_len` must be positive, got {num_samples} and {seq_len}.")
+    windows = [
+        sequence[start : start + seq_len]
+        for sequence in _token_sequences(dataset, tokenizer)
+        for start in range(0, len(sequence), seq_len)
+    ]
+    if not windows:
+        raise ValueError("`dataset` produced no tokens: the calibration texts are empty.")
+    if len(windows) > num_samples:
+        chosen = sorted(random.Random(seed).sample(range(len(windows)), num_samples))
+        windows = [windows[index] for index in chosen]
+    return windows
+
+
+def batch_windows(windows: list[list[int]], batch_size: int, pad_token_id: int = 0) -> list[CalibrationBatch]:
+    """Right-pad windows into batches with attention masks.
+
+    Args:
+        windows (`list[list[int]]`):
+            Token windows, e.g. from [`token_windows`].
+        batch_size (`int`):
+            Windows per batch.
+        pad_token_id (`int`, *optional*, defaults to 0):
+            Id used for padding (masked out, so its value does not change results).
+
+    Returns:
+        `list[CalibrationBatch]`.
+    """
+    batches = []
+    for start in range(0, len(windows), batch_size):
+        chunk = windows[start : start + batch_size]
+        length = max(len(window) for window in chunk)
+        input_ids = torch.full((len(chunk), length), pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(chunk), length), dtype=torch.long)
+        for row, window in enumerate(chunk):
+            input_ids[row, : len(window)] = torch.tensor(window, dtype=torch.long)
+            attention_mask[row, : len(window)] = 1
+        batches.append(CalibrationBatch(input_ids=input_ids, attention_mask=attention_mask))
+    return batches
+
+
+def calibration_batches(
+    dataset: Any,
+    tokenizer: Any = None,
+    *,
+    num_samples: int = 128,
+    seq_len: int = 512,
+    batch_size: int = 8,
+    seed: int = 0,
+) -> list[CalibrationBatch]:
+    """Texts or token ids to padded batches: [`token_windows`] then [`batch_windows`]."""
+    windows = token_windows(dataset, tokenizer, num_samples=num_samples, seq_len=seq_len, seed=seed)
+    pad_token_id = getattr(tokenizer, "pad_token_id", None)
+    return batch_windows(windows, batch_size, pad_token_id if pad_token_id is not None else 0)

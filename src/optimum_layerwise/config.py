@@ -1,0 +1,208 @@
+"""`LayerwiseQuantizationConfig`: what to quantize, how, and to which budget."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers.utils.quantization_config import QuantizationConfigMixin
+
+from .allocation import parse_memory
+from .backends import BACKEND_BITS
+from .importance import IMPORTANCE_METHODS, check_importance
+from .plan import normalize_layer_bits
+
+
+QUANT_METHOD = "layerwise"
+BUDGET_FIELDS = ("target_bits", "memory_budget", "num_low_bit_layers", "layer_bits")
+
+
+class LayerwiseQuantizationConfig(QuantizationConfigMixin):
+    """Configuration of variable layer-wise quantization: important decoder layers get more bits.
+
+    Pass it as `quantization_config=` to `AutoModelForCausalLM.from_pretrained` after `import optimum_layerwise`.
+    The model is loaded, every decoder layer is scored, bits are allocated to meet the budget and each layer's Linear
+    modules are quantized by `backend` at their layer's bit width. Afterwards the config carries the plan
+    (`layer_bits`, `layer_scores`), which `save_pretrained` writes to `config.json`.
+
+    Args:
+        bits (`tuple[int, ...]`, *optional*, defaults to `(4, 2)`):
+            Precision levels, high to low: two levels such as `(4, 2)` or `(8, 4)`, or three such as `(8, 4, 2)`.
+            `"quanto"` supports 2, 4 and 8 bits; `"gptq"` 2, 3, 4 and 8.
+        backend (`str`, *optional*, defaults to `"quanto"`):
+            Quantizer of each layer: `"quanto"` (optimum-quanto RTN) or `"gptq"`.
+        target_bits (`float`, *optional*):
+            Average bits over decoder layers, in `[min(bits), max(bits)]`.
+        memory_budget (`int` or `str`, *optional*):
+            Bytes for the whole model, as an int or a string such as `"6GB"` or `"500MiB"`.
+        num_low_bit_layers (`int`, *optional*):
+            Number of decoder layers at the lowest level (three levels: also half as many at the highest).
+        layer_bits (`dict[int, int]`, *optional*):
+            An explicit bit width per decoder layer; skips scoring and allocation. Give at most one of `target_bits`,
+            `memory_budget`, `num_low_bit_layers` and `layer_bits`; with none, `target_bits` defaults to the mean of
+            the highest and lowest level (half of the layers at the low level for two levels).
+        importance (`str` or `list[float]`, *optional*, defaults to `"lim"`):
+            Layer importance: `"lim"`, `"reverse_lim"`, `"zd"`, `"reverse_zd"`, `"random"` (seeded by `seed`),
+            `"depth"`, or one score per decoder layer (higher = more important).
+        dataset (`list[str]`, `list[list[int]]`, `torch.Tensor` or `str`, *optional*):
+            Calibration data for `"lim"`/`"reverse_lim"`: texts (with `tokenizer`), token-id sequences, or a text
+            file path. Only a string is written to `config.json`.
+        tokenizer (*optional*):
+            Tokenizer of the model, for text calibration data. Never serialized.
+        num_samples (`int`, *optional*, defaults to 128):
+            Maximum number of calibration windows.
+        seq_len (`int`, *optional*, defaults to 512):
+            Maximum tokens per calibration window.
+        group_size (`int`, *optional*, defaults to 128):
+            Group size of 2/4-bit weights (a multiple of 32, or `None` for per output channel). A layer whose
+            input size it does not divide uses the largest smaller multiple of 32 that does, else per channel
+            (optimum-quanto's rule). 8-bit weights are per output channel.
+        modules_to_not_convert (`list[str]`, *optional*):
+            Linear modules inside decoder layers to keep in full precision (full names, suffixes or names such as
+            `"gate_proj"`). Embeddings and `lm_head` are never quantized.
+        seed (`int`, *optional*, defaults to 0):
+            Seed of `importance="random"` and of the calibration subset.
+        layer_scores (`list[float]`, *optional*):
+            Importance score of each decoder layer, filled in after quantization. With `layer_bits` it marks a
+            finished plan, as read back from a saved checkpoint.
+    """
+
+    def __init__(
+        self,
+        bits: Sequence[int] = (4, 2),
+        backend: str = "quanto",
+        target_bits: float | None = None,
+        memory_budget: int | str | None = None,
+        num_low_bit_layers: int | None = None,
+        layer_bits: dict[int, int] | None = None,
+        importance: str | Sequence[float] = "lim",
+        dataset: Any = None,
+        tokenizer: Any = None,
+        num_samples: int = 128,
+        seq_len: int = 512,
+        group_size: int | None = 128,
+        modules_to_not_convert: list[str] | None = None,
+        seed: int = 0,
+        layer_scores: list[float] | None = None,
+        **kwargs,
+    ):
+        self.quant_method = QUANT_METHOD
+        self.backend = backend
+        self.bits = tuple(bits) if isinstance(bits, (list, tuple)) else bits
+        self.target_bits = target_bits
+        self.memory_budget = memory_budget
+        self.num_low_bit_layers = num_low_bit_layers
+        self.layer_bits = normalize_layer_bits(layer_bits) if layer_bits is not None else None
+        self.importance = importance if isinstance(importance, str) else list(importance)
+        self.dataset = dataset
+        self.tokenizer = tokenizer
+        self.num_samples = num_samples
+        self.seq_len = seq_len
+        self.group_size = group_size
+        self.modules_to_not_convert = modules_to_not_convert
+        self.seed = seed
+        self.layer_scores = [float(score) for score in layer_scores] if layer_scores is not None else None
+        self.post_init()
+
+    @property
+    def is_finished_plan(self) -> bool:
+        """Whether the config describes an already quantized model (bit map and scores known)."""
+        return self.layer_bits is not None and self.layer_scores is not None
+
+    def post_init(self):
+        r"""Check every argument; raise a `ValueError` naming the parameter and what is allowed."""
+        if self.backend not in BACKEND_BITS:
+            raise ValueError(f"`backend` must be one of {sorted(BACKEND_BITS)}, got {self.backend!r}.")
+        supported = BACKEND_BITS[self.backend]
+        if not isinstance(self.bits, tuple) or not all(isinstance(b, int) and not isinstance(b, bool) for b in self.bits):
+            raise ValueError(f"`bits` must be a tuple of ints such as (4, 2), got {self.bits!r}.")
+        if len(self.bits) not in (2, 3):
+            raise ValueError(f"`bits` must give two or three precision levels, high to low, got {self.bits}.")
+        unsupported = [b for b in self.bits if b not in supported]
+        if unsupported:
+            raise ValueError(f"`bits` {unsupported} not supported by backend={self.backend!r}; allowed: {supported}.")
+        if any(high <= low for high, low in zip(self.bits, self.bits[1:])):
+            raise ValueError(f"`bits` must be strictly decreasing (high to low), got {self.bits}.")
+        self._check_budget()
+        check_importance(self.importance)
+        if self.layer_bits is not None:
+            wrong = {index: b for index, b in self.layer_bits.items() if b not in self.bits}
+            if wrong:
+                raise ValueError(f"`layer_bits` uses bit widths {wrong} that are not among `bits`={self.bits}.")
+        for name in ("num_samples", "seq_len", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):
+                raise ValueError(f"`{name}` must be a {'non-negative' if name == 'seed' else 'positive'} int, got {value!r}.")
+        if self.group_size is not None and (
+            isinstance(self.group_size, bool) or not isinstance(self.group_size, int) or self.group_size < 32
+            or self.group_size % 32
+        ):
+            raise ValueError(f"`group_size` must be a positive multiple of 32 or None, got {self.group_size!r}.")
+        if self.modules_to_not_convert is not None and (
+            not isinstance(self.modules_to_not_convert, (list, tuple))
+            or not all(isinstance(name, str) for name in self.modules_to_not_convert)
+        ):
+            raise ValueError(f"`modules_to_not_convert` must be a list of module names, got {self.modules_to_not_convert!r}.")
+        if self.layer_scores is not None and not all(math.isfinite(score) for score in self.layer_scores):
+            raise ValueError("`layer_scores` must be finite numbers.")
+        self._check_dataset()
+
+    def _check_budget(self) -> None:
+        given = [name for name in BUDGET_FIELDS if getattr(self, name) is not None]
+        if len(given) > 1 and not self.is_finished_plan:
+            raise ValueError(f"Give at most one budget among {list(BUDGET_FIELDS)}; got {given}.")
+        if self.target_bits is not None:
+            if isinstance(self.target_bits, bool) or not isinstance(self.target_bits, (int, float)):
+                raise ValueError(f"`target_bits` must be a number, got {self.target_bits!r}.")
+            if not min(self.bits) <= self.target_bits <= max(self.bits):
+                raise ValueError(
+                    f"`target_bits` must lie in [{min(self.bits)}, {max(self.bits)}] for bits={self.bits}, "
+                    f"got {self.target_bits}."
+                )
+        if self.memory_budget is not None:
+            parse_memory(self.memory_budget)
+        if self.num_low_bit_layers is not None and (
+            isinstance(self.num_low_bit_layers, bool)
+            or not isinstance(self.num_low_bit_layers, int)
+            or self.num_low_bit_layers < 0
+        ):
+            raise ValueError(f"`num_low_bit_layers` must be a non-negative int, got {self.num_low_bit_layers!r}.")
+
+    def _check_dataset(self) -> None:
+        needs_data = isinstance(self.importance, str) and IMPORTANCE_METHODS[self.importance].needs_data
+        if needs_data and self.dataset is None and self.layer_bits is None:
+            raise ValueError(
+                f"importance={self.importance!r} needs calibration data: pass `dataset` (a list of texts with "
+                "`tokenizer`, token-id sequences or a text file path), or choose a data-free importance such as 'zd'."
+            )
+        if self.dataset is not None and not isinstance(self.dataset, (str, list, tuple, torch.Tensor)):
+            raise ValueError(
+                f"`dataset` must be a list of texts, a list/tensor of token ids or a text file path, got "
+                f"{type(self.dataset).__name__}."
+            )
+
+    def default_target_bits(self) -> float:
+        """The budget used when none is given: the mean of the highest and lowest level."""
+        return (max(self.bits) + min(self.bits)) / 2
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of the config (the tokenizer and in-memory calibration data are left out)."""
+        return {
+            "quant_method": self.quant_method,
+            "backend": self.backend,
+            "bits": list(self.bits),
+            "target_bits": self.target_bits,
+            "memory_budget": self.memory_budget,
+            "num_low_bit_layers": self.num_low_bit_layers,
+            "layer_bits": {str(index): b for index, b in self.layer_bits.items()} if self.layer_bits else None,
+            "importance": self.importance,
+            "dataset": self.dataset if isinstance(self.dataset, str) else None,
+            "num_samples": self.num_samples,
+            "seq_len": self.seq_len,
+            "group_size": self.group_size,
+            "modules_to_not_convert": self.modules_to_not_convert,
+            "seed": self.seed,
+            "layer_scores": self.layer_scores,
+        }

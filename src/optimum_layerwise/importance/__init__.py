@@ -1,0 +1,127 @@
+"""Layer importance: one score per decoder layer, higher = more important.
+
+| method          | needs data | what it is                                                                 |
+|-----------------|------------|----------------------------------------------------------------------------|
+| `"lim"`         | yes        | minus the input/output cosine similarity of each layer (paper Eq. 1)        |
+| `"reverse_lim"` | yes        | the LIM order reversed (paper baseline)                                    |
+| `"zd"`          | no         | share of weights with z-score > 1 (paper §3.1, method-section direction)    |
+| `"reverse_zd"`  | no         | the ZD order reversed (the abstract's "smaller is better")                 |
+| `"random"`      | no         | a random order from `seed` (paper baseline)                                |
+| `"depth"`       | no         | last layer kept, then from the bottom up: drop-from-the-top (Gromov et al.) |
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from ..calibration import calibration_batches
+from ..layers import decoder_layers
+from .baselines import depth_scores, random_scores
+from .lim import lim_scores
+from .zd import zd_scores
+
+
+@dataclass(frozen=True)
+class ImportanceMethod:
+    """A named scorer.
+
+    Args:
+        needs_data (`bool`):
+            Whether the scorer runs the model on calibration data.
+        score (`Callable`):
+            `score(model, batches, num_layers, seed, skip) -> list[float]`.
+    """
+
+    needs_data: bool
+    score: Callable[..., list[float]]
+
+
+def _negated(scores: list[float]) -> list[float]:
+    return [-score for score in scores]
+
+
+IMPORTANCE_METHODS: dict[str, ImportanceMethod] = {
+    "lim": ImportanceMethod(True, lambda model, batches, **_: lim_scores(model, batches)),
+    "reverse_lim": ImportanceMethod(True, lambda model, batches, **_: _negated(lim_scores(model, batches))),
+    "zd": ImportanceMethod(False, lambda model, batches, skip, **_: zd_scores(model, skip)),
+    "reverse_zd": ImportanceMethod(False, lambda model, batches, skip, **_: _negated(zd_scores(model, skip))),
+    "random": ImportanceMethod(False, lambda model, batches, num_layers, seed, **_: random_scores(num_layers, seed)),
+    "depth": ImportanceMethod(False, lambda model, batches, num_layers, **_: depth_scores(num_layers)),
+}
+
+
+def check_importance(importance: Any) -> None:
+    """Raise a `ValueError` unless `importance` is a known method name or a list of finite floats."""
+    if isinstance(importance, str):
+        if importance not in IMPORTANCE_METHODS:
+            raise ValueError(f"`importance` must be one of {sorted(IMPORTANCE_METHODS)} or a list of floats, got {importance!r}.")
+        return
+    if not isinstance(importance, Sequence) or not importance:
+        raise ValueError(f"`importance` must be a method name or a non-empty list of floats, got {importance!r}.")
+    for score in importance:
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise ValueError(f"`importance` scores must be finite numbers, got {score!r}.")
+
+
+def compute_importance(
+    model: nn.Module,
+    method: str | Sequence[float],
+    dataset: Any = None,
+    tokenizer: Any = None,
+    *,
+    num_samples: int = 128,
+    seq_len: int = 512,
+    batch_size: int = 8,
+    seed: int = 0,
+    skip: Sequence[str] = (),
+) -> list[float]:
+    """Score every decoder layer of `model`; higher = more important.
+
+    Args:
+        model (`PreTrainedModel`):
+            A causal LM in full precision (Llama, Mistral, Qwen2, Gemma3, ...).
+        method (`str` or `Sequence[float]`):
+            One of `"lim"`, `"reverse_lim"`, `"zd"`, `"reverse_zd"`, `"random"`, `"depth"`, or the scores themselves.
+        dataset (*optional*):
+            Calibration data for data-driven methods: a list of strings (with `tokenizer`), token-id sequences, or a
+            text file path (see [`~optimum_layerwise.calibration.token_windows`]).
+        tokenizer (*optional*):
+            Tokenizer for text datasets.
+        num_samples (`int`, *optional*, defaults to 128), seq_len (`int`, *optional*, defaults to 512):
+            At most `num_samples` windows of at most `seq_len` tokens.
+        batch_size (`int`, *optional*, defaults to 8):
+            Windows per forward pass.
+        seed (`int`, *optional*, defaults to 0):
+            Seed of `"random"` and of the calibration subset.
+        skip (`Sequence[str]`, *optional*):
+            Linear modules that are not quantized (`modules_to_not_convert`); ZD leaves them out.
+
+    Returns:
+        `list[float]`: one score per decoder layer.
+    """
+    check_importance(method)
+    num_layers = len(decoder_layers(model))
+    if not isinstance(method, str):
+        if len(method) != num_layers:
+            raise ValueError(f"`importance` has {len(method)} scores but the model has {num_layers} decoder layers.")
+        return [float(score) for score in method]
+    scorer = IMPORTANCE_METHODS[method]
+    batches = None
+    if scorer.needs_data:
+        if dataset is None:
+            raise ValueError(
+                f"importance={method!r} needs calibration data: pass `dataset` (and `tokenizer` for text), "
+                "or use a data-free method such as 'zd'."
+            )
+        batches = calibration_batches(
+            dataset, tokenizer, num_samples=num_samples, seq_len=seq_len, batch_size=batch_size, seed=seed
+        )
+    return scorer.score(model, batches, num_layers=num_layers, seed=seed, skip=skip)
+
+
+__all__ = ["IMPORTANCE_METHODS", "ImportanceMethod", "check_importance", "compute_importance"]

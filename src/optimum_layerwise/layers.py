@@ -1,0 +1,87 @@
+"""Find the decoder layers of a causal LM and the Linear modules inside them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from torch import nn
+
+
+def _num_hidden_layers(model: nn.Module) -> int | None:
+    config = getattr(model, "config", None)
+    if config is None:
+        return None
+    text_config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    return getattr(text_config, "num_hidden_layers", None)
+
+
+def decoder_layers_path(model: nn.Module) -> str:
+    """Dotted name of the `nn.ModuleList` holding the decoder layers, e.g. `"model.layers"`.
+
+    The list is the model's only `nn.ModuleList` whose length is `config.num_hidden_layers` (a list named `layers`
+    wins when there are several), which covers Llama, Mistral, Qwen2, Gemma3 and most causal LMs in transformers.
+
+    Args:
+        model (`nn.Module`):
+            A transformers model with a `config`.
+
+    Returns:
+        `str`: the dotted module name.
+
+    Raises:
+        `ValueError`: if no such list exists.
+    """
+    num_layers = _num_hidden_layers(model)
+    candidates = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList) and num_layers is not None and len(module) == num_layers
+    ]
+    named_layers = [name for name in candidates if name.split(".")[-1] in ("layers", "h", "blocks")]
+    chosen = named_layers or candidates
+    if len(chosen) != 1:
+        found = "none" if not chosen else ", ".join(chosen)
+        raise ValueError(
+            f"Cannot find the decoder layers of {type(model).__name__}: layer-wise quantization needs exactly one "
+            f"nn.ModuleList of length config.num_hidden_layers={num_layers} (found {found})."
+        )
+    return chosen[0]
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The model's decoder layers, see [`decoder_layers_path`]."""
+    return model.get_submodule(decoder_layers_path(model))
+
+
+def _is_skipped(name: str, skip: Iterable[str]) -> bool:
+    parts = name.split(".")
+    return any(pattern == name or pattern in parts or name.endswith("." + pattern) for pattern in skip)
+
+
+def linear_modules(layer: nn.Module, skip: Iterable[str] = (), prefix: str = "") -> dict[str, nn.Linear]:
+    """The `nn.Linear` modules of one decoder layer, by name relative to the layer.
+
+    Args:
+        layer (`nn.Module`):
+            One decoder layer.
+        skip (`Iterable[str]`, *optional*):
+            Module names to leave out: a full dotted name (`"model.layers.0.mlp.gate_proj"`), a name suffix
+            (`"mlp.gate_proj"`) or a single component (`"gate_proj"`), as transformers' `modules_to_not_convert`.
+        prefix (`str`, *optional*):
+            Dotted name of the layer in the model, used to match full names in `skip`.
+
+    Returns:
+        `dict[str, nn.Linear]`.
+    """
+    skip = list(skip)
+    return {
+        name: module
+        for name, module in layer.named_modules()
+        if isinstance(module, nn.Linear) and not _is_skipped(f"{prefix}.{name}" if prefix else name, skip)
+    }
+
+
+def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    """Replace the submodule `name` (dotted, relative to `root`) by `module`."""
+    parent_name, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent_name) if parent_name else root, child, module)

@@ -1,0 +1,90 @@
+"""Loading a saved layer-wise checkpoint: build the packed modules on meta, check the files against the plan."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .backends import get_backend
+from .config import LayerwiseQuantizationConfig
+from .layers import decoder_layers, decoder_layers_path, set_submodule
+from .plan import check_layer_bits, effective_group_size
+from .quantize import quantizable_linears
+
+
+_SAFETENSORS_DTYPES = {"I8": torch.int8, "U8": torch.uint8, "I32": torch.int32}
+
+
+def replace_with_packed_modules(
+    model: nn.Module, config: LayerwiseQuantizationConfig, skip: list[str]
+) -> dict[str, tuple[tuple[int, ...], torch.dtype | None]]:
+    """Swap every quantized Linear of the (meta) model for an empty packed module of its saved bit width.
+
+    Args:
+        model (`PreTrainedModel`):
+            The model skeleton, on the meta device.
+        config ([`LayerwiseQuantizationConfig`]):
+            The saved config; must hold `layer_bits`.
+        skip (`list[str]`):
+            Linear modules that were kept in full precision.
+
+    Returns:
+        `dict`: expected `(shape, dtype)` of every packed tensor, by its state-dict name (`None` dtype = float).
+    """
+    if config.layer_bits is None:
+        raise ValueError("This checkpoint's quantization_config has no `layer_bits`: it was not saved after quantization.")
+    check_layer_bits(config.layer_bits, len(decoder_layers(model)), config.bits)
+    backend = get_backend(config.backend)
+    backend.require()
+    path = decoder_layers_path(model)
+    expected = {}
+    for index, layer, linears in quantizable_linears(model, skip):
+        bits = config.layer_bits[index]
+        for name, linear in linears.items():
+            group_size = effective_group_size(linear.in_features, config.group_size)
+            module = backend.empty_linear(
+                linear.in_features, linear.out_features, bits, group_size, linear.bias is not None, linear.weight.dtype
+            )
+            set_submodule(layer, name, module)
+            specs = backend.buffer_specs(linear.out_features, linear.in_features, bits, group_size)
+            expected.update({f"{path}.{index}.{name}.{buffer}": spec for buffer, spec in specs.items()})
+    return expected
+
+
+def check_checkpoint(
+    checkpoint_files: Sequence[str], expected: dict[str, tuple[tuple[int, ...], torch.dtype | None]]
+) -> None:
+    """Check that the safetensors files hold every packed tensor with the shape its layer's bit width implies.
+
+    Only the file headers are read.
+
+    Raises:
+        `ValueError`: naming the first tensors that are missing or do not match `layer_bits`.
+    """
+    from safetensors import safe_open
+
+    found = {}
+    for path in checkpoint_files:
+        if not str(path).endswith(".safetensors"):
+            raise ValueError(f"Layer-wise checkpoints are stored as safetensors; cannot check {path}.")
+        with safe_open(path, framework="pt") as handle:
+            for key in handle.keys():
+                if key in expected:
+                    tensor_slice = handle.get_slice(key)
+                    found[key] = (tuple(tensor_slice.get_shape()), tensor_slice.get_dtype())
+    problems = []
+    for key, (shape, dtype) in expected.items():
+        if key not in found:
+            problems.append(f"{key} is missing")
+            continue
+        saved_shape, saved_dtype = found[key]
+        dtype_ok = dtype is None or _SAFETENSORS_DTYPES.get(saved_dtype) == dtype
+        if saved_shape != shape or not dtype_ok:
+            problems.append(f"{key} is {saved_shape} {saved_dtype}, its layer's bit width needs {shape} {dtype or 'float'}")
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ValueError(
+            "The checkpoint does not match its quantization_config.layer_bits: " + "; ".join(problems[:3]) + more + "."
+        )

@@ -1,0 +1,188 @@
+"""Packed-weight modules: the serialized format of a quantized Linear, as plain tensor buffers.
+
+Plain buffers (not quanto tensor subclasses) are what transformers' stock loader, accelerate device maps and disk
+offload understand. The module rebuilds the optimum-quanto weight tensor from them at forward time, so quanto's
+kernels do the arithmetic.
+
+Buffers of a [`QuantoLinear`] with `bits` and effective group size `g` (`None` = per output channel):
+
+| bits | `weight`                                        | `weight_scale`      | `weight_shift`      |
+|------|-------------------------------------------------|---------------------|---------------------|
+| 8    | int8 `(out, in)`                                | `(out, 1)`          | -                   |
+| 4, 2 | uint8 `(⌈R / (8 / bits)⌉, C)`, quanto's packing | `(R, 1)`            | `(R, 1)`            |
+
+with `(R, C) = (out · in / g, g)` for groups and `(out, in)` per channel; scale and shift take the model's dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+QUANTO_BITS = (2, 4, 8)
+
+
+def quanto_buffer_specs(
+    out_features: int, in_features: int, bits: int, group_size: int | None
+) -> dict[str, tuple[tuple[int, ...], torch.dtype | None]]:
+    """Shapes and dtypes of the buffers of a [`QuantoLinear`] (`None` dtype = the model's float dtype).
+
+    Args:
+        out_features (`int`), in_features (`int`):
+            Shape of the original Linear weight.
+        bits (`int`):
+            2, 4 or 8.
+        group_size (`int`, *optional*):
+            Effective group size (see [`~optimum_layerwise.plan.effective_group_size`]); ignored for 8 bits, which
+            quanto quantizes per output channel.
+
+    Returns:
+        `dict[str, tuple[tuple[int, ...], torch.dtype | None]]`: buffer name to `(shape, dtype)`.
+    """
+    if bits not in QUANTO_BITS:
+        raise ValueError(f"optimum-quanto supports bits {QUANTO_BITS}, got {bits}.")
+    if bits == 8:
+        return {"weight": ((out_features, in_features), torch.int8), "weight_scale": ((out_features, 1), None)}
+    rows, cols = (out_features * in_features // group_size, group_size) if group_size else (out_features, in_features)
+    packed_rows = math.ceil(rows / (8 // bits))
+    return {
+        "weight": ((packed_rows, cols), torch.uint8),
+        "weight_scale": ((rows, 1), None),
+        "weight_shift": ((rows, 1), None),
+    }
+
+
+def _qtype(bits: int):
+    from optimum.quanto import qint2, qint4, qint8
+
+    return {2: qint2, 4: qint4, 8: qint8}[bits]
+
+
+class QuantoLinear(nn.Module):
+    """A Linear layer whose weight is quantized by optimum-quanto (RTN), stored as plain buffers.
+
+    Args:
+        in_features (`int`), out_features (`int`):
+            Shape of the original Linear.
+        bits (`int`):
+            2, 4 or 8.
+        group_size (`int`, *optional*):
+            Effective group size for 2/4 bits, `None` for per-channel.
+        bias (`bool`, *optional*, defaults to `False`):
+            Whether the layer has a bias (kept in full precision).
+        dtype (`torch.dtype`, *optional*, defaults to `torch.float32`):
+            Dtype of scales, shifts and bias; also the activation dtype quanto computes in.
+        device (`torch.device`, *optional*):
+            Where to allocate the (empty) buffers, e.g. `"meta"` before loading a checkpoint.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bits: int,
+        group_size: int | None = None,
+        bias: bool = False,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.bits = bits
+        self.group_size = None if bits == 8 else group_size
+        for name, (shape, buffer_dtype) in quanto_buffer_specs(out_features, in_features, bits, self.group_size).items():
+            self.register_buffer(name, torch.empty(shape, dtype=buffer_dtype or dtype, device=device))
+        self.register_buffer("bias", torch.empty(out_features, dtype=dtype, device=device) if bias else None)
+        self._optimized = None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, bits: int, group_size: int | None) -> QuantoLinear:
+        """Quantize `linear` with optimum-quanto (MaxOptimizer for 2/4 bits, AbsmaxOptimizer for 8 bits).
+
+        Args:
+            linear (`nn.Linear`):
+                The full-precision layer; left untouched.
+            bits (`int`):
+                2, 4 or 8.
+            group_size (`int`, *optional*):
+                Effective group size for 2/4 bits.
+
+        Returns:
+            [`QuantoLinear`] on the same device and dtype as `linear`.
+        """
+        from optimum.quanto import AbsmaxOptimizer, MaxOptimizer
+        from optimum.quanto.tensor.weights import quantize_weight
+
+        weight = linear.weight.detach()
+        module = cls(
+            linear.in_features,
+            linear.out_features,
+            bits,
+            group_size,
+            bias=linear.bias is not None,
+            dtype=weight.dtype,
+            device="meta",
+        )
+        qtype = _qtype(bits)
+        if bits == 8:
+            scale = AbsmaxOptimizer()(weight, qtype=qtype, axis=0)
+            qweight = quantize_weight(weight, qtype=qtype, axis=0, scale=scale, optimized=False)
+            buffers = {"weight": qweight._data, "weight_scale": qweight._scale}
+        else:
+            scale, shift = MaxOptimizer()(weight, qtype=qtype, axis=0, group_size=module.group_size)
+            qweight = quantize_weight(
+                weight, qtype=qtype, axis=0, scale=scale, shift=shift, group_size=module.group_size, optimized=False
+            )
+            buffers = {"weight": qweight._data._data, "weight_scale": qweight._scale, "weight_shift": qweight._shift}
+        for name, tensor in buffers.items():
+            expected = getattr(module, name)
+            if tensor.shape != expected.shape or tensor.dtype != expected.dtype:
+                raise RuntimeError(
+                    f"optimum-quanto produced {name} {tuple(tensor.shape)} {tensor.dtype}, expected "
+                    f"{tuple(expected.shape)} {expected.dtype}: unsupported optimum-quanto version."
+                )
+            setattr(module, name, tensor.contiguous())
+        if linear.bias is not None:
+            module.bias = linear.bias.detach().clone()
+        return module
+
+    def quanto_weight(self) -> torch.Tensor:
+        """The weight as an optimum-quanto tensor built on this module's buffers (no copy).
+
+        On CPU with bf16 scales, int4 weights with group size 128 use quanto's TinyGemm layout; that repacked copy is
+        made once and cached while the buffers stay the same.
+        """
+        from optimum.quanto.tensor.packed import PackedTensor
+        from optimum.quanto.tensor.weights import WeightQBitsTensor, WeightQBytesTensor
+
+        size, stride = (self.out_features, self.in_features), (self.in_features, 1)
+        qtype = _qtype(self.bits)
+        if self.bits == 8:
+            return WeightQBytesTensor(qtype, 0, size, stride, self.weight, self.weight_scale, activation_qtype=None)
+        rows = self.weight_scale.shape[0]
+        cols = self.group_size or self.in_features
+        data = PackedTensor(self.weight, self.bits, (rows, cols), (cols, 1))
+        qweight = WeightQBitsTensor(qtype, 0, self.group_size, size, stride, data, self.weight_scale, self.weight_shift)
+        if self.bits == 4 and self.group_size == 128 and self.weight_scale.dtype == torch.bfloat16:
+            key = (self.weight.data_ptr(), self.weight.device, self.weight_scale.data_ptr())
+            if self._optimized is None or self._optimized[0] != key:
+                self._optimized = (key, qweight.optimize())
+            return self._optimized[1]
+        return qweight
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """The weight in the scale dtype, as quanto would compute with it."""
+        return self.quanto_weight().dequantize()
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(input, self.quanto_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
+            f"group_size={self.group_size}, bias={self.bias is not None}"
+        )

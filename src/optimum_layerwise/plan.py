@@ -1,0 +1,99 @@
+"""The bit plan: which precision each decoder layer gets, written down completely.
+
+This module imports neither torch nor transformers. Every setting that decides the packed format of a layer is
+computed here, explicitly, so that a saved checkpoint can be checked against its config before any tensor loads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+def effective_group_size(in_features: int, group_size: int | None) -> int | None:
+    """Group size actually used for a Linear layer with `in_features` inputs.
+
+    This is optimum-quanto's rule, applied to the requested group size instead of quanto's fixed 128: the group size
+    shrinks by steps of 32 (not below 32) until it divides `in_features`; when none divides it, or when the layer is
+    not wider than one group, the weight is quantized per output channel (`None`).
+
+    Args:
+        in_features (`int`):
+            Number of input features of the Linear layer.
+        group_size (`int`, *optional*):
+            Requested group size; `None` means per output channel.
+
+    Returns:
+        `int` or `None`: the group size to use, or `None` for per-channel quantization.
+    """
+    if group_size is None or in_features <= group_size:
+        return None
+    size = group_size
+    while in_features % size != 0 and size > 32:
+        size -= 32
+    return size if in_features % size == 0 else None
+
+
+def normalize_layer_bits(layer_bits: Mapping[int | str, int], parameter: str = "layer_bits") -> dict[int, int]:
+    """Turn a bit map read from JSON (string keys) or given by a user into `{layer_index: bits}`.
+
+    Args:
+        layer_bits (`Mapping`):
+            Map from decoder-layer index (int, or its string form as JSON writes it) to a bit width.
+        parameter (`str`, *optional*, defaults to `"layer_bits"`):
+            Name used in error messages.
+
+    Returns:
+        `dict[int, int]`: the same map with int keys and int values, sorted by layer index.
+
+    Raises:
+        `ValueError`: if a key is not a non-negative integer or a value is not an integer.
+    """
+    if not isinstance(layer_bits, Mapping):
+        raise ValueError(f"`{parameter}` must be a mapping {{layer_index: bits}}, got {type(layer_bits).__name__}.")
+    normalized = {}
+    for key, value in layer_bits.items():
+        try:
+            index = int(key)
+        except (TypeError, ValueError):
+            raise ValueError(f"`{parameter}` keys must be decoder-layer indices, got {key!r}.") from None
+        if index < 0 or str(index) != str(key).strip():
+            raise ValueError(f"`{parameter}` keys must be non-negative integers, got {key!r}.")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"`{parameter}[{index}]` must be an integer number of bits, got {value!r}.")
+        normalized[index] = value
+    return dict(sorted(normalized.items()))
+
+
+def average_bits(layer_bits: Mapping[int, int]) -> float:
+    """Average bit width over decoder layers (each layer counts once, as in the paper's §3.2)."""
+    if not layer_bits:
+        raise ValueError("`layer_bits` is empty: there is no decoder layer to average over.")
+    return sum(layer_bits.values()) / len(layer_bits)
+
+
+def check_layer_bits(layer_bits: Mapping[int, int], num_layers: int, levels: tuple[int, ...]) -> None:
+    """Check that a bit map covers exactly the model's decoder layers with the configured levels.
+
+    Args:
+        layer_bits (`Mapping[int, int]`):
+            Normalized bit map (see [`normalize_layer_bits`]).
+        num_layers (`int`):
+            Number of decoder layers of the model.
+        levels (`tuple[int, ...]`):
+            Allowed bit widths.
+
+    Raises:
+        `ValueError`: naming the layers that the model lacks or that the map leaves out, or a bit width that is not
+        one of `levels`.
+    """
+    unknown = sorted(index for index in layer_bits if index >= num_layers)
+    if unknown:
+        raise ValueError(
+            f"`layer_bits` names layers {unknown} but the model has {num_layers} decoder layers (0..{num_layers - 1})."
+        )
+    missing = sorted(set(range(num_layers)) - set(layer_bits))
+    if missing:
+        raise ValueError(f"`layer_bits` must give a bit width for every decoder layer; missing layers {missing}.")
+    wrong = {index: bits for index, bits in layer_bits.items() if bits not in levels}
+    if wrong:
+        raise ValueError(f"`layer_bits` uses bit widths {wrong} that are not among `bits`={tuple(levels)}.")

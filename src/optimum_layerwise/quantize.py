@@ -1,0 +1,154 @@
+"""Score, allocate, then quantize a loaded model layer by layer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+from transformers.utils import logging
+
+from .allocation import allocate_bits, parse_memory
+from .backends import QuantizationBackend, get_backend
+from .config import LayerwiseQuantizationConfig
+from .importance import compute_importance
+from .layers import decoder_layers, decoder_layers_path, linear_modules, set_submodule
+from .plan import average_bits, check_layer_bits, effective_group_size
+
+
+logger = logging.get_logger(__name__)
+
+
+def tensor_nbytes(module: nn.Module) -> int:
+    """Bytes of all parameters and buffers of `module` (shared tensors counted once)."""
+    seen, total = set(), 0
+    for tensor in [*module.parameters(), *module.buffers()]:
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def quantizable_linears(
+    model: nn.Module, skip: list[str]
+) -> Iterator[tuple[int, nn.Module, dict[str, nn.Linear]]]:
+    """Yield `(index, layer, {name: Linear})` for every decoder layer, leaving out `skip`."""
+    path = decoder_layers_path(model)
+    for index, layer in enumerate(model.get_submodule(path)):
+        linears = linear_modules(layer, skip, prefix=f"{path}.{index}")
+        if not linears:
+            raise ValueError(f"Decoder layer {index} has no Linear module left to quantize (see `modules_to_not_convert`).")
+        yield index, layer, linears
+
+
+def layer_sizes(
+    model: nn.Module, config: LayerwiseQuantizationConfig, backend: QuantizationBackend, skip: list[str]
+) -> tuple[list[dict[int, int]], int]:
+    """Exact bytes of every decoder layer at every level, and the bytes outside the decoder layers.
+
+    Returns:
+        `tuple[list[dict[int, int]], int]`: `([{bits: bytes}, ...], fixed_bytes)`.
+    """
+    sizes = []
+    for _, layer, linears in quantizable_linears(model, skip):
+        weights = sum(linear.weight.numel() * linear.weight.element_size() for linear in linears.values())
+        rest = tensor_nbytes(layer) - weights
+        sizes.append(
+            {
+                bits: rest
+                + sum(
+                    backend.linear_nbytes(
+                        linear.out_features,
+                        linear.in_features,
+                        bits,
+                        effective_group_size(linear.in_features, config.group_size),
+                        linear.weight.dtype,
+                    )
+                    for linear in linears.values()
+                )
+                for bits in config.bits
+            }
+        )
+    fixed = tensor_nbytes(model) - tensor_nbytes(decoder_layers(model))
+    return sizes, fixed
+
+
+def plan_layer_bits(
+    model: nn.Module, config: LayerwiseQuantizationConfig, backend: QuantizationBackend, skip: list[str]
+) -> tuple[dict[int, int], list[float] | None]:
+    """Importance scores and the bit map for `model` under `config`'s budget (or its explicit `layer_bits`)."""
+    num_layers = len(decoder_layers(model))
+    if config.layer_bits is not None:
+        check_layer_bits(config.layer_bits, num_layers, config.bits)
+        return dict(config.layer_bits), config.layer_scores
+    if not any(getattr(config, name) is not None for name in ("target_bits", "memory_budget", "num_low_bit_layers")):
+        config.target_bits = config.default_target_bits()
+        logger.info(f"No budget given: using target_bits={config.target_bits} (mean of the highest and lowest level).")
+    scores = compute_importance(
+        model,
+        config.importance,
+        config.dataset,
+        config.tokenizer,
+        num_samples=config.num_samples,
+        seq_len=config.seq_len,
+        seed=config.seed,
+        skip=skip,
+    )
+    sizes, fixed = layer_sizes(model, config, backend, skip)
+    if config.memory_budget is not None:
+        largest = fixed + sum(size[max(config.bits)] for size in sizes)
+        if parse_memory(config.memory_budget) >= largest:
+            logger.warning(f"memory_budget={config.memory_budget} fits every layer at {max(config.bits)} bits.")
+    layer_bits = allocate_bits(
+        scores,
+        config.bits,
+        target_bits=config.target_bits,
+        memory_budget=config.memory_budget,
+        num_low_bit_layers=config.num_low_bit_layers,
+        layer_sizes=sizes,
+        fixed_bytes=fixed,
+    )
+    return layer_bits, scores
+
+
+def _check_materialized(model: nn.Module) -> None:
+    offloaded = sorted({name.rsplit(".", 1)[0] for name, p in model.named_parameters() if p.is_meta})
+    if offloaded:
+        raise ValueError(
+            "Quantizing while loading needs every weight in memory, but these modules are offloaded (cpu/disk "
+            f"device_map): {offloaded[:5]}{' ...' if len(offloaded) > 5 else ''}. Load without offload to quantize, "
+            "save, then load the saved checkpoint with any device_map."
+        )
+
+
+def quantize_model(model: nn.Module, config: LayerwiseQuantizationConfig, skip: list[str] | None = None) -> None:
+    """Quantize `model` in place: score its decoder layers, allocate bits, then replace each layer's Linear modules by
+    packed ones at that layer's bits, one layer at a time (full-precision weights are released as it goes).
+
+    On return, `config.layer_bits` and `config.layer_scores` hold the plan.
+
+    Args:
+        model (`PreTrainedModel`):
+            A full-precision causal LM with all weights in memory.
+        config ([`LayerwiseQuantizationConfig`]):
+            What to do; updated with the plan.
+        skip (`list[str]`, *optional*):
+            Linear modules to keep in full precision (defaults to `config.modules_to_not_convert`).
+    """
+    _check_materialized(model)
+    backend = get_backend(config.backend)
+    backend.require()
+    skip = list(config.modules_to_not_convert or []) if skip is None else skip
+    layer_bits, scores = plan_layer_bits(model, config, backend, skip)
+    progress = logging.tqdm(total=len(layer_bits), desc=f"Quantizing layers ({backend.name})", unit="layer")
+    with torch.no_grad():
+        for index, layer, linears in quantizable_linears(model, skip):
+            bits = layer_bits[index]
+            for name, linear in linears.items():
+                group_size = effective_group_size(linear.in_features, config.group_size)
+                set_submodule(layer, name, backend.quantize_linear(linear, bits, group_size))
+            progress.update()
+    progress.close()
+    config.layer_bits = layer_bits
+    config.layer_scores = scores
+    logger.info(f"Quantized {len(layer_bits)} decoder layers to {average_bits(layer_bits):.2f} average bits.")

@@ -1,0 +1,76 @@
+"""`LayerwiseHfQuantizer`: the transformers hooks, kept thin (work is done in quantize.py and loading.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers.quantizers.base import HfQuantizer
+from transformers.utils import logging
+
+from .backends import get_backend
+from .layers import decoder_layers
+from .loading import check_checkpoint, replace_with_packed_modules
+from .modules import QuantoLinear
+from .quantize import quantize_model
+
+
+logger = logging.get_logger(__name__)
+
+
+def _has_offload(device_map: Any) -> bool:
+    if not isinstance(device_map, dict):
+        return False
+    devices = {str(device) for device in device_map.values()}
+    return "disk" in devices or ("cpu" in devices and len(devices) > 1)
+
+
+class LayerwiseHfQuantizer(HfQuantizer):
+    """Quantize on load (score, allocate, pack layer by layer) or load a saved layer-wise checkpoint."""
+
+    requires_calibration = False
+
+    def validate_environment(self, *args, device_map: Any = None, **kwargs):
+        get_backend(self.quantization_config.backend).require()
+        if not self.pre_quantized and _has_offload(device_map):
+            raise ValueError(
+                "Quantizing while loading with a cpu/disk-offloaded `device_map` is not supported: offloaded layers "
+                "are not in memory to be quantized. Quantize without offload, `save_pretrained`, then load the saved "
+                "checkpoint with this device_map."
+            )
+
+    def _skip(self, model) -> list[str]:
+        return list(self.quantization_config.modules_to_not_convert or []) + list(model._keep_in_fp32_modules or [])
+
+    def _process_model_before_weight_loading(self, model, checkpoint_files=None, **kwargs):
+        if not self.pre_quantized:
+            decoder_layers(model)  # fail before the weights load if the architecture is not supported
+            return
+        expected = replace_with_packed_modules(model, self.quantization_config, self._skip(model))
+        if checkpoint_files:
+            check_checkpoint(checkpoint_files, expected)
+
+    def _process_model_after_weight_loading(self, model, **kwargs):
+        if not self.pre_quantized:
+            quantize_model(model, self.quantization_config, skip=self._skip(model))
+        return model
+
+    def get_state_dict_and_metadata(self, model):
+        """Refuse to save (before anything is written) a model whose modules do not match its plan."""
+        layer_bits = self.quantization_config.layer_bits
+        if layer_bits is None:
+            raise ValueError("Cannot save: the model has no layer-wise plan (`layer_bits` is missing).")
+        for index, layer in enumerate(decoder_layers(model)):
+            for name, module in layer.named_modules():
+                if isinstance(module, QuantoLinear) and module.bits != layer_bits[index]:
+                    raise ValueError(
+                        f"Cannot save: decoder layer {index} module {name} holds {module.bits}-bit weights but "
+                        f"layer_bits says {layer_bits[index]}."
+                    )
+        return None, {}
+
+    def is_serializable(self) -> bool:
+        return True
+
+    @property
+    def is_trainable(self) -> bool:
+        return False

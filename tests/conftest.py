@@ -1,0 +1,62 @@
+"""Tiny random causal LMs built in code (no Hub access), shared by the tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    Gemma3TextConfig,
+    LlamaConfig,
+    MistralConfig,
+    Qwen2Config,
+)
+
+
+COMMON = dict(
+    vocab_size=128,
+    hidden_size=64,
+    intermediate_size=160,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    tie_word_embeddings=False,
+)
+
+TINY_CONFIGS = {
+    "llama": lambda: LlamaConfig(**COMMON),
+    "mistral": lambda: MistralConfig(**COMMON, sliding_window=None),
+    "qwen2": lambda: Qwen2Config(**COMMON),
+    "gemma3": lambda: Gemma3TextConfig(**COMMON, head_dim=16, sliding_window=64),
+}
+
+
+def build_tiny_model(arch: str = "llama", seed: int = 0, **overrides) -> torch.nn.Module:
+    """A randomly initialised tiny causal LM of architecture `arch`, in float32 and eval mode."""
+    config = TINY_CONFIGS[arch]()
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+
+
+@pytest.fixture(params=sorted(TINY_CONFIGS))
+def arch(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path_factory, request):
+    """Save a tiny model of the requested architecture (default llama) and return its folder."""
+    arch_name = getattr(request, "param", "llama")
+    folder = tmp_path_factory.mktemp(f"tiny-{arch_name}")
+    build_tiny_model(arch_name).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture
+def token_batches():
+    """Deterministic token-id calibration sequences for the tiny models (vocab 128)."""
+    generator = torch.Generator().manual_seed(1)
+    return torch.randint(0, 128, (6, 48), generator=generator)
