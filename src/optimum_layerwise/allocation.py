@@ -48,7 +48,9 @@ def parse_memory(value: int | float | str) -> int:
         unit = match.group(2).upper() if match else None
         if unit not in _MEMORY_UNITS:
             units = ", ".join(u for u in _MEMORY_UNITS if u)
-            raise ValueError(f"`memory_budget`={value!r} is not understood; use bytes or a number with one of {units}.")
+            raise ValueError(
+                f"`memory_budget`={value!r} is not understood; use bytes or a number with one of {units}."
+            )
         amount = float(match.group(1)) * _MEMORY_UNITS[unit]
     else:
         raise ValueError(f"`memory_budget` must be an int or a string like '6GB', got {type(value).__name__}.")
@@ -171,7 +173,9 @@ def allocate_bits(
 
     if target_bits is not None:
         if not levels[-1] <= target_bits <= levels[0]:
-            raise ValueError(f"`target_bits` must lie in [{levels[-1]}, {levels[0]}] for bits={levels}, got {target_bits}.")
+            raise ValueError(
+                f"`target_bits` must lie in [{levels[-1]}, {levels[0]}] for bits={levels}, got {target_bits}."
+            )
         budget_bits = target_bits * num_layers + 1e-9
         plan = _ladder(order, levels, lambda plan: sum(plan.values()) <= budget_bits)
         return dict(sorted(plan.items()))

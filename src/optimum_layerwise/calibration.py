@@ -57,7 +57,9 @@ def _token_sequences(dataset: Any, tokenizer: Any) -> list[list[int]]:
         return [list(tokenizer(text)["input_ids"]) for text in texts if text.strip()]
     if isinstance(dataset, torch.Tensor):
         if dataset.dim() != 2 or dataset.dtype not in (torch.int32, torch.int64):
-            raise ValueError(f"`dataset` as a tensor must be 2-D integer token ids, got {tuple(dataset.shape)} {dataset.dtype}.")
+            raise ValueError(
+                f"`dataset` as a tensor must be 2-D integer token ids, got {tuple(dataset.shape)} {dataset.dtype}."
+            )
         return dataset.tolist()
     if isinstance(dataset, Sequence) and dataset:
         sequences = []
@@ -68,7 +70,8 @@ def _token_sequences(dataset: Any, tokenizer: Any) -> list[list[int]]:
             sequences.append(list(ids))
         return sequences
     raise ValueError(
-        f"`dataset` must be a list of strings, a list/tensor of token-id sequences or a text file path, got {dataset!r}."
+        f"`dataset` must be a list of strings, a list/tensor of token-id sequences or a text file path, got "
+        f"{dataset!r}."
     )
 
 

@@ -116,7 +116,9 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         if self.backend not in BACKEND_BITS:
             raise ValueError(f"`backend` must be one of {sorted(BACKEND_BITS)}, got {self.backend!r}.")
         supported = BACKEND_BITS[self.backend]
-        if not isinstance(self.bits, tuple) or not all(isinstance(b, int) and not isinstance(b, bool) for b in self.bits):
+        if not isinstance(self.bits, tuple) or not all(
+            isinstance(b, int) and not isinstance(b, bool) for b in self.bits
+        ):
             raise ValueError(f"`bits` must be a tuple of ints such as (4, 2), got {self.bits!r}.")
         if len(self.bits) not in (2, 3):
             raise ValueError(f"`bits` must give two or three precision levels, high to low, got {self.bits}.")
@@ -134,9 +136,13 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         for name in ("num_samples", "seq_len", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):
-                raise ValueError(f"`{name}` must be a {'non-negative' if name == 'seed' else 'positive'} int, got {value!r}.")
+                raise ValueError(
+                    f"`{name}` must be a {'non-negative' if name == 'seed' else 'positive'} int, got {value!r}."
+                )
         if self.group_size is not None and (
-            isinstance(self.group_size, bool) or not isinstance(self.group_size, int) or self.group_size < 32
+            isinstance(self.group_size, bool)
+            or not isinstance(self.group_size, int)
+            or self.group_size < 32
             or self.group_size % 32
         ):
             raise ValueError(f"`group_size` must be a positive multiple of 32 or None, got {self.group_size!r}.")
@@ -144,7 +150,9 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             not isinstance(self.modules_to_not_convert, (list, tuple))
             or not all(isinstance(name, str) for name in self.modules_to_not_convert)
         ):
-            raise ValueError(f"`modules_to_not_convert` must be a list of module names, got {self.modules_to_not_convert!r}.")
+            raise ValueError(
+                f"`modules_to_not_convert` must be a list of module names, got {self.modules_to_not_convert!r}."
+            )
         if self.layer_scores is not None and not all(math.isfinite(score) for score in self.layer_scores):
             raise ValueError("`layer_scores` must be finite numbers.")
         self._check_dataset()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
 import shutil
 import tempfile
 import time
@@ -79,10 +80,10 @@ class DemoModel:
     @property
     def install_command(self) -> str:
         """`str`: One shell line that installs everything this model needs."""
-        deps = [r for r in self.requirements if r not in self.no_deps]
+        deps = [shlex.quote(r) for r in self.requirements if r not in self.no_deps]
         commands = [f"pip install {' '.join(deps)}"] if deps else []
         if self.no_deps:
-            commands.append(f"pip install --no-deps {' '.join(self.no_deps)}")
+            commands.append(f"pip install --no-deps {' '.join(map(shlex.quote, self.no_deps))}")
         return " && ".join(commands)
 
 

@@ -34,7 +34,9 @@ def replace_with_packed_modules(
         `dict`: expected `(shape, dtype)` of every packed tensor, by its state-dict name (`None` dtype = float).
     """
     if config.layer_bits is None:
-        raise ValueError("This checkpoint's quantization_config has no `layer_bits`: it was not saved after quantization.")
+        raise ValueError(
+            "This checkpoint's quantization_config has no `layer_bits`: it was not saved after quantization."
+        )
     check_layer_bits(config.layer_bits, len(decoder_layers(model)), config.bits)
     backend = get_backend(config.backend)
     backend.require()
@@ -48,8 +50,8 @@ def replace_with_packed_modules(
                 linear.in_features, linear.out_features, bits, group_size, linear.bias is not None, linear.weight.dtype
             )
             set_submodule(layer, name, module)
-            specs = backend.buffer_specs(linear.out_features, linear.in_features, bits, group_size)
-            expected.update({f"{path}.{index}.{name}.{buffer}": spec for buffer, spec in specs.items()})
+            specs = backend.tensor_specs(linear.out_features, linear.in_features, bits, group_size)
+            expected.update({f"{path}.{index}.{name}.{tensor}": spec for tensor, spec in specs.items()})
     return expected
 
 
@@ -82,7 +84,9 @@ def check_checkpoint(
         saved_shape, saved_dtype = found[key]
         dtype_ok = dtype is None or _SAFETENSORS_DTYPES.get(saved_dtype) == dtype
         if saved_shape != shape or not dtype_ok:
-            problems.append(f"{key} is {saved_shape} {saved_dtype}, its layer's bit width needs {shape} {dtype or 'float'}")
+            problems.append(
+                f"{key} is {saved_shape} {saved_dtype}, its layer's bit width needs {shape} {dtype or 'float'}"
+            )
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise ValueError(

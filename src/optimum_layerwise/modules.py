@@ -1,17 +1,19 @@
-"""Packed-weight modules: the serialized format of a quantized Linear, as plain tensor buffers.
+"""Packed-weight modules: the serialized format of a quantized Linear, as plain tensors.
 
-Plain buffers (not quanto tensor subclasses) are what transformers' stock loader, accelerate device maps and disk
-offload understand. The module rebuilds the optimum-quanto weight tensor from them at forward time, so quanto's
-kernels do the arithmetic.
+Plain tensors (not quanto tensor subclasses), held as frozen `nn.Parameter`s, are what transformers' stock loader,
+accelerate device maps and disk offload understand (accelerate offloads parameters, not buffers). The module rebuilds
+the optimum-quanto weight tensor from them at forward time, so quanto's kernels do the arithmetic.
 
-Buffers of a [`QuantoLinear`] with `bits` and effective group size `g` (`None` = per output channel):
+Tensors of a [`QuantoLinear`] with `bits` and effective group size `g` (`None` = per output channel):
 
 | bits | `weight`                                        | `weight_scale`      | `weight_shift`      |
 |------|-------------------------------------------------|---------------------|---------------------|
-| 8    | int8 `(out, in)`                                | `(out, 1)`          | -                   |
+| 8    | int8 `(out · in,)`                              | `(out, 1)`          | -                   |
 | 4, 2 | uint8 `(⌈R / (8 / bits)⌉, C)`, quanto's packing | `(R, 1)`            | `(R, 1)`            |
 
 with `(R, C) = (out · in / g, g)` for groups and `(out, in)` per channel; scale and shift take the model's dtype.
+The packed `weight` never has the original `(out, in)` shape (int8 codes are stored flattened), so loading a
+checkpoint without `import optimum_layerwise` fails on the shapes instead of reading codes as float weights.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from torch import nn
 QUANTO_BITS = (2, 4, 8)
 
 
-def quanto_buffer_specs(
+def quanto_tensor_specs(
     out_features: int, in_features: int, bits: int, group_size: int | None
 ) -> dict[str, tuple[tuple[int, ...], torch.dtype | None]]:
-    """Shapes and dtypes of the buffers of a [`QuantoLinear`] (`None` dtype = the model's float dtype).
+    """Shapes and dtypes of the tensors of a [`QuantoLinear`] (`None` dtype = the model's float dtype).
 
     Args:
         out_features (`int`), in_features (`int`):
@@ -40,12 +42,12 @@ def quanto_buffer_specs(
             quanto quantizes per output channel.
 
     Returns:
-        `dict[str, tuple[tuple[int, ...], torch.dtype | None]]`: buffer name to `(shape, dtype)`.
+        `dict[str, tuple[tuple[int, ...], torch.dtype | None]]`: tensor name to `(shape, dtype)`.
     """
     if bits not in QUANTO_BITS:
         raise ValueError(f"optimum-quanto supports bits {QUANTO_BITS}, got {bits}.")
     if bits == 8:
-        return {"weight": ((out_features, in_features), torch.int8), "weight_scale": ((out_features, 1), None)}
+        return {"weight": ((out_features * in_features,), torch.int8), "weight_scale": ((out_features, 1), None)}
     rows, cols = (out_features * in_features // group_size, group_size) if group_size else (out_features, in_features)
     packed_rows = math.ceil(rows / (8 // bits))
     return {
@@ -61,8 +63,12 @@ def _qtype(bits: int):
     return {2: qint2, 4: qint4, 8: qint8}[bits]
 
 
+def _frozen(tensor: torch.Tensor) -> nn.Parameter:
+    return nn.Parameter(tensor, requires_grad=False)
+
+
 class QuantoLinear(nn.Module):
-    """A Linear layer whose weight is quantized by optimum-quanto (RTN), stored as plain buffers.
+    """A Linear layer whose weight is quantized by optimum-quanto (RTN), stored as plain tensors.
 
     Args:
         in_features (`int`), out_features (`int`):
@@ -76,7 +82,7 @@ class QuantoLinear(nn.Module):
         dtype (`torch.dtype`, *optional*, defaults to `torch.float32`):
             Dtype of scales, shifts and bias; also the activation dtype quanto computes in.
         device (`torch.device`, *optional*):
-            Where to allocate the (empty) buffers, e.g. `"meta"` before loading a checkpoint.
+            Where to allocate the (empty) tensors, e.g. `"meta"` before loading a checkpoint.
     """
 
     def __init__(
@@ -94,9 +100,12 @@ class QuantoLinear(nn.Module):
         self.out_features = out_features
         self.bits = bits
         self.group_size = None if bits == 8 else group_size
-        for name, (shape, buffer_dtype) in quanto_buffer_specs(out_features, in_features, bits, self.group_size).items():
-            self.register_buffer(name, torch.empty(shape, dtype=buffer_dtype or dtype, device=device))
-        self.register_buffer("bias", torch.empty(out_features, dtype=dtype, device=device) if bias else None)
+        specs = quanto_tensor_specs(out_features, in_features, bits, self.group_size)
+        for name, (shape, tensor_dtype) in specs.items():
+            self.register_parameter(name, _frozen(torch.empty(shape, dtype=tensor_dtype or dtype, device=device)))
+        self.register_parameter(
+            "bias", _frozen(torch.empty(out_features, dtype=dtype, device=device)) if bias else None
+        )
         self._optimized = None
 
     @classmethod
@@ -131,30 +140,30 @@ class QuantoLinear(nn.Module):
         if bits == 8:
             scale = AbsmaxOptimizer()(weight, qtype=qtype, axis=0)
             qweight = quantize_weight(weight, qtype=qtype, axis=0, scale=scale, optimized=False)
-            buffers = {"weight": qweight._data, "weight_scale": qweight._scale}
+            packed = {"weight": qweight._data.flatten(), "weight_scale": qweight._scale}
         else:
             scale, shift = MaxOptimizer()(weight, qtype=qtype, axis=0, group_size=module.group_size)
             qweight = quantize_weight(
                 weight, qtype=qtype, axis=0, scale=scale, shift=shift, group_size=module.group_size, optimized=False
             )
-            buffers = {"weight": qweight._data._data, "weight_scale": qweight._scale, "weight_shift": qweight._shift}
-        for name, tensor in buffers.items():
+            packed = {"weight": qweight._data._data, "weight_scale": qweight._scale, "weight_shift": qweight._shift}
+        for name, tensor in packed.items():
             expected = getattr(module, name)
             if tensor.shape != expected.shape or tensor.dtype != expected.dtype:
                 raise RuntimeError(
                     f"optimum-quanto produced {name} {tuple(tensor.shape)} {tensor.dtype}, expected "
                     f"{tuple(expected.shape)} {expected.dtype}: unsupported optimum-quanto version."
                 )
-            setattr(module, name, tensor.contiguous())
+            setattr(module, name, _frozen(tensor.contiguous()))
         if linear.bias is not None:
-            module.bias = linear.bias.detach().clone()
+            module.bias = _frozen(linear.bias.detach().clone())
         return module
 
     def quanto_weight(self) -> torch.Tensor:
-        """The weight as an optimum-quanto tensor built on this module's buffers (no copy).
+        """The weight as an optimum-quanto tensor built on this module's tensors (no copy).
 
         On CPU with bf16 scales, int4 weights with group size 128 use quanto's TinyGemm layout; that repacked copy is
-        made once and cached while the buffers stay the same.
+        made once and cached while the tensors stay the same.
         """
         from optimum.quanto.tensor.packed import PackedTensor
         from optimum.quanto.tensor.weights import WeightQBitsTensor, WeightQBytesTensor
@@ -162,11 +171,14 @@ class QuantoLinear(nn.Module):
         size, stride = (self.out_features, self.in_features), (self.in_features, 1)
         qtype = _qtype(self.bits)
         if self.bits == 8:
-            return WeightQBytesTensor(qtype, 0, size, stride, self.weight, self.weight_scale, activation_qtype=None)
+            data = self.weight.view(size)
+            return WeightQBytesTensor(qtype, 0, size, stride, data, self.weight_scale, activation_qtype=None)
         rows = self.weight_scale.shape[0]
         cols = self.group_size or self.in_features
         data = PackedTensor(self.weight, self.bits, (rows, cols), (cols, 1))
-        qweight = WeightQBitsTensor(qtype, 0, self.group_size, size, stride, data, self.weight_scale, self.weight_shift)
+        qweight = WeightQBitsTensor(
+            qtype, 0, self.group_size, size, stride, data, self.weight_scale, self.weight_shift
+        )
         if self.bits == 4 and self.group_size == 128 and self.weight_scale.dtype == torch.bfloat16:
             key = (self.weight.data_ptr(), self.weight.device, self.weight_scale.data_ptr())
             if self._optimized is None or self._optimized[0] != key:

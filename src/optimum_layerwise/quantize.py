@@ -29,15 +29,15 @@ def tensor_nbytes(module: nn.Module) -> int:
     return total
 
 
-def quantizable_linears(
-    model: nn.Module, skip: list[str]
-) -> Iterator[tuple[int, nn.Module, dict[str, nn.Linear]]]:
+def quantizable_linears(model: nn.Module, skip: list[str]) -> Iterator[tuple[int, nn.Module, dict[str, nn.Linear]]]:
     """Yield `(index, layer, {name: Linear})` for every decoder layer, leaving out `skip`."""
     path = decoder_layers_path(model)
     for index, layer in enumerate(model.get_submodule(path)):
         linears = linear_modules(layer, skip, prefix=f"{path}.{index}")
         if not linears:
-            raise ValueError(f"Decoder layer {index} has no Linear module left to quantize (see `modules_to_not_convert`).")
+            raise ValueError(
+                f"Decoder layer {index} has no Linear module left to quantize (see `modules_to_not_convert`)."
+            )
         yield index, layer, linears
 
 

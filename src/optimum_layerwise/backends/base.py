@@ -25,10 +25,10 @@ class QuantizationBackend(ABC):
         """Whether the library behind this backend can be imported."""
 
     @abstractmethod
-    def buffer_specs(
+    def tensor_specs(
         self, out_features: int, in_features: int, bits: int, group_size: int | None
     ) -> dict[str, tuple[tuple[int, ...], torch.dtype | None]]:
-        """Serialized tensors of one packed Linear: name to `(shape, dtype)`, `None` dtype = the model's float dtype."""
+        """Serialized tensors of one packed Linear: name to `(shape, dtype)`; a `None` dtype is the model's."""
 
     @abstractmethod
     def quantize_linear(self, linear: nn.Linear, bits: int, group_size: int | None) -> nn.Module:
@@ -53,7 +53,7 @@ class QuantizationBackend(ABC):
         float_size = torch.empty((), dtype=float_dtype).element_size()
         return sum(
             math.prod(shape) * (torch.empty((), dtype=dtype).element_size() if dtype is not None else float_size)
-            for shape, dtype in self.buffer_specs(out_features, in_features, bits, group_size).values()
+            for shape, dtype in self.tensor_specs(out_features, in_features, bits, group_size).values()
         )
 
     def require(self) -> None:
@@ -63,4 +63,3 @@ class QuantizationBackend(ABC):
                 f"backend={self.name!r} needs {self.requirement}, which is not installed: "
                 f"`pip install {self.requirement}`."
             )
-

@@ -7,7 +7,7 @@ import importlib.util
 import torch
 from torch import nn
 
-from ..modules import QUANTO_BITS, QuantoLinear, quanto_buffer_specs
+from ..modules import QUANTO_BITS, QuantoLinear, quanto_tensor_specs
 from .base import QuantizationBackend
 
 
@@ -22,8 +22,8 @@ class QuantoBackend(QuantizationBackend):
     def is_available(self) -> bool:
         return importlib.util.find_spec("optimum.quanto") is not None
 
-    def buffer_specs(self, out_features, in_features, bits, group_size):
-        return quanto_buffer_specs(out_features, in_features, bits, None if bits == 8 else group_size)
+    def tensor_specs(self, out_features, in_features, bits, group_size):
+        return quanto_tensor_specs(out_features, in_features, bits, None if bits == 8 else group_size)
 
     def quantize_linear(self, linear: nn.Linear, bits: int, group_size: int | None) -> nn.Module:
         return QuantoLinear.from_linear(linear, bits, group_size)

@@ -59,7 +59,9 @@ def check_importance(importance: Any) -> None:
     """Raise a `ValueError` unless `importance` is a known method name or a list of finite floats."""
     if isinstance(importance, str):
         if importance not in IMPORTANCE_METHODS:
-            raise ValueError(f"`importance` must be one of {sorted(IMPORTANCE_METHODS)} or a list of floats, got {importance!r}.")
+            raise ValueError(
+                f"`importance` must be one of {sorted(IMPORTANCE_METHODS)} or a list of floats, got {importance!r}."
+            )
         return
     if not isinstance(importance, Sequence) or not importance:
         raise ValueError(f"`importance` must be a method name or a non-empty list of floats, got {importance!r}.")

@@ -1,0 +1,93 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from optimum_layerwise.backends import get_backend
+from optimum_layerwise.modules import QuantoLinear
+from optimum_layerwise.plan import effective_group_size
+
+
+BACKEND = get_backend("quanto")
+
+
+def buffer_bytes(module: QuantoLinear) -> int:
+    return sum(
+        getattr(module, name).numel() * getattr(module, name).element_size()
+        for name in ("weight", "weight_scale", "weight_shift")
+        if getattr(module, name, None) is not None
+    )
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("in_features, group_size", [(256, 128), (160, 128), (96, 128), (576, 32)])
+def test_packed_module_matches_its_spec_and_byte_count(bits, in_features, group_size):
+    torch.manual_seed(0)
+    linear = nn.Linear(in_features, 48, bias=True)
+    group = effective_group_size(in_features, group_size)
+    module = BACKEND.quantize_linear(linear, bits, group)
+    for name, (shape, dtype) in BACKEND.tensor_specs(48, in_features, bits, group).items():
+        assert tuple(getattr(module, name).shape) == shape
+        assert getattr(module, name).dtype == (dtype or torch.float32)
+    assert buffer_bytes(module) == BACKEND.linear_nbytes(48, in_features, bits, group, torch.float32)
+    assert torch.equal(module.bias, linear.bias)
+    x = torch.randn(3, 5, in_features)
+    expected = nn.functional.linear(x, module.dequantized_weight(), linear.bias)
+    assert torch.allclose(module(x), expected, atol=1e-5)
+    error = (module.dequantized_weight() - linear.weight).abs().mean() / linear.weight.abs().mean()
+    assert error < {8: 0.01, 4: 0.2, 2: 0.7}[bits]
+
+
+@pytest.mark.parametrize("qtype_name, bits", [("qint2", 2), ("qint4", 4), ("qint8", 8)])
+def test_same_weights_as_quanto_qlinear(qtype_name, bits):
+    """Our packed module stores exactly what optimum-quanto's own QLinear computes (quanto uses group 128)."""
+    from optimum import quanto
+
+    torch.manual_seed(0)
+    linear = nn.Linear(384, 32)
+    qlinear = quanto.nn.QLinear.from_module(linear, weights=getattr(quanto, qtype_name))
+    qlinear.freeze()
+    module = BACKEND.quantize_linear(linear, bits, effective_group_size(384, 128))
+    assert torch.equal(module.dequantized_weight(), qlinear.weight.dequantize())
+    x = torch.randn(4, 384)
+    assert torch.allclose(module(x), qlinear(x), atol=1e-6)
+
+
+def test_per_byte_cost_shrinks_with_bits():
+    per_param = {b: BACKEND.linear_nbytes(2048, 2048, b, 128, torch.bfloat16) / 2048**2 for b in (8, 4, 2)}
+    assert per_param[8] == pytest.approx(1.0, abs=0.01)
+    assert per_param[4] == pytest.approx(0.5 + 4 / 128, abs=1e-9)  # packed nibbles + bf16 scale and shift per 128
+    assert per_param[2] == pytest.approx(0.25 + 4 / 128, abs=1e-9)
+
+
+def test_bf16_int4_uses_tinygemm_once_and_caches_it():
+    torch.manual_seed(0)
+    linear = nn.Linear(256, 256).to(torch.bfloat16)
+    module = BACKEND.quantize_linear(linear, 4, 128)
+    x = torch.randn(2, 256, dtype=torch.bfloat16)
+    first = module(x)
+    cached = module._optimized[1]
+    assert type(cached).__name__ == "TinyGemmWeightQBitsTensor"
+    assert torch.equal(module(x), first) and module._optimized[1] is cached
+    reference = nn.functional.linear(x.float(), module.dequantized_weight().float(), linear.bias.float())
+    assert torch.allclose(first.float(), reference, atol=0.05, rtol=0.02)
+
+
+def test_empty_module_is_on_meta():
+    module = BACKEND.empty_linear(64, 32, 4, 32, True, torch.bfloat16)
+    assert module.weight.is_meta and module.weight.dtype == torch.uint8
+    assert module.weight_scale.dtype == torch.bfloat16
+    assert math.prod(module.weight.shape) == 64 * 32 // 2
+
+
+def test_unsupported_bits():
+    with pytest.raises(ValueError, match="supports bits"):
+        BACKEND.quantize_linear(nn.Linear(64, 8), 3, 32)
+
+
+def test_backend_registry():
+    with pytest.raises(ValueError, match="`backend` must be one of"):
+        get_backend("awq")
+    with pytest.raises(NotImplementedError, match="gptq"):
+        get_backend("gptq")

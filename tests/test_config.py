@@ -1,0 +1,88 @@
+import json
+
+import pytest
+import torch
+
+from optimum_layerwise import LayerwiseQuantizationConfig
+
+
+def test_defaults_and_json_round_trip():
+    config = LayerwiseQuantizationConfig(importance="zd", target_bits=3.0)
+    config.layer_bits = {0: 4, 1: 2}
+    config.layer_scores = [0.5, 0.1]
+    data = json.loads(config.to_json_string())
+    assert data["layer_bits"] == {"0": 4, "1": 2}
+    again = LayerwiseQuantizationConfig.from_dict(data)
+    assert again.layer_bits == {0: 4, 1: 2}
+    assert again.layer_scores == [0.5, 0.1]
+    assert again.bits == (4, 2) and again.target_bits == 3.0
+    assert again.to_dict() == config.to_dict()
+
+
+def test_tokenizer_and_in_memory_data_are_not_serialized():
+    config = LayerwiseQuantizationConfig(dataset=["some text"], tokenizer=object(), num_low_bit_layers=1)
+    data = config.to_dict()
+    assert "tokenizer" not in data and data["dataset"] is None
+    json.dumps(data)
+    assert LayerwiseQuantizationConfig(dataset="books.txt", importance="lim").to_dict()["dataset"] == "books.txt"
+
+
+def test_memory_strings_are_kept_as_given():
+    assert LayerwiseQuantizationConfig(importance="zd", memory_budget="500MiB").to_dict()["memory_budget"] == "500MiB"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(bits=(4, 3)), r"`bits` \[3\] not supported by backend='quanto'"),
+        (dict(bits=(2, 4)), "strictly decreasing"),
+        (dict(bits=(4,)), "two or three"),
+        (dict(bits=(8, 4, 2, 2)), "two or three"),
+        (dict(bits="4,2"), "tuple of ints"),
+        (dict(backend="awq"), "`backend` must be one of"),
+        (dict(target_bits=5.0), r"`target_bits` must lie in \[2, 4\]"),
+        (dict(target_bits=3.0, memory_budget="1GB"), "at most one budget"),
+        (dict(num_low_bit_layers=2, layer_bits={0: 4}), "at most one budget"),
+        (dict(memory_budget="lots"), "memory_budget"),
+        (dict(num_low_bit_layers=-1), "num_low_bit_layers"),
+        (dict(importance="magic"), "`importance` must be one of"),
+        (dict(importance=[1.0, float("inf")]), "finite"),
+        (dict(layer_bits={0: 4, 1: 3}), "not among"),
+        (dict(layer_bits={"x": 4}), "layer_bits"),
+        (dict(group_size=100), "group_size"),
+        (dict(num_samples=0), "num_samples"),
+        (dict(seq_len=1.5), "seq_len"),
+        (dict(modules_to_not_convert="gate_proj"), "modules_to_not_convert"),
+        (dict(dataset={"text": "x"}), "dataset"),
+    ],
+)
+def test_bad_input_names_the_parameter(kwargs, message):
+    kwargs = {"importance": "zd", **kwargs}
+    with pytest.raises(ValueError, match=message):
+        LayerwiseQuantizationConfig(**kwargs)
+
+
+def test_lim_without_data_is_refused_up_front():
+    with pytest.raises(ValueError, match="importance='lim' needs calibration data"):
+        LayerwiseQuantizationConfig(importance="lim", target_bits=3.0)
+    # an explicit bit map needs no scoring, hence no data
+    LayerwiseQuantizationConfig(importance="lim", layer_bits={0: 4, 1: 2})
+
+
+def test_gptq_is_named_with_its_own_bits():
+    config = LayerwiseQuantizationConfig(backend="gptq", bits=(4, 3), importance="zd")
+    assert config.bits == (4, 3)
+
+
+def test_three_levels_and_tensor_dataset():
+    config = LayerwiseQuantizationConfig(bits=[8, 4, 2], dataset=torch.zeros(2, 4, dtype=torch.long))
+    assert config.bits == (8, 4, 2)
+    assert config.default_target_bits() == 5.0
+
+
+def test_registered_with_transformers():
+    from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AutoQuantizationConfig
+
+    assert AUTO_QUANTIZATION_CONFIG_MAPPING["layerwise"] is LayerwiseQuantizationConfig
+    config = AutoQuantizationConfig.from_dict({"quant_method": "layerwise", "importance": "zd", "bits": [8, 4]})
+    assert isinstance(config, LayerwiseQuantizationConfig) and config.bits == (8, 4)

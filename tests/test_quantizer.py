@@ -1,0 +1,203 @@
+"""End to end through transformers: quantize on load, save, reload (with and without device maps)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM
+
+from optimum_layerwise import LayerwiseQuantizationConfig
+from optimum_layerwise.modules import QuantoLinear
+from optimum_layerwise.quantize import tensor_nbytes
+
+
+INPUT = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(5))
+
+
+def logits(model):
+    with torch.no_grad():
+        return model(INPUT).logits
+
+
+def module_bits(model) -> dict[int, set[int]]:
+    return {
+        index: {module.bits for module in layer.modules() if isinstance(module, QuantoLinear)}
+        for index, layer in enumerate(model.model.layers)
+    }
+
+
+def quantize(folder, **kwargs):
+    config = LayerwiseQuantizationConfig(**{"group_size": 32, **kwargs})
+    return AutoModelForCausalLM.from_pretrained(folder, quantization_config=config)
+
+
+@pytest.mark.parametrize("tiny_checkpoint", ["llama", "mistral", "qwen2", "gemma3"], indirect=True)
+def test_round_trip_every_architecture(tiny_checkpoint, token_batches, tmp_path):
+    model = quantize(tiny_checkpoint, bits=(4, 2), target_bits=3.0, importance="lim", dataset=token_batches)
+    config = model.config.quantization_config
+    assert sorted(config.layer_bits.values()) == [2, 2, 4, 4]
+    assert len(config.layer_scores) == 4
+    assert module_bits(model) == {index: {bits} for index, bits in config.layer_bits.items()}
+    # the two layers LIM scores highest keep 4 bits
+    ranked = sorted(range(4), key=lambda i: -config.layer_scores[i])
+    assert {config.layer_bits[i] for i in ranked[:2]} == {4}
+    expected = logits(model)
+    assert not torch.allclose(expected, logits(AutoModelForCausalLM.from_pretrained(tiny_checkpoint)), atol=1e-3)
+
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())["quantization_config"]
+    assert saved["quant_method"] == "layerwise"
+    assert saved["layer_bits"] == {str(i): b for i, b in config.layer_bits.items()}
+    again = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert again.config.quantization_config.layer_bits == config.layer_bits
+    assert again.config.quantization_config.layer_scores == pytest.approx(config.layer_scores)
+    assert torch.equal(logits(again), expected)
+    assert torch.equal(logits(AutoModelForCausalLM.from_pretrained(tmp_path, device_map="auto")), expected)
+
+
+def test_reload_with_disk_offload(tiny_checkpoint, tmp_path):
+    model = quantize(tiny_checkpoint, importance="zd", num_low_bit_layers=2)
+    expected = logits(model)
+    model.save_pretrained(tmp_path / "saved")
+    device_map = {
+        "model.embed_tokens": "cpu",
+        "model.layers.0": "cpu",
+        "model.layers.1": "disk",
+        "model.layers.2": "disk",
+        "model.layers.3": "cpu",
+        "model.norm": "cpu",
+        "model.rotary_emb": "cpu",
+        "lm_head": "cpu",
+    }
+    offloaded = AutoModelForCausalLM.from_pretrained(
+        tmp_path / "saved", device_map=device_map, offload_folder=str(tmp_path / "offload")
+    )
+    assert offloaded.model.layers[1].self_attn.q_proj.weight.is_meta  # really offloaded
+    assert torch.equal(logits(offloaded), expected)
+
+
+def test_explicit_layer_bits_skip_scoring(tiny_checkpoint):
+    model = quantize(tiny_checkpoint, bits=(8, 4, 2), layer_bits={0: 8, 1: 2, 2: 4, 3: 8})
+    assert module_bits(model) == {0: {8}, 1: {2}, 2: {4}, 3: {8}}
+    assert model.config.quantization_config.layer_scores is None
+
+
+def test_memory_budget_is_met_to_the_byte(tiny_checkpoint):
+    full = AutoModelForCausalLM.from_pretrained(tiny_checkpoint)
+    all_low = tensor_nbytes(quantize(tiny_checkpoint, importance="zd", num_low_bit_layers=4))
+    one_high = tensor_nbytes(quantize(tiny_checkpoint, importance="zd", num_low_bit_layers=3))
+    layer_step = one_high - all_low
+    budget = all_low + 2 * layer_step + layer_step // 2  # room for two layers at 4 bits, not three
+    model = quantize(tiny_checkpoint, importance="zd", memory_budget=budget)
+    assert sorted(model.config.quantization_config.layer_bits.values()) == [2, 2, 4, 4]
+    assert tensor_nbytes(model) == all_low + 2 * layer_step <= budget < tensor_nbytes(full)
+    with pytest.raises(ValueError, match="below the smallest model"):
+        quantize(tiny_checkpoint, importance="zd", memory_budget=all_low - 1)
+
+
+def test_default_budget_is_written_down(tiny_checkpoint):
+    model = quantize(tiny_checkpoint, importance="random", seed=3)
+    config = model.config.quantization_config
+    assert config.target_bits == 3.0 and sorted(config.layer_bits.values()) == [2, 2, 4, 4]
+
+
+def test_modules_to_not_convert_stay_full_precision(tiny_checkpoint, tmp_path):
+    model = quantize(tiny_checkpoint, importance="depth", num_low_bit_layers=2, modules_to_not_convert=["gate_proj"])
+    assert all(type(layer.mlp.gate_proj) is nn.Linear for layer in model.model.layers)
+    assert type(model.lm_head) is nn.Linear and type(model.model.embed_tokens) is nn.Embedding
+    expected = logits(model)
+    model.save_pretrained(tmp_path)
+    assert torch.equal(logits(AutoModelForCausalLM.from_pretrained(tmp_path)), expected)
+
+
+def test_quantize_on_load_refuses_offloaded_device_maps(tiny_checkpoint):
+    config = LayerwiseQuantizationConfig(importance="zd", num_low_bit_layers=2)
+    with pytest.raises(ValueError, match="cpu/disk-offloaded `device_map`"):
+        AutoModelForCausalLM.from_pretrained(
+            tiny_checkpoint, quantization_config=config, device_map={"model": "cpu", "lm_head": "disk"}
+        )
+
+
+def test_layer_bits_for_missing_layers(tiny_checkpoint):
+    with pytest.raises(ValueError, match=r"names layers \[7\]"):
+        quantize(tiny_checkpoint, layer_bits={0: 4, 1: 4, 2: 2, 3: 2, 7: 2})
+
+
+def test_wrong_score_count(tiny_checkpoint):
+    with pytest.raises(ValueError, match="has 3 scores but the model has 4"):
+        quantize(tiny_checkpoint, importance=[1.0, 2.0, 3.0], num_low_bit_layers=1)
+
+
+def test_checkpoint_not_matching_its_bit_map_is_refused(tiny_checkpoint, tmp_path):
+    quantize(tiny_checkpoint, importance="depth", layer_bits={0: 4, 1: 4, 2: 2, 3: 2}).save_pretrained(tmp_path)
+    config_path = tmp_path / "config.json"
+    data = json.loads(config_path.read_text())
+    data["quantization_config"]["layer_bits"] = {"0": 2, "1": 4, "2": 2, "3": 2}
+    config_path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"does not match its quantization_config.layer_bits: model.layers.0"):
+        AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+def test_save_refuses_a_model_that_contradicts_its_plan(tiny_checkpoint, tmp_path):
+    model = quantize(tiny_checkpoint, importance="zd", num_low_bit_layers=2)
+    model.config.quantization_config.layer_bits[0] = 2 if model.config.quantization_config.layer_bits[0] == 4 else 4
+    with pytest.raises(ValueError, match="Cannot save: decoder layer 0"):
+        model.save_pretrained(tmp_path / "out")
+    assert not os.listdir(tmp_path / "out")  # nothing half-written that could load
+
+
+def test_loading_without_the_plugin_fails_loudly(tiny_checkpoint, tmp_path):
+    """Without `import optimum_layerwise`, transformers must not hand back a model with random weights."""
+    quantize(tiny_checkpoint, bits=(8, 4, 2), layer_bits={0: 8, 1: 4, 2: 2, 3: 8}).save_pretrained(tmp_path)
+    code = f"from transformers import AutoModelForCausalLM; AutoModelForCausalLM.from_pretrained({str(tmp_path)!r})"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "size mismatch" in result.stdout + result.stderr or "MISMATCH" in result.stdout + result.stderr
+    for layer in range(4):  # every bit width, int8 included, has a shape the stock Linear cannot take
+        assert (
+            f"model.layers.{layer}" in result.stdout + result.stderr or "{0, 1, 2, 3}" in result.stdout + result.stderr
+        )
+
+
+def test_push_to_hub_uploads_the_packed_checkpoint(tiny_checkpoint, monkeypatch):
+    """`push_to_hub` runs the real transformers/huggingface_hub code; only the network calls are intercepted."""
+    import huggingface_hub
+    from huggingface_hub import HfApi
+
+    uploaded = {}
+
+    def create_repo(self, repo_id, **kwargs):
+        return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def create_commit(self, repo_id, operations, **kwargs):
+        for operation in operations:
+            source = operation.path_or_fileobj
+            uploaded[operation.path_in_repo] = open(source, "rb").read() if isinstance(source, str) else source
+        return None
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "create_commit", create_commit)
+    model = quantize(tiny_checkpoint, importance="zd", num_low_bit_layers=2)
+    model.push_to_hub("someone/tiny-layerwise")
+    assert "model.safetensors" in uploaded
+    config = json.loads(uploaded["config.json"])
+    assert config["quantization_config"]["layer_bits"] == {
+        str(i): b for i, b in model.config.quantization_config.layer_bits.items()
+    }
+
+
+def test_import_registers_once_even_when_reimported():
+    code = (
+        "import importlib, sys, optimum_layerwise\n"
+        "importlib.reload(optimum_layerwise)\n"
+        "for name in [m for m in sys.modules if m.startswith('optimum_layerwise')]: del sys.modules[name]\n"
+        "import optimum_layerwise\n"
+        "from transformers.quantizers.auto import AUTO_QUANTIZER_MAPPING as Q\n"
+        "assert Q['layerwise'] is optimum_layerwise.LayerwiseHfQuantizer\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
