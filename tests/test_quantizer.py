@@ -11,8 +11,8 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 from optimum_layerwise import LayerwiseQuantizationConfig
+from optimum_layerwise.footprint import tensor_nbytes
 from optimum_layerwise.modules import QuantoLinear
-from optimum_layerwise.quantize import tensor_nbytes
 
 
 INPUT = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(5))

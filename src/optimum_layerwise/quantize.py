@@ -11,22 +11,13 @@ from transformers.utils import logging
 from .allocation import allocate_bits, parse_memory
 from .backends import QuantizationBackend, get_backend
 from .config import LayerwiseQuantizationConfig
+from .footprint import tensor_nbytes
 from .importance import compute_importance
 from .layers import decoder_layers, decoder_layers_path, linear_modules, set_submodule
 from .plan import average_bits, check_layer_bits, effective_group_size
 
 
 logger = logging.get_logger(__name__)
-
-
-def tensor_nbytes(module: nn.Module) -> int:
-    """Bytes of all parameters and buffers of `module` (shared tensors counted once)."""
-    seen, total = set(), 0
-    for tensor in [*module.parameters(), *module.buffers()]:
-        if id(tensor) not in seen:
-            seen.add(id(tensor))
-            total += tensor.numel() * tensor.element_size()
-    return total
 
 
 def quantizable_linears(model: nn.Module, skip: list[str]) -> Iterator[tuple[int, nn.Module, dict[str, nn.Linear]]]:

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
+from transformers.utils import logging
 
 from ..calibration import CalibrationBatch
 from ..layers import decoder_layers
@@ -51,7 +52,7 @@ def lim_scores(model: nn.Module, batches: Iterable[CalibrationBatch]) -> list[fl
     num_tokens = 0
     try:
         with torch.no_grad():
-            for batch in batches:
+            for batch in logging.tqdm(batches, desc="Scoring layers (LIM)", unit="batch"):
                 state["mask"] = batch.attention_mask.double()
                 runner(
                     input_ids=batch.input_ids.to(device),

@@ -1,0 +1,61 @@
+"""Sizes of a model in memory and of a checkpoint on disk, measured rather than estimated."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from torch import nn
+
+from .modules import QuantoLinear
+
+
+def tensor_nbytes(module: nn.Module) -> int:
+    """Bytes of all parameters and buffers of `module` (shared tensors counted once, offloaded ones included)."""
+    seen, total = set(), 0
+    for tensor in [*module.parameters(), *module.buffers()]:
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def full_precision_nbytes(model: nn.Module) -> int:
+    """Bytes the model would take with every packed Linear restored to its float weight (scale dtype)."""
+    total = tensor_nbytes(model)
+    for module in model.modules():
+        if isinstance(module, QuantoLinear):
+            packed = tensor_nbytes(module) - (
+                module.bias.numel() * module.bias.element_size() if module.bias is not None else 0
+            )
+            total += module.in_features * module.out_features * module.weight_scale.element_size() - packed
+    return total
+
+
+SAFETENSORS_DTYPE_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+}
+
+
+def safetensors_tensor_bytes(folder: str | os.PathLike) -> dict[str, int]:
+    """Bytes of every tensor in a folder's safetensors files, read from the headers only."""
+    sizes = {}
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        with open(path, "rb") as handle:
+            header_length = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(header_length))
+        for name, info in header.items():
+            if name != "__metadata__":
+                sizes[name] = math.prod(info["shape"]) * SAFETENSORS_DTYPE_BYTES[info["dtype"]]
+    return sizes
