@@ -32,6 +32,24 @@ TINY_CONFIGS = {
 }
 
 
+def build_tiny_tokenizer():
+    """A character-level fast tokenizer (101 ids, fits the tiny models' vocabulary of 128), built offline."""
+    import string
+
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "<pad>": 3}
+    for char in string.printable:
+        if char not in "\x0b\x0c\r":
+            vocab.setdefault(char, len(vocab))
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+
+
 def build_tiny_model(arch: str = "llama", seed: int = 0, **overrides) -> torch.nn.Module:
     """A randomly initialised tiny causal LM of architecture `arch`, in float32 and eval mode."""
     config = TINY_CONFIGS[arch]()
@@ -52,6 +70,7 @@ def tiny_checkpoint(tmp_path_factory, request):
     arch_name = getattr(request, "param", "llama")
     folder = tmp_path_factory.mktemp(f"tiny-{arch_name}")
     build_tiny_model(arch_name).save_pretrained(folder)
+    build_tiny_tokenizer().save_pretrained(folder)
     return str(folder)
 
 

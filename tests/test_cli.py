@@ -1,0 +1,121 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from optimum_layerwise.cli import main
+
+
+TEXT = "It was the best of times, it was the worst of times, it was the age of wisdom. " * 40
+
+
+@pytest.fixture
+def calibration_file(tmp_path):
+    path = tmp_path / "calibration.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return str(path)
+
+
+def run_cli(capsys, *argv):
+    code = main(["--quiet", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_quantize_then_inspect(tiny_checkpoint, calibration_file, tmp_path, capsys):
+    output = tmp_path / "quantized"
+    code, out, err = run_cli(
+        capsys, "quantize", tiny_checkpoint, "--output", str(output), "--target-bits", "3",
+        "--group-size", "32", "--dataset", calibration_file, "--seq-len", "64", "--num-samples", "8",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "average bits: 3.000 over 4 decoder layers" in out
+    assert "model size:" in out and (output / "config.json").is_file() and (output / "tokenizer.json").is_file()
+    assert not list(tmp_path.glob(".quantized.partial-*"))
+    model = AutoModelForCausalLM.from_pretrained(output)
+    assert sorted(model.config.quantization_config.layer_bits.values()) == [2, 2, 4, 4]
+    assert model(torch.tensor([[5, 6, 7]])).logits.shape == (1, 3, 128)
+
+    code, out, err = run_cli(capsys, "inspect", str(output), "--json")
+    summary = json.loads(out)
+    assert summary["average_bits"] == 3.0 and summary["backend"] == "quanto"
+    assert summary["layer_bits"] == {str(k): v for k, v in model.config.quantization_config.layer_bits.items()}
+    code, out, err = run_cli(capsys, "inspect", str(output))
+    assert code == 0 and "average bits: 3.000" in out and "layer" in out
+
+
+def test_score_writes_json_and_heatmap(tiny_checkpoint, calibration_file, tmp_path, capsys):
+    code, out, err = run_cli(
+        capsys, "score", tiny_checkpoint, "--dataset", calibration_file, "--seq-len", "64",
+        "--json", str(tmp_path / "scores.json"), "--plot", str(tmp_path / "scores.png"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert len(json.loads((tmp_path / "scores.json").read_text())["scores"]) == 4
+    assert (tmp_path / "scores.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--importance", "magic"], "`importance` must be one of"),
+        (["--bits", "4,3"], "`bits` [3] not supported by backend='quanto'"),
+        (["--target-bits", "9"], "`target_bits` must lie in"),
+        (["--memory-budget", "lots"], "memory_budget"),
+        (["--backend", "awq"], "`backend` must be one of"),
+    ],
+)
+def test_bad_values_give_one_line(tiny_checkpoint, calibration_file, tmp_path, capsys, extra, message):
+    code, out, err = run_cli(
+        capsys, "quantize", tiny_checkpoint, "--output", str(tmp_path / "o"), "--dataset", calibration_file, *extra
+    )
+    assert code == 1
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_existing_output_needs_overwrite(tiny_checkpoint, tmp_path, capsys):
+    output = tmp_path / "taken"
+    output.mkdir()
+    (output / "keep.txt").write_text("x")
+    code, out, err = run_cli(capsys, "quantize", tiny_checkpoint, "--output", str(output), "--importance", "zd")
+    assert code == 1 and "is not empty; pass --overwrite" in err
+    assert (output / "keep.txt").exists()
+
+
+def test_unwritable_output(tiny_checkpoint, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    code, out, err = run_cli(
+        capsys, "quantize", tiny_checkpoint, "--output", str(blocker / "sub"), "--importance", "zd"
+    )
+    assert code == 1 and "not writable" in err
+
+
+def test_missing_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, out, err = run_cli(capsys, "quantize", str(tmp_path / "no-model"), "--output", str(tmp_path / "o"))
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_inspect_refuses_other_checkpoints(tiny_checkpoint, capsys):
+    code, out, err = run_cli(capsys, "inspect", tiny_checkpoint)
+    assert code == 1 and "not a layer-wise checkpoint" in err
+
+
+def test_argparse_errors_are_one_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "optimum_layerwise", "quantize", "--output", "x", "--bits", "4,x"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "--bits" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["score", "quantize", "inspect"])
+def test_every_subcommand_has_help(command):
+    result = subprocess.run(
+        [sys.executable, "-m", "optimum_layerwise", command, "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "usage: optimum-layerwise" in result.stdout
