@@ -1,0 +1,29 @@
+"""Every script in examples/ runs, on a tiny model, so that none rots."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def run_example(name, *args):
+    result = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_memory_budget_then_device_map(tiny_checkpoint, tmp_path):
+    text = tmp_path / "calibration.txt"
+    text.write_text("A tiny calibration text for a tiny model. " * 50)
+    output = tmp_path / "out"
+    stdout = run_example(
+        "quantize_to_memory_budget.py", "--model", tiny_checkpoint, "--budget", "200KB", "--dataset", str(text),
+        "--group-size", "32", "--output", str(output),
+    )  # fmt: skip
+    bytes_line = next(line for line in stdout.splitlines() if line.startswith("model bytes:"))
+    assert int(bytes_line.split()[2].replace(",", "")) <= 200_000
+    assert (output / "config.json").exists()
+    stdout = run_example("load_with_device_map.py", str(output), "--prompt", "abc", "--max-new-tokens", "3")
+    assert "device map:" in stdout
