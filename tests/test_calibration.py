@@ -57,7 +57,7 @@ def test_batches_use_the_tokenizer_pad_id():
 @pytest.mark.parametrize(
     "dataset, message",
     [
-        ("no/such/file.txt", "neither a text file"),
+        ("no/such/file.txt", "neither a known corpus"),
         ([[1, 2], []], "non-empty token-id"),
         ([1.5, 2.5], "non-empty token-id"),
         (torch.zeros(3), "2-D integer"),

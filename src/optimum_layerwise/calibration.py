@@ -6,13 +6,14 @@ Knows no model. A tokenizer is used only through its call interface (`tokenizer(
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from .corpora import load_corpus
 
 
 @dataclass
@@ -37,13 +38,7 @@ class CalibrationBatch:
 
 def _texts_from(dataset: Any) -> list[str] | None:
     if isinstance(dataset, str):
-        if not os.path.isfile(dataset):
-            raise ValueError(
-                f"`dataset`={dataset!r} is neither a text file nor a known corpus name. Pass a list of strings (with "
-                "`tokenizer`), a list or tensor of token-id sequences, or the path of a UTF-8 text file."
-            )
-        with open(dataset, encoding="utf-8") as handle:
-            return [handle.read()]
+        return load_corpus(dataset)
     if isinstance(dataset, Sequence) and dataset and all(isinstance(item, str) for item in dataset):
         return list(dataset)
     return None
@@ -85,7 +80,8 @@ def token_windows(
 
     Args:
         dataset (`list[str]`, `list[list[int]]`, `torch.Tensor` or `str`):
-            Texts (need `tokenizer`), token-id sequences, or the path of a text file.
+            Texts (need `tokenizer`), token-id sequences, or a corpus name / text file / folder (see
+            [`~optimum_layerwise.corpora.load_corpus`]).
         tokenizer (*optional*):
             A Hugging Face tokenizer, required for text.
         num_samples (`int`, *optional*, defaults to 128):

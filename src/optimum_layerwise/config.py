@@ -47,8 +47,9 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             Layer importance: `"lim"`, `"reverse_lim"`, `"zd"`, `"reverse_zd"`, `"random"` (seeded by `seed`),
             `"depth"`, or one score per decoder layer (higher = more important).
         dataset (`list[str]`, `list[list[int]]`, `torch.Tensor` or `str`, *optional*):
-            Calibration data for `"lim"`/`"reverse_lim"`: texts (with `tokenizer`), token-id sequences, or a text
-            file path. Only a string is written to `config.json`.
+            Calibration data for `"lim"`/`"reverse_lim"`: texts (with `tokenizer`), token-id sequences, a corpus name
+            (offline: `"shakespeare"`, `"kjv"`, `"wikipedia"`; Hub: `"pg19"`, `"wikitext2"`, `"c4"`) or a text file or
+            folder. Only a string is written to `config.json`.
         tokenizer (*optional*):
             Tokenizer of the model, for text calibration data. Never serialized.
         num_samples (`int`, *optional*, defaults to 128):
