@@ -44,7 +44,8 @@ def _texts_from(dataset: Any) -> list[str] | None:
     return None
 
 
-def _token_sequences(dataset: Any, tokenizer: Any) -> list[list[int]]:
+def token_sequences(dataset: Any, tokenizer: Any) -> list[list[int]]:
+    """Token ids of every document of `dataset` (texts are tokenized with `tokenizer`; see [`token_windows`])."""
     texts = _texts_from(dataset)
     if texts is not None:
         if tokenizer is None:
@@ -98,7 +99,7 @@ def token_windows(
         raise ValueError(f"`num_samples` and `seq_len` must be positive, got {num_samples} and {seq_len}.")
     windows = [
         sequence[start : start + seq_len]
-        for sequence in _token_sequences(dataset, tokenizer)
+        for sequence in token_sequences(dataset, tokenizer)
         for start in range(0, len(sequence), seq_len)
     ]
     if not windows:
