@@ -96,6 +96,31 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--push-to-hub", metavar="REPO", help="also upload the checkpoint to this Hub repo")
     _add_calibration(quantize)
 
+    evaluate = commands.add_parser("eval", help="perplexity on held-out text and zero-shot lm-eval tasks")
+    _add_model(evaluate)
+    evaluate.add_argument("--dataset", default="kjv", help="held-out corpus name or text file (default: kjv)")
+    evaluate.add_argument("--windows", type=int, default=16, help="perplexity windows (default: 16)")
+    evaluate.add_argument("--seq-len", type=int, default=512, help="tokens per window (default: 512)")
+    evaluate.add_argument("--tasks", default="", help="comma-separated lm-eval tasks, e.g. piqa,arc_easy")
+    evaluate.add_argument("--limit", type=int, default=100, help="examples per task (default: 100)")
+    evaluate.add_argument("--json", dest="json_path", help="also write the results to this JSON file")
+
+    sweep = commands.add_parser("sweep", help="quality vs average bits for each layer ordering (paper Fig. 2)")
+    _add_model(sweep)
+    sweep.add_argument("--output", required=True, help="folder for sweep.json, sweep.csv, sweep.png, memory.md")
+    sweep.add_argument("--bits", type=_bits, default=(4, 2), help="high and low level (default: 4,2)")
+    sweep.add_argument("--orderings", default="lim,reverse_lim,zd,reverse_zd,random", help="comma-separated")
+    sweep.add_argument("--seeds", default="0,1,2", help="seeds of the random ordering (default: 0,1,2)")
+    sweep.add_argument("--step", type=int, default=3, help="layers moved to the low level per point (default: 3)")
+    sweep.add_argument("--group-size", type=_group_size, default=128)
+    sweep.add_argument("--calibration", default="shakespeare", help="LIM calibration corpus (default: shakespeare)")
+    sweep.add_argument("--num-samples", type=int, default=32, help="calibration windows (default: 32)")
+    sweep.add_argument("--eval-dataset", default="kjv", help="held-out corpus (default: kjv)")
+    sweep.add_argument("--windows", type=int, default=8, help="perplexity windows of 512 tokens (default: 8)")
+    sweep.add_argument("--tasks", default="", help="comma-separated lm-eval tasks to run at every point")
+    sweep.add_argument("--limit", type=int, default=100, help="examples per task (default: 100)")
+    sweep.add_argument("--pruning", default="lim,depth", help="orderings for the pruning comparison ('' = none)")
+
     inspect = commands.add_parser(
         "inspect", help="bit map, scores and sizes of a saved checkpoint (no weights loaded)"
     )
@@ -297,7 +322,71 @@ def _inspect(args) -> None:
     print(format_layer_table(summary["layer_scores"], summary["layer_bits"]))
 
 
-COMMANDS = {"score": _score, "quantize": _quantize, "inspect": _inspect}
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _load_for_evaluation(model: str):
+    from transformers import AutoModelForCausalLM
+
+    from .demo_models import resolve_model
+
+    path = resolve_model(model)
+    return AutoModelForCausalLM.from_pretrained(path), _load_tokenizer(path)
+
+
+def _evaluate(args) -> None:
+    from .evaluation.perplexity import perplexity
+
+    model, tokenizer = _load_for_evaluation(args.model)
+    result = perplexity(model, args.dataset, tokenizer, seq_len=args.seq_len, num_windows=args.windows)
+    results: dict = {"perplexity": {args.dataset: result.to_dict()}}
+    print(f"perplexity ({args.dataset}, {result.num_windows}x{args.seq_len} tokens): {result.perplexity:.3f}")
+    if _split(args.tasks):
+        from .evaluation.tasks import evaluate_tasks
+
+        results["tasks"] = evaluate_tasks(model, tokenizer, _split(args.tasks), limit=args.limit)
+        for task, metrics in results["tasks"].items():
+            print(f"{task}: " + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps({"model": args.model, **results}, indent=1))
+
+
+def _sweep(args) -> None:
+    from .evaluation.sweep import SweepSettings, run_sweep, save_sweep
+
+    if len(args.bits) != 2:
+        raise CommandError(f"--bits for a sweep needs two levels (high,low), got {args.bits}")
+    model, tokenizer = _load_for_evaluation(args.model)
+    settings = SweepSettings(
+        bits=args.bits,
+        orderings=_split(args.orderings),
+        random_seeds=[int(seed) for seed in _split(args.seeds)],
+        step=args.step,
+        calibration=args.calibration,
+        num_samples=args.num_samples,
+        evaluation=args.eval_dataset,
+        eval_windows=args.windows,
+        group_size=args.group_size,
+        tasks=_split(args.tasks),
+        task_limit=args.limit,
+        pruning=_split(args.pruning),
+    )
+    rows = run_sweep(model, tokenizer, settings)
+    files = save_sweep(
+        rows, args.output, title=f"{args.model}: {args.bits[0]}->{args.bits[1]} bits, g{args.group_size}"
+    )
+    print((Path(args.output) / "memory.md").read_text())
+    print("written: " + ", ".join(str(path) for path in files.values()))
+
+
+COMMANDS = {
+    "score": _score,
+    "quantize": _quantize,
+    "inspect": _inspect,
+    "eval": _evaluate,
+    "sweep": _sweep,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -128,6 +128,14 @@ def perplexity(
     windows, context = evaluation_windows(
         dataset, tokenizer, seq_len=seq_len, num_windows=num_windows, prepend_bos=prepend_bos
     )
+    return score_windows(model, windows, context, batch_size=batch_size)
+
+
+def score_windows(
+    model: nn.Module, windows: list[list[int]], context: int, *, batch_size: int = 2
+) -> PerplexityResult:
+    """Perplexity of `model` on prepared windows (see [`evaluation_windows`]); the first `context + 1` tokens of each
+    window are not scored."""
     device = model.get_input_embeddings().weight.device
     nll, num_tokens = 0.0, 0
     with torch.no_grad():
