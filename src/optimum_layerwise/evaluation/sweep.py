@@ -110,22 +110,33 @@ class LayerSwapper:
 
 @contextlib.contextmanager
 def pruned(model: nn.Module, keep: Sequence[int]) -> Iterator[None]:
-    """Temporarily keep only the decoder layers `keep` (in order), as layer-pruning methods do."""
+    """Temporarily keep only the decoder layers `keep` (in order), as layer-pruning methods do. Layer indices used by
+    the KV cache (`layer_idx`) and per-layer config lists (`layer_types`) follow the kept layers."""
     path = decoder_layers_path(model)
     layers = model.get_submodule(path)
     config = model.config.get_text_config(decoder=True)
-    saved = (config.num_hidden_layers, getattr(config, "layer_types", None))
+    saved_config = (config.num_hidden_layers, getattr(config, "layer_types", None))
+    indexed = [
+        (module, module.layer_idx)
+        for index in keep
+        for module in layers[index].modules()
+        if isinstance(getattr(module, "layer_idx", None), int)
+    ]
     set_submodule(model, path, nn.ModuleList([layers[i] for i in keep]))
     config.num_hidden_layers = len(keep)
-    if saved[1] is not None:
-        config.layer_types = [saved[1][i] for i in keep]
+    if saved_config[1] is not None:
+        config.layer_types = [saved_config[1][i] for i in keep]
+    for module, original in indexed:
+        module.layer_idx = keep.index(original)
     try:
         yield
     finally:
         set_submodule(model, path, layers)
-        config.num_hidden_layers = saved[0]
-        if saved[1] is not None:
-            config.layer_types = saved[1]
+        config.num_hidden_layers, layer_types = saved_config
+        if layer_types is not None:
+            config.layer_types = layer_types
+        for module, original in indexed:
+            module.layer_idx = original
 
 
 def _orderings(settings: SweepSettings) -> list[tuple[str, int | None]]:

@@ -1,0 +1,53 @@
+import torch
+
+from conftest import build_tiny_model, build_tiny_tokenizer
+from optimum_layerwise.evaluation.sweep import SweepSettings, pruned, run_sweep, save_sweep, summarize
+
+
+def test_two_point_sweep_on_a_tiny_model(tmp_path):
+    model, tokenizer = build_tiny_model("llama"), build_tiny_tokenizer()
+    text = tmp_path / "calibration.txt"
+    text.write_text("Some calibration text for the tiny model, repeated. " * 60)
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text("A different, held-out text about foxes and dogs! " * 60)
+    probe = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        before = model(probe).logits
+    settings = SweepSettings(
+        bits=(4, 2), orderings=("lim", "random"), random_seeds=(0, 1), step=2, calibration=str(text),
+        num_samples=4, seq_len=64, evaluation=str(held_out), eval_windows=3, eval_seq_len=64, group_size=32,
+        pruning=("depth",),
+    )  # fmt: skip
+    rows = run_sweep(model, tokenizer, settings)
+
+    references = {row["ordering"] for row in rows if row["kind"] == "reference"}
+    assert references == {"unquantized", "all-8"}
+    lim = sorted((r for r in rows if r["ordering"] == "lim"), key=lambda r: r["layers_low"])
+    assert [r["layers_low"] for r in lim] == [0, 2, 4] and [r["avg_bits"] for r in lim] == [4.0, 3.0, 2.0]
+    assert lim[0]["model_bytes"] > lim[1]["model_bytes"] > lim[2]["model_bytes"]
+    assert sorted(lim[1]["layer_bits"].values()) == [2, 2, 4, 4]
+    assert all(r["perplexity"] > 1 for r in rows)
+    assert any(r["kind"] == "pruned" and r["ordering"] == "prune-depth" for r in rows)
+    # shared end points are evaluated once and agree across orderings
+    ends = {r["perplexity"] for r in rows if r["kind"] == "quantized" and r["layers_low"] == 4}
+    assert len(ends) == 1
+
+    random_mid = [s for s in summarize(rows) if s["ordering"] == "random" and s["layers_low"] == 2]
+    assert random_mid[0]["runs"] == 2 and random_mid[0]["std"] >= 0
+    with torch.no_grad():
+        assert torch.equal(model(probe).logits, before)  # the model is restored to full precision
+
+    files = save_sweep(rows, tmp_path / "out", title="tiny")
+    assert files["plot"].read_bytes()[:4] == b"\x89PNG"
+    assert files["csv"].read_text().splitlines()[0].startswith("kind,ordering,seed,layers_low")
+    assert "| 3.00 | 2 |" in files["memory"].read_text()
+
+
+def test_pruned_context_restores_the_model():
+    model = build_tiny_model("gemma3")
+    layers = model.model.layers
+    with pruned(model, [0, 3]):
+        assert len(model.model.layers) == 2 and model.config.num_hidden_layers == 2
+        assert model(torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, 128)
+    assert model.model.layers is layers and model.config.num_hidden_layers == 4
+    assert len(model.config.layer_types) == 4
