@@ -1,8 +1,8 @@
 import pytest
-from conftest import build_tiny_model
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from conftest import build_tiny_model
 from optimum_layerwise.layers import decoder_layers, decoder_layers_path, linear_modules, set_submodule
 
 
