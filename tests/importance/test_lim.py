@@ -1,7 +1,7 @@
 import pytest
 import torch
-from conftest import build_tiny_model
 
+from conftest import build_tiny_model
 from optimum_layerwise import compute_importance
 from optimum_layerwise.calibration import batch_windows
 

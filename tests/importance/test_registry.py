@@ -1,6 +1,6 @@
 import pytest
-from conftest import build_tiny_model
 
+from conftest import build_tiny_model
 from optimum_layerwise import IMPORTANCE_METHODS, compute_importance
 from optimum_layerwise.importance.baselines import depth_scores, random_scores
 
