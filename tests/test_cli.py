@@ -119,3 +119,22 @@ def test_every_subcommand_has_help(command):
         [sys.executable, "-m", "optimum_layerwise", command, "--help"], capture_output=True, text=True
     )
     assert result.returncode == 0 and "usage: optimum-layerwise" in result.stdout
+
+
+def test_sensitivity_then_reuse_costs(tiny_checkpoint, calibration_file, tmp_path, capsys):
+    first, second = tmp_path / "first", tmp_path / "second"
+    code, out, err = run_cli(
+        capsys, "quantize", tiny_checkpoint, "--output", str(first), "--bits", "8,4", "--target-bits", "6",
+        "--importance", "sensitivity", "--dataset", calibration_file, "--seq-len", "64", "--group-size", "32",
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, err = run_cli(
+        capsys, "quantize", tiny_checkpoint, "--output", str(second), "--bits", "8,4", "--num-low-bit-layers", "3",
+        "--importance", "sensitivity", "--reuse-costs", str(first), "--dataset", "no-such-corpus",
+    )  # fmt: skip
+    assert code == 0, err  # no measurement, so the (unusable) dataset is never read
+    assert "average bits: 5.000" in out
+    code, out, err = run_cli(
+        capsys, "quantize", tiny_checkpoint, "--output", str(tmp_path / "x"), "--reuse-costs", str(tiny_checkpoint)
+    )
+    assert code == 1 and "not a layer-wise checkpoint" in err

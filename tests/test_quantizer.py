@@ -201,3 +201,20 @@ def test_import_registers_once_even_when_reimported():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_sensitivity_costs_are_saved_and_reused_for_another_budget(tiny_checkpoint, token_batches, tmp_path):
+    model = quantize(tiny_checkpoint, bits=(8, 4), target_bits=6.0, importance="sensitivity", dataset=token_batches)
+    config = model.config.quantization_config
+    assert sorted(config.layer_costs) == [0, 1, 2, 3] and all(set(c) == {8, 4} for c in config.layer_costs.values())
+    cheapest = sorted(range(4), key=lambda i: config.layer_costs[i][4])[:2]
+    assert {config.layer_bits[i] for i in cheapest} == {4}
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())["quantization_config"]["layer_costs"]
+    assert saved["0"]["8"] == 0.0
+
+    costs = AutoModelForCausalLM.from_pretrained(tmp_path).config.quantization_config.layer_costs
+    replanned = quantize(
+        tiny_checkpoint, bits=(8, 4), num_low_bit_layers=3, importance="sensitivity", layer_costs=costs
+    )
+    assert sorted(replanned.config.quantization_config.layer_bits.values()) == [4, 4, 4, 8]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 
 _MEMORY_UNITS = {
@@ -154,10 +154,7 @@ def allocate_bits(
     num_layers = len(scores)
     if num_layers == 0:
         raise ValueError("`scores` is empty: the model has no decoder layer to allocate bits to.")
-    budgets = {"target_bits": target_bits, "memory_budget": memory_budget, "num_low_bit_layers": num_low_bit_layers}
-    given = [name for name, value in budgets.items() if value is not None]
-    if len(given) != 1:
-        raise ValueError(f"Give exactly one of {list(budgets)}; got {given or 'none'}.")
+    _check_one_budget(target_bits, memory_budget, num_low_bit_layers)
     order = importance_order(scores)
 
     if num_low_bit_layers is not None:
@@ -171,20 +168,40 @@ def allocate_bits(
         rank = {index: position for position, index in enumerate(order)}
         return {index: levels[0] if rank[index] < num_high else levels[-1] for index in range(num_layers)}
 
+    fits = _budget_check(levels, num_layers, target_bits, memory_budget, layer_sizes, fixed_bytes)
+    return dict(sorted(_ladder(order, levels, fits).items()))
+
+
+def _check_one_budget(target_bits, memory_budget, num_low_bit_layers) -> None:
+    budgets = {"target_bits": target_bits, "memory_budget": memory_budget, "num_low_bit_layers": num_low_bit_layers}
+    given = [name for name, value in budgets.items() if value is not None]
+    if len(given) != 1:
+        raise ValueError(f"Give exactly one of {list(budgets)}; got {given or 'none'}.")
+
+
+def _budget_check(
+    levels: tuple[int, ...],
+    num_layers: int,
+    target_bits: float | None,
+    memory_budget: int | str | None,
+    layer_sizes: Sequence[Mapping[int, int]] | None,
+    fixed_bytes: int,
+) -> Callable[[Mapping[int, int]], bool]:
+    """`fits(plan) -> bool` for a `target_bits` or `memory_budget` budget, after checking the budget is reachable."""
     if target_bits is not None:
         if not levels[-1] <= target_bits <= levels[0]:
             raise ValueError(
                 f"`target_bits` must lie in [{levels[-1]}, {levels[0]}] for bits={levels}, got {target_bits}."
             )
         budget_bits = target_bits * num_layers + 1e-9
-        plan = _ladder(order, levels, lambda plan: sum(plan.values()) <= budget_bits)
-        return dict(sorted(plan.items()))
-
+        return lambda plan: sum(plan.values()) <= budget_bits
     budget = parse_memory(memory_budget)
     if layer_sizes is None:
         raise ValueError("`memory_budget` needs `layer_sizes` (bytes of each decoder layer at every level).")
     if len(layer_sizes) != num_layers:
-        raise ValueError(f"`layer_sizes` has {len(layer_sizes)} entries but `scores` has {num_layers}.")
+        raise ValueError(
+            f"`layer_sizes` has {len(layer_sizes)} entries but the model has {num_layers} decoder layers."
+        )
     for index, sizes in enumerate(layer_sizes):
         if any(level not in sizes for level in levels):
             raise ValueError(f"`layer_sizes[{index}]` must give bytes for every level {levels}, got {dict(sizes)}.")
@@ -194,8 +211,65 @@ def allocate_bits(
             f"`memory_budget`={budget} bytes is below the smallest model these levels allow: {lowest} bytes "
             f"({_human(lowest)}) with every decoder layer at {levels[-1]} bits."
         )
-    plan = _ladder(order, levels, lambda plan: _plan_bytes(plan, layer_sizes, fixed_bytes) <= budget)
-    return dict(sorted(plan.items()))
+    return lambda plan: _plan_bytes(plan, layer_sizes, fixed_bytes) <= budget
+
+
+def allocate_bits_by_cost(
+    costs: Mapping[int, Mapping[int, float]],
+    bits: Sequence[int],
+    *,
+    target_bits: float | None = None,
+    memory_budget: int | str | None = None,
+    num_low_bit_layers: int | None = None,
+    layer_sizes: Sequence[Mapping[int, int]] | None = None,
+    fixed_bytes: int = 0,
+) -> dict[int, int]:
+    """Choose a bit width per decoder layer that keeps the summed measured cost low within the budget.
+
+    Every layer starts at the top level; while the model is over budget, the single one-level demotion with the
+    smallest cost increase per byte (or per bit, for `target_bits`) saved is applied: the greedy used for
+    multiple-choice knapsacks, exact for two levels with layers of equal size. `num_low_bit_layers` puts the layers
+    with the smallest cost at the lowest level (three levels: the appendix A.2 shape, see [`allocate_bits`]).
+
+    Args:
+        costs (`Mapping[int, Mapping[int, float]]`):
+            `{layer: {bits: cost}}` for every level, as measured by
+            [`~optimum_layerwise.importance.sensitivity.measure_layer_costs`] (the top level costs 0).
+        bits, target_bits, memory_budget, num_low_bit_layers, layer_sizes, fixed_bytes:
+            As for [`allocate_bits`].
+
+    Returns:
+        `dict[int, int]`: `{layer_index: bits}`.
+    """
+    levels = _check_levels(bits)
+    num_layers = len(costs)
+    if sorted(costs) != list(range(num_layers)):
+        raise ValueError(f"`layer_costs` must cover layers 0..{num_layers - 1}, got {sorted(costs)}.")
+    for index, layer_costs in costs.items():
+        if any(level not in layer_costs for level in levels):
+            raise ValueError(
+                f"`layer_costs[{index}]` must give a cost for every level {levels}, got {dict(layer_costs)}."
+            )
+    _check_one_budget(target_bits, memory_budget, num_low_bit_layers)
+    if num_low_bit_layers is not None:
+        scores = [costs[index][levels[-1]] for index in range(num_layers)]
+        return allocate_bits(scores, levels, num_low_bit_layers=num_low_bit_layers)
+    fits = _budget_check(levels, num_layers, target_bits, memory_budget, layer_sizes, fixed_bytes)
+
+    def size(index: int, level: int) -> float:
+        return level if target_bits is not None else layer_sizes[index][level]
+
+    plan = dict.fromkeys(range(num_layers), levels[0])
+    while not fits(plan):
+        candidates = []
+        for index, level in plan.items():
+            if level != levels[-1]:
+                lower = levels[levels.index(level) + 1]
+                saved = max(size(index, level) - size(index, lower), 1e-12)
+                candidates.append(((costs[index][lower] - costs[index][level]) / saved, index, lower))
+        _, index, lower = min(candidates)
+        plan[index] = lower
+    return plan
 
 
 def _human(num_bytes: int) -> str:

@@ -56,7 +56,7 @@ def _add_calibration(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--importance",
         default="lim",
-        help="lim, reverse_lim, zd, reverse_zd, random or depth (default: lim)",
+        help="lim, reverse_lim, zd, reverse_zd, random, depth, sensitivity or sensitivity_kl (default: lim)",
     )
     parser.add_argument(
         "--dataset",
@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
     quantize.add_argument("--device-map", help="accelerate device map for loading, e.g. auto or cpu")
     quantize.add_argument("--push-to-hub", metavar="REPO", help="also upload the checkpoint to this Hub repo")
+    quantize.add_argument(
+        "--reuse-costs",
+        metavar="CHECKPOINT",
+        help="allocate by the layer_costs measured for a saved checkpoint of the same model (no new measurement)",
+    )
     _add_calibration(quantize)
 
     evaluate = commands.add_parser("eval", help="perplexity on held-out text and zero-shot lm-eval tasks")
@@ -213,6 +218,11 @@ def _quantize(args) -> None:
 
     output = Path(args.output)
     _check_output(output, args.overwrite)
+    layer_costs = None
+    if args.reuse_costs:
+        layer_costs = read_checkpoint_summary(args.reuse_costs)["layer_costs"]
+        if not layer_costs:
+            raise CommandError(f"--reuse-costs {args.reuse_costs} has no measured layer_costs")
     path = resolve_model(args.model)
     tokenizer = _load_tokenizer(path)
     config = LayerwiseQuantizationConfig(
@@ -228,6 +238,7 @@ def _quantize(args) -> None:
         seq_len=args.seq_len,
         group_size=args.group_size,
         seed=args.seed,
+        layer_costs=layer_costs,
     )
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
     model = AutoModelForCausalLM.from_pretrained(
@@ -283,6 +294,7 @@ def read_checkpoint_summary(checkpoint: str) -> dict:
         "importance": quantization.get("importance"),
         "layer_bits": layer_bits,
         "layer_scores": quantization.get("layer_scores"),
+        "layer_costs": quantization.get("layer_costs"),
         "average_bits": sum(layer_bits.values()) / len(layer_bits) if layer_bits else None,
         "tensor_bytes": sum(tensor_bytes.values()),
     }

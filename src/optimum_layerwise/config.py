@@ -12,7 +12,7 @@ from transformers.utils.quantization_config import QuantizationConfigMixin
 from .allocation import parse_memory
 from .backends import BACKEND_BITS
 from .importance import IMPORTANCE_METHODS, check_importance
-from .plan import normalize_layer_bits
+from .plan import normalize_layer_bits, normalize_layer_costs
 
 
 QUANT_METHOD = "layerwise"
@@ -68,6 +68,10 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         layer_scores (`list[float]`, *optional*):
             Importance score of each decoder layer, filled in after quantization. With `layer_bits` it marks a
             finished plan, as read back from a saved checkpoint.
+        layer_costs (`dict[int, dict[int, float]]`, *optional*):
+            Measured cost of each decoder layer at each level (`importance="sensitivity"` or `"sensitivity_kl"`),
+            filled in after quantization. Pass the `layer_costs` of a saved checkpoint of the same model to plan
+            for another budget without measuring again; bits are then allocated by cost.
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         modules_to_not_convert: list[str] | None = None,
         seed: int = 0,
         layer_scores: list[float] | None = None,
+        layer_costs: dict[int, dict[int, float]] | None = None,
         **kwargs,
     ):
         self.quant_method = QUANT_METHOD
@@ -105,6 +110,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         self.modules_to_not_convert = modules_to_not_convert
         self.seed = seed
         self.layer_scores = [float(score) for score in layer_scores] if layer_scores is not None else None
+        self.layer_costs = normalize_layer_costs(layer_costs) if layer_costs is not None else None
         self.post_init()
 
     @property
@@ -130,6 +136,12 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             raise ValueError(f"`bits` must be strictly decreasing (high to low), got {self.bits}.")
         self._check_budget()
         check_importance(self.importance)
+        if self.layer_costs is not None:
+            missing = {
+                index: sorted(costs) for index, costs in self.layer_costs.items() if set(costs) != set(self.bits)
+            }
+            if missing:
+                raise ValueError(f"`layer_costs` must give a cost for each level {self.bits}; got {missing}.")
         if self.layer_bits is not None:
             wrong = {index: b for index, b in self.layer_bits.items() if b not in self.bits}
             if wrong:
@@ -181,7 +193,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
 
     def _check_dataset(self) -> None:
         needs_data = isinstance(self.importance, str) and IMPORTANCE_METHODS[self.importance].needs_data
-        if needs_data and self.dataset is None and self.layer_bits is None:
+        if needs_data and self.dataset is None and self.layer_bits is None and self.layer_costs is None:
             raise ValueError(
                 f"importance={self.importance!r} needs calibration data: pass `dataset` (a list of texts with "
                 "`tokenizer`, token-id sequences or a text file path), or choose a data-free importance such as 'zd'."
@@ -214,4 +226,9 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             "modules_to_not_convert": self.modules_to_not_convert,
             "seed": self.seed,
             "layer_scores": self.layer_scores,
+            "layer_costs": (
+                {str(i): {str(b): c for b, c in costs.items()} for i, costs in self.layer_costs.items()}
+                if self.layer_costs
+                else None
+            ),
         }

@@ -6,6 +6,7 @@ computed here, explicitly, so that a saved checkpoint can be checked against its
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 
@@ -61,6 +62,29 @@ def normalize_layer_bits(layer_bits: Mapping[int | str, int], parameter: str = "
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"`{parameter}[{index}]` must be an integer number of bits, got {value!r}.")
         normalized[index] = value
+    return dict(sorted(normalized.items()))
+
+
+def normalize_layer_costs(layer_costs: Mapping) -> dict[int, dict[int, float]]:
+    """Turn measured costs read from JSON (`{"0": {"4": 0.0, "2": 0.1}}`) into `{0: {4: 0.0, 2: 0.1}}`.
+
+    Raises:
+        `ValueError`: if the structure is not `{layer: {bits: finite cost}}`.
+    """
+    if not isinstance(layer_costs, Mapping):
+        raise ValueError(
+            f"`layer_costs` must be a mapping {{layer: {{bits: cost}}}}, got {type(layer_costs).__name__}."
+        )
+    normalized = {}
+    for layer, costs in layer_costs.items():
+        if not isinstance(costs, Mapping):
+            raise ValueError(f"`layer_costs[{layer!r}]` must map bits to a cost, got {costs!r}.")
+        try:
+            normalized[int(layer)] = {int(bits): float(cost) for bits, cost in costs.items()}
+        except (TypeError, ValueError):
+            raise ValueError(f"`layer_costs[{layer!r}]` must map integer bits to numbers, got {costs!r}.") from None
+        if not all(math.isfinite(cost) for cost in normalized[int(layer)].values()):
+            raise ValueError(f"`layer_costs[{layer!r}]` holds a non-finite cost.")
     return dict(sorted(normalized.items()))
 
 

@@ -8,11 +8,13 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
-from .allocation import allocate_bits, parse_memory
+from .allocation import allocate_bits, allocate_bits_by_cost, parse_memory
 from .backends import QuantizationBackend, get_backend
+from .calibration import calibration_batches
 from .config import LayerwiseQuantizationConfig
 from .footprint import tensor_nbytes
-from .importance import compute_importance
+from .importance import SENSITIVITY_METHODS, compute_importance
+from .importance.sensitivity import costs_to_scores, measure_layer_costs
 from .layers import decoder_layers, decoder_layers_path, linear_modules, set_submodule
 from .plan import average_bits, check_layer_bits, effective_group_size
 
@@ -75,6 +77,45 @@ def plan_layer_bits(
     if not any(getattr(config, name) is not None for name in ("target_bits", "memory_budget", "num_low_bit_layers")):
         config.target_bits = config.default_target_bits()
         logger.info(f"No budget given: using target_bits={config.target_bits} (mean of the highest and lowest level).")
+    sizes, fixed = layer_sizes(model, config, backend, skip)
+    if config.memory_budget is not None:
+        largest = fixed + sum(size[max(config.bits)] for size in sizes)
+        if parse_memory(config.memory_budget) >= largest:
+            logger.warning(f"memory_budget={config.memory_budget} fits every layer at {max(config.bits)} bits.")
+    if config.layer_costs is not None or (
+        isinstance(config.importance, str) and config.importance in SENSITIVITY_METHODS
+    ):
+        if config.layer_costs is None:
+            batches = calibration_batches(
+                config.dataset,
+                config.tokenizer,
+                num_samples=config.num_samples,
+                seq_len=config.seq_len,
+                seed=config.seed,
+            )
+            config.layer_costs = measure_layer_costs(
+                model,
+                batches,
+                config.bits,
+                measure=SENSITIVITY_METHODS[config.importance],
+                backend=config.backend,
+                group_size=config.group_size,
+                skip=skip,
+            )
+        elif len(config.layer_costs) != len(sizes):
+            raise ValueError(
+                f"`layer_costs` covers {len(config.layer_costs)} layers but the model has {len(sizes)} decoder layers."
+            )
+        layer_bits = allocate_bits_by_cost(
+            config.layer_costs,
+            config.bits,
+            target_bits=config.target_bits,
+            memory_budget=config.memory_budget,
+            num_low_bit_layers=config.num_low_bit_layers,
+            layer_sizes=sizes,
+            fixed_bytes=fixed,
+        )
+        return layer_bits, costs_to_scores(config.layer_costs)
     scores = compute_importance(
         model,
         config.importance,
@@ -85,11 +126,6 @@ def plan_layer_bits(
         seed=config.seed,
         skip=skip,
     )
-    sizes, fixed = layer_sizes(model, config, backend, skip)
-    if config.memory_budget is not None:
-        largest = fixed + sum(size[max(config.bits)] for size in sizes)
-        if parse_memory(config.memory_budget) >= largest:
-            logger.warning(f"memory_budget={config.memory_budget} fits every layer at {max(config.bits)} bits.")
     layer_bits = allocate_bits(
         scores,
         config.bits,

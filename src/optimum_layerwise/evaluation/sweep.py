@@ -19,16 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 from transformers.utils import logging
 
 from ..allocation import allocate_bits, importance_order
-from ..backends import get_backend
 from ..footprint import tensor_nbytes
 from ..importance import compute_importance
-from ..layers import decoder_layers, decoder_layers_path, linear_modules, set_submodule
-from ..plan import average_bits, effective_group_size
+from ..layers import decoder_layers_path, set_submodule
+from ..plan import average_bits
+from ..swapping import LayerVersions
 from .perplexity import evaluation_windows, score_windows
 
 
@@ -75,37 +74,6 @@ class SweepSettings:
     task_limit: int | None = 100
     references: bool = True
     pruning: Sequence[str] = ("lim", "depth")
-
-
-class LayerSwapper:
-    """Holds every decoder layer's Linear modules in full precision and, built on first use, at each bit width, and
-    puts the requested version in place."""
-
-    def __init__(self, model: nn.Module, backend: str, group_size: int | None):
-        self.model = model
-        self.backend = get_backend(backend)
-        self.group_size = group_size
-        self.layers = decoder_layers(model)
-        self.originals = [dict(linear_modules(layer)) for layer in self.layers]
-        self.packed: dict[tuple[int, int], dict[str, nn.Module]] = {}
-
-    def _packed(self, index: int, bits: int) -> dict[str, nn.Module]:
-        if (index, bits) not in self.packed:
-            self.packed[index, bits] = {
-                name: self.backend.quantize_linear(
-                    linear, bits, effective_group_size(linear.in_features, self.group_size)
-                )
-                for name, linear in self.originals[index].items()
-            }
-        return self.packed[index, bits]
-
-    def apply(self, layer_bits: dict[int, int] | None) -> None:
-        """Put each layer at its bits (`None` = full precision for all layers)."""
-        with torch.no_grad():
-            for index, layer in enumerate(self.layers):
-                modules = self.originals[index] if layer_bits is None else self._packed(index, layer_bits[index])
-                for name, module in modules.items():
-                    set_submodule(layer, name, module)
 
 
 @contextlib.contextmanager
@@ -163,7 +131,7 @@ def run_sweep(model: nn.Module, tokenizer: Any, settings: SweepSettings) -> list
         `seed`, `layers_low`, `avg_bits`, `model_bytes`, `perplexity`, `seconds`, task metrics, `layer_bits`.
     """
     high = settings.bits[0]
-    swapper = LayerSwapper(model, settings.backend, settings.group_size)
+    swapper = LayerVersions(model, settings.backend, settings.group_size)
     num_layers = len(swapper.layers)
     evaluated: dict[tuple, dict[str, Any]] = {}
     windows, context = evaluation_windows(

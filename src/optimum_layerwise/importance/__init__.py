@@ -8,6 +8,11 @@
 | `"reverse_zd"`  | no         | the ZD order reversed (the abstract's "smaller is better")                 |
 | `"random"`      | no         | a random order from `seed` (paper baseline)                                |
 | `"depth"`       | no         | last layer kept, then from the bottom up: drop-from-the-top (Gromov et al.) |
+| `"sensitivity"` | yes        | measured relative output error of each layer quantized alone (≈ 2 forwards)  |
+| `"sensitivity_kl"` | yes     | measured next-token KL with each layer quantized alone (1 forward per layer) |
+
+The two sensitivity methods score a layer by its cost at the lowest level; quantization with them allocates bits by
+the full measured costs (see [`~optimum_layerwise.allocation.allocate_bits_by_cost`]).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from ..calibration import calibration_batches
 from ..layers import decoder_layers
 from .baselines import depth_scores, random_scores
 from .lim import lim_scores
+from .sensitivity import costs_to_scores, measure_layer_costs
 from .zd import zd_scores
 
 
@@ -34,7 +40,7 @@ class ImportanceMethod:
         needs_data (`bool`):
             Whether the scorer runs the model on calibration data.
         score (`Callable`):
-            `score(model, batches, num_layers, seed, skip) -> list[float]`.
+            `score(model, batches, num_layers=, seed=, skip=, bits=, backend=, group_size=) -> list[float]`.
     """
 
     needs_data: bool
@@ -52,7 +58,17 @@ IMPORTANCE_METHODS: dict[str, ImportanceMethod] = {
     "reverse_zd": ImportanceMethod(False, lambda model, batches, skip, **_: _negated(zd_scores(model, skip))),
     "random": ImportanceMethod(False, lambda model, batches, num_layers, seed, **_: random_scores(num_layers, seed)),
     "depth": ImportanceMethod(False, lambda model, batches, num_layers, **_: depth_scores(num_layers)),
+    "sensitivity": ImportanceMethod(True, lambda model, batches, **kw: _sensitivity(model, batches, "output", **kw)),
+    "sensitivity_kl": ImportanceMethod(True, lambda model, batches, **kw: _sensitivity(model, batches, "kl", **kw)),
 }
+SENSITIVITY_METHODS = {"sensitivity": "output", "sensitivity_kl": "kl"}
+
+
+def _sensitivity(model, batches, measure, *, bits, backend, group_size, skip, **_) -> list[float]:
+    costs = measure_layer_costs(
+        model, batches, bits, measure=measure, backend=backend, group_size=group_size, skip=skip
+    )
+    return costs_to_scores(costs)
 
 
 def check_importance(importance: Any) -> None:
@@ -81,6 +97,9 @@ def compute_importance(
     batch_size: int = 8,
     seed: int = 0,
     skip: Sequence[str] = (),
+    bits: Sequence[int] = (4, 2),
+    backend: str = "quanto",
+    group_size: int | None = 128,
 ) -> list[float]:
     """Score every decoder layer of `model`; higher = more important.
 
@@ -102,6 +121,9 @@ def compute_importance(
             Seed of `"random"` and of the calibration subset.
         skip (`Sequence[str]`, *optional*):
             Linear modules that are not quantized (`modules_to_not_convert`); ZD leaves them out.
+        bits (`Sequence[int]`, *optional*, defaults to `(4, 2)`), backend (`str`, *optional*, defaults to `"quanto"`),
+        group_size (`int`, *optional*, defaults to 128):
+            The quantization the sensitivity methods measure (use the one you will quantize with).
 
     Returns:
         `list[float]`: one score per decoder layer.
@@ -123,7 +145,23 @@ def compute_importance(
         batches = calibration_batches(
             dataset, tokenizer, num_samples=num_samples, seq_len=seq_len, batch_size=batch_size, seed=seed
         )
-    return scorer.score(model, batches, num_layers=num_layers, seed=seed, skip=skip)
+    return scorer.score(
+        model,
+        batches,
+        num_layers=num_layers,
+        seed=seed,
+        skip=skip,
+        bits=tuple(bits),
+        backend=backend,
+        group_size=group_size,
+    )
 
 
-__all__ = ["IMPORTANCE_METHODS", "ImportanceMethod", "check_importance", "compute_importance"]
+__all__ = [
+    "IMPORTANCE_METHODS",
+    "SENSITIVITY_METHODS",
+    "ImportanceMethod",
+    "check_importance",
+    "compute_importance",
+    "measure_layer_costs",
+]
