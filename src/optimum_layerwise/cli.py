@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(sweep)
     sweep.add_argument("--output", required=True, help="folder for sweep.json, sweep.csv, sweep.png, memory.md")
     sweep.add_argument("--bits", type=_bits, default=(4, 2), help="high and low level (default: 4,2)")
-    sweep.add_argument("--orderings", default="lim,reverse_lim,zd,reverse_zd,random", help="comma-separated")
+    sweep.add_argument(
+        "--orderings", default="lim,reverse_lim,zd,reverse_zd,sensitivity,random", help="comma-separated importances"
+    )
     sweep.add_argument("--seeds", default="0,1,2", help="seeds of the random ordering (default: 0,1,2)")
     sweep.add_argument("--step", type=int, default=3, help="layers moved to the low level per point (default: 3)")
     sweep.add_argument("--group-size", type=_group_size, default=128)

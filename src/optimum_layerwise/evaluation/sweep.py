@@ -33,7 +33,7 @@ from .perplexity import evaluation_windows, score_windows
 
 logger = logging.get_logger(__name__)
 
-DEFAULT_ORDERINGS = ("lim", "reverse_lim", "zd", "reverse_zd", "random")
+DEFAULT_ORDERINGS = ("lim", "reverse_lim", "zd", "reverse_zd", "sensitivity", "random")
 
 
 @dataclass
@@ -166,6 +166,9 @@ def run_sweep(model: nn.Module, tokenizer: Any, settings: SweepSettings) -> list
             num_samples=settings.num_samples,
             seq_len=settings.seq_len,
             seed=seed or 0,
+            bits=settings.bits,
+            backend=settings.backend,
+            group_size=settings.group_size,
         )
 
     if settings.references:
