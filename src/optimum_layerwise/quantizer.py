@@ -52,6 +52,9 @@ class LayerwiseHfQuantizer(HfQuantizer):
     def _process_model_after_weight_loading(self, model, **kwargs):
         if not self.pre_quantized:
             quantize_model(model, self.quantization_config, skip=self._skip(model))
+        from .hub import attach_model_card  # save_pretrained/push_to_hub also write the model card (no save hook)
+
+        attach_model_card(model, pre_quantized=self.pre_quantized)
         return model
 
     def get_state_dict_and_metadata(self, model):
