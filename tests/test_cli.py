@@ -113,7 +113,7 @@ def test_argparse_errors_are_one_line():
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "--bits" in result.stderr
 
 
-@pytest.mark.parametrize("command", ["score", "quantize", "inspect"])
+@pytest.mark.parametrize("command", ["score", "quantize", "inspect", "eval", "sweep"])
 def test_every_subcommand_has_help(command):
     result = subprocess.run(
         [sys.executable, "-m", "optimum_layerwise", command, "--help"], capture_output=True, text=True
@@ -138,3 +138,23 @@ def test_sensitivity_then_reuse_costs(tiny_checkpoint, calibration_file, tmp_pat
         capsys, "quantize", tiny_checkpoint, "--output", str(tmp_path / "x"), "--reuse-costs", str(tiny_checkpoint)
     )
     assert code == 1 and "not a layer-wise checkpoint" in err
+
+
+def test_eval_and_sweep_commands(tiny_checkpoint, calibration_file, tmp_path, capsys):
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text("Call me Ishmael. Some years ago, never mind how long precisely, I went to sea. " * 40)
+    code, out, err = run_cli(
+        capsys, "eval", tiny_checkpoint, "--dataset", str(held_out), "--windows", "2", "--seq-len", "128",
+        "--json", str(tmp_path / "eval.json"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "perplexity (" in out and json.loads((tmp_path / "eval.json").read_text())["perplexity"]
+    code, out, err = run_cli(
+        capsys, "sweep", tiny_checkpoint, "--output", str(tmp_path / "sweep"), "--orderings", "zd,random",
+        "--seeds", "0,1", "--step", "2", "--group-size", "32", "--calibration", calibration_file,
+        "--eval-dataset", str(held_out), "--windows", "2", "--pruning", "depth",
+    )  # fmt: skip
+    assert code == 0, err
+    assert {p.name for p in (tmp_path / "sweep").iterdir()} == {"sweep.json", "sweep.csv", "sweep.png", "memory.md"}
+    code, out, err = run_cli(capsys, "sweep", tiny_checkpoint, "--output", str(tmp_path / "s2"), "--bits", "8,4,2")
+    assert code == 1 and "two levels" in err
