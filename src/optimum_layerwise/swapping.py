@@ -9,8 +9,17 @@ import torch
 from torch import nn
 
 from .backends import get_backend
+from .footprint import tensor_nbytes
 from .layers import decoder_layers, linear_modules, set_submodule
 from .plan import effective_group_size
+
+
+def _dequantized(module: nn.Module) -> nn.Linear:
+    linear = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None, device="meta")
+    linear.weight = nn.Parameter(module.dequantized_weight(), requires_grad=False)
+    if module.bias is not None:
+        linear.bias = nn.Parameter(module.bias.detach(), requires_grad=False)
+    return linear
 
 
 class LayerVersions:
@@ -25,26 +34,64 @@ class LayerVersions:
             Requested group size (see [`~optimum_layerwise.plan.effective_group_size`]).
         skip (`Sequence[str]`, *optional*):
             Linear modules that always stay in full precision.
+        simulate (`bool`, *optional*, defaults to `False`):
+            Put float `nn.Linear` modules holding the dequantized weights in place instead of the packed modules: the
+            same numbers (quanto dequantizes before its float matmul on CPU; a test checks the logits are equal) at
+            full-precision speed, for sweeps that evaluate many bit maps. [`nbytes`] still counts packed bytes.
     """
 
-    def __init__(self, model: nn.Module, backend: str, group_size: int | None, skip: Sequence[str] = ()):
+    def __init__(
+        self,
+        model: nn.Module,
+        backend: str,
+        group_size: int | None,
+        skip: Sequence[str] = (),
+        simulate: bool = False,
+    ):
         self.backend = get_backend(backend)
         self.group_size = group_size
+        self.simulate = simulate
+        self.model = model
         self.layers = decoder_layers(model)
         self.originals = [dict(linear_modules(layer, skip)) for layer in self.layers]
         self.cache: dict[tuple[int, int], dict[str, nn.Module]] = {}
+        self.full_precision_nbytes = tensor_nbytes(model)
 
     def quantized(self, index: int, bits: int) -> dict[str, nn.Module]:
         """The packed Linear modules of layer `index` at `bits` (quantized once, then cached)."""
         if (index, bits) not in self.cache:
             with torch.no_grad():
-                self.cache[index, bits] = {
+                packed = {
                     name: self.backend.quantize_linear(
                         linear, bits, effective_group_size(linear.in_features, self.group_size)
                     )
                     for name, linear in self.originals[index].items()
                 }
+                self.cache[index, bits] = (
+                    {name: _dequantized(m) for name, m in packed.items()} if self.simulate else packed
+                )
         return self.cache[index, bits]
+
+    def nbytes(self, layer_bits: Mapping[int, int] | None, layers: Sequence[int] | None = None) -> int:
+        """Bytes of the model with every layer at its bits (packed format), keeping only `layers` (default: all)."""
+        kept = range(len(self.layers)) if layers is None else layers
+        total = self.full_precision_nbytes - sum(
+            tensor_nbytes(self.layers[i]) for i in range(len(self.layers)) if i not in kept
+        )
+        if layer_bits is None:
+            return total
+        for index in kept:
+            for linear in self.originals[index].values():
+                weight = linear.weight
+                packed = self.backend.linear_nbytes(
+                    linear.out_features,
+                    linear.in_features,
+                    layer_bits[index],
+                    effective_group_size(linear.in_features, self.group_size),
+                    weight.dtype,
+                )
+                total += packed - weight.numel() * weight.element_size()
+        return total
 
     def put(self, index: int, bits: int | None) -> None:
         """Put layer `index` at `bits` (`None` = full precision)."""

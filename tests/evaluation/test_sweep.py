@@ -51,3 +51,25 @@ def test_pruned_context_restores_the_model():
         assert model(torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, 128)
     assert model.model.layers is layers and model.config.num_hidden_layers == 4
     assert len(model.config.layer_types) == 4
+
+
+def test_simulated_versions_give_the_packed_logits_and_bytes():
+    from optimum_layerwise.footprint import tensor_nbytes
+    from optimum_layerwise.swapping import LayerVersions
+
+    model = build_tiny_model("llama")
+    probe = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(0))
+    packed = LayerVersions(model, "quanto", 32)
+    plan = {0: 8, 1: 4, 2: 2, 3: 4}
+    packed.apply(plan)
+    with torch.no_grad():
+        expected = model(probe).logits
+    assert packed.nbytes(plan) == tensor_nbytes(model)
+    packed.apply(None)
+    simulated = LayerVersions(model, "quanto", 32, simulate=True)
+    simulated.apply(plan)
+    assert type(model.model.layers[0].mlp.up_proj) is torch.nn.Linear
+    with torch.no_grad():
+        assert torch.equal(model(probe).logits, expected)
+    assert simulated.nbytes(plan) == packed.nbytes(plan)
+    assert simulated.nbytes(plan, layers=[0, 1]) < simulated.nbytes(plan)

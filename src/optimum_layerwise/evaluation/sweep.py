@@ -2,8 +2,10 @@
 the order an importance score gives, and measure size and quality at every step.
 
 Every layer is quantized once per level; each point of a curve only swaps prepared modules in and evaluates, so a
-sweep costs one quantization per layer and level plus its evaluations. Identical bit maps (e.g. the end points that
-all orderings share) are evaluated once.
+sweep costs one quantization per layer and level plus its evaluations. The swapped-in modules hold the dequantized
+weights (the same logits as the packed modules, at full-precision speed; see
+[`~optimum_layerwise.swapping.LayerVersions`]); model sizes are the packed sizes. Identical bit maps (e.g. the end
+points that all orderings share) are evaluated once.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from torch import nn
 from transformers.utils import logging
 
 from ..allocation import allocate_bits, importance_order
-from ..footprint import tensor_nbytes
 from ..importance import compute_importance
 from ..layers import decoder_layers_path, set_submodule
 from ..plan import average_bits
@@ -131,18 +132,18 @@ def run_sweep(model: nn.Module, tokenizer: Any, settings: SweepSettings) -> list
         `seed`, `layers_low`, `avg_bits`, `model_bytes`, `perplexity`, `seconds`, task metrics, `layer_bits`.
     """
     high = settings.bits[0]
-    swapper = LayerVersions(model, settings.backend, settings.group_size)
+    swapper = LayerVersions(model, settings.backend, settings.group_size, simulate=True)
     num_layers = len(swapper.layers)
     evaluated: dict[tuple, dict[str, Any]] = {}
     windows, context = evaluation_windows(
         settings.evaluation, tokenizer, seq_len=settings.eval_seq_len, num_windows=settings.eval_windows
     )
 
-    def evaluate(key: tuple) -> dict[str, Any]:
+    def evaluate(key: tuple, model_bytes: int) -> dict[str, Any]:
         if key not in evaluated:
             start = time.perf_counter()
             result = score_windows(model, windows, context)
-            metrics: dict[str, Any] = {"perplexity": result.perplexity, "model_bytes": tensor_nbytes(model)}
+            metrics: dict[str, Any] = {"perplexity": result.perplexity, "model_bytes": model_bytes}
             if settings.tasks:
                 from .tasks import evaluate_tasks
 
@@ -173,10 +174,25 @@ def run_sweep(model: nn.Module, tokenizer: Any, settings: SweepSettings) -> list
 
     if settings.references:
         swapper.apply(None)
-        rows.append({"kind": "reference", "ordering": "unquantized", "avg_bits": None, **evaluate(("fp",))})
+        rows.append(
+            {
+                "kind": "reference",
+                "ordering": "unquantized",
+                "avg_bits": None,
+                **evaluate(("fp",), swapper.nbytes(None)),
+            }
+        )
         if 8 not in settings.bits:
-            swapper.apply(dict.fromkeys(range(num_layers), 8))
-            rows.append({"kind": "reference", "ordering": "all-8", "avg_bits": 8.0, **evaluate((8,) * num_layers)})
+            all_8 = dict.fromkeys(range(num_layers), 8)
+            swapper.apply(all_8)
+            rows.append(
+                {
+                    "kind": "reference",
+                    "ordering": "all-8",
+                    "avg_bits": 8.0,
+                    **evaluate((8,) * num_layers, swapper.nbytes(all_8)),
+                }
+            )
 
     points = sorted(set(range(0, num_layers + 1, settings.step)) | {num_layers})
     for name, seed in _orderings(settings):
@@ -184,7 +200,7 @@ def run_sweep(model: nn.Module, tokenizer: Any, settings: SweepSettings) -> list
         for layers_low in logging.tqdm(points, desc=f"Sweep {name}{'' if seed is None else f' seed {seed}'}"):
             layer_bits = allocate_bits(layer_scores, settings.bits, num_low_bit_layers=layers_low)
             swapper.apply(layer_bits)
-            metrics = evaluate(tuple(layer_bits[i] for i in range(num_layers)))
+            metrics = evaluate(tuple(layer_bits[i] for i in range(num_layers)), swapper.nbytes(layer_bits))
             rows.append(
                 {
                     "kind": "quantized",
@@ -197,8 +213,10 @@ def run_sweep(model: nn.Module, tokenizer: Any, settings: SweepSettings) -> list
                 }
             )
 
-    swapper.apply(dict.fromkeys(range(num_layers), high))
-    full_bytes, layer_bytes = tensor_nbytes(model), tensor_nbytes(swapper.layers[0])
+    all_high = dict.fromkeys(range(num_layers), high)
+    swapper.apply(all_high)
+    full_bytes = swapper.nbytes(all_high)
+    layer_bytes = full_bytes - swapper.nbytes(all_high, layers=range(1, num_layers))
     sizes = {row["layers_low"]: (row["model_bytes"], row["avg_bits"]) for row in rows if row["kind"] == "quantized"}
     for name in settings.pruning:
         order = importance_order(scores[name, None])
@@ -208,7 +226,7 @@ def run_sweep(model: nn.Module, tokenizer: Any, settings: SweepSettings) -> list
                 continue
             keep = sorted(order[: num_layers - removed])
             with pruned(model, keep):
-                metrics = evaluate(("pruned", tuple(keep)))
+                metrics = evaluate(("pruned", tuple(keep)), swapper.nbytes(all_high, layers=keep))
             rows.append(
                 {
                     "kind": "pruned",
