@@ -12,8 +12,8 @@ run() {
   echo "$name $(( $(date +%s) - start )) s" >> "$out/times.txt"
 }
 run smollm2-8to4-g128  smollm2-135m       --bits 8,4 --step 3
-run smollm2-4to2-g128  smollm2-135m       --bits 4,2 --step 6 --pruning ""
 run gemma3-8to4-g128   gemma3-270m        --bits 8,4 --step 3 --pruning ""
+run smollm2-4to2-g128  smollm2-135m       --bits 4,2 --step 6 --pruning ""
 run smollm2-4to2-g32   smollm2-135m       --bits 4,2 --step 6 --pruning "" --group-size 32
 run qwen25-8to4-g128   qwen2.5-coder-0.5b --bits 8,4 --step 6 --pruning ""
 run gemma3-4to2-g128   gemma3-270m        --bits 4,2 --step 6 --pruning ""
