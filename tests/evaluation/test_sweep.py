@@ -42,6 +42,15 @@ def test_two_point_sweep_on_a_tiny_model(tmp_path):
     assert files["csv"].read_text().splitlines()[0].startswith("kind,ordering,seed,layers_low")
     assert "| 3.00 | 2 |" in files["memory"].read_text()
 
+    from optimum_layerwise.evaluation.report import retention_limit, sweep_table
+
+    table = sweep_table(rows)
+    assert table.splitlines()[0].startswith("| ordering | 0 low (4.00 b) | 2 low (3.00 b) | 4 low (2.00 b)")
+    assert "| random (2 seeds) |" in table and "References: unquantized" in table and "prune-depth" in table
+    points = [{"layers_low": 0, "avg_bits": 4.0, "mean": 10.0}, {"layers_low": 2, "avg_bits": 3.0, "mean": 11.0},
+              {"layers_low": 4, "avg_bits": 2.0, "mean": 12.0}]  # fmt: skip
+    assert retention_limit(points) == 3.0  # 11 <= 10 / 0.9 < 12
+
 
 def test_pruned_context_restores_the_model():
     model = build_tiny_model("gemma3")

@@ -1,0 +1,82 @@
+"""Markdown tables from saved sweeps (`sweep.json`), as quoted in docs/results.md.
+
+python -m optimum_layerwise.evaluation.report docs/results/smollm2-8to4-g128 [more sweep folders ...]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .sweep import summarize
+
+
+def retention_limit(points: list[dict[str, Any]], retention: float = 0.9) -> float | None:
+    """The lowest average bits an ordering reaches before its perplexity rises above `all-high / retention` (i.e. it
+    loses more than `1 − retention` of the all-high quality, measured as the perplexity ratio)."""
+    ordered = sorted(points, key=lambda point: point["layers_low"])
+    ceiling = ordered[0]["mean"] / retention
+    reached = None
+    for point in ordered:
+        if point["mean"] > ceiling:
+            break
+        reached = point["avg_bits"]
+    return reached
+
+
+def sweep_table(rows: list[dict[str, Any]]) -> str:
+    """Perplexity per ordering (columns: layers at the low level / average bits; random as mean ± std), followed by
+    the 90 %-retention limit and the references."""
+    summary = summarize(rows)
+    columns = sorted({(point["layers_low"], point["avg_bits"]) for point in summary})
+    orderings = sorted({point["ordering"] for point in summary}, key=lambda name: (name == "random", name))
+    header = (
+        "| ordering | " + " | ".join(f"{low} low ({bits:.2f} b)" for low, bits in columns) + " | ≥90% kept down to |"
+    )
+    lines = [header, "|" + "---|" * (len(columns) + 2)]
+    for ordering in orderings:
+        points = {point["layers_low"]: point for point in summary if point["ordering"] == ordering}
+        cells = []
+        for low, _ in columns:
+            point = points.get(low)
+            if point is None:
+                cells.append("")
+            elif point["runs"] > 1:
+                cells.append(f"{point['mean']:.1f} ± {point['std']:.1f}")
+            else:
+                cells.append(f"{point['mean']:.1f}")
+        limit = retention_limit(list(points.values()))
+        label = (
+            ordering if points[columns[0][0]]["runs"] == 1 else f"{ordering} ({points[columns[0][0]]['runs']} seeds)"
+        )
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {limit:.2f} bits |")
+    references = [row for row in rows if row["kind"] == "reference"]
+    if references:
+        lines.append("")
+        lines.append(
+            "References: " + ", ".join(f"{row['ordering']} {row['perplexity']:.1f}" for row in references) + "."
+        )
+    pruned = [row for row in rows if row["kind"] == "pruned"]
+    if pruned:
+        lines.append("")
+        lines.append("| pruning (same memory as) | " + " | ".join(sorted({r["ordering"] for r in pruned})) + " |")
+        lines.append("|---|" + "---|" * len({r["ordering"] for r in pruned}))
+        for low in sorted({r["equivalent_layers_low"] for r in pruned}):
+            cells = []
+            for ordering in sorted({r["ordering"] for r in pruned}):
+                match = [r for r in pruned if r["ordering"] == ordering and r["equivalent_layers_low"] == low]
+                cells.append(f"{match[0]['perplexity']:.1f} ({match[0]['layers_removed']} removed)" if match else "")
+            lines.append(f"| {low} layers low | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(folders: list[str]) -> None:
+    for folder in folders:
+        rows = json.loads((Path(folder) / "sweep.json").read_text())
+        print(f"### {Path(folder).name}\n\n{sweep_table(rows)}\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
