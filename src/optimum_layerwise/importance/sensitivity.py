@@ -5,7 +5,8 @@ Two measures:
 - `"output"` (cheap): the relative error `‖L_q(x) − L(x)‖ / ‖L(x)‖` of the layer's output when only that layer is
   quantized, on the layer's real calibration inputs `x`. Measured inside ONE forward pass of the full-precision model
   per batch: a forward hook re-runs the layer with its quantized Linear modules on the same input. Cost: one forward
-  pass plus one pass through each layer per lower level (≈ 2 forward passes for a two-level plan).
+  pass plus one pass through each layer per lower level (≈ 2 forward passes for a two-level plan). The re-run uses
+  float copies of the dequantized weights: the same numbers as the packed modules, at float speed.
 - `"kl"` (exact): the KL divergence `KL(p_top ‖ p_i)` of the next-token distribution between the model with every
   layer at the top level and the same model with only layer `i` at the lower level, averaged over calibration tokens.
   Cost: one forward pass per layer and lower level, plus one for the reference.
@@ -144,7 +145,7 @@ def measure_layer_costs(
     if measure not in SENSITIVITY_MEASURES:
         raise ValueError(f"`measure` must be one of {SENSITIVITY_MEASURES}, got {measure!r}.")
     top, lower = bits[0], list(bits[1:])
-    versions = LayerVersions(model, backend, group_size, skip)
+    versions = LayerVersions(model, backend, group_size, skip, simulate=True)
     if measure == "output":
         costs = _output_error(model, versions, lower, batches)
     else:
