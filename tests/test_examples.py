@@ -27,3 +27,13 @@ def test_memory_budget_then_device_map(tiny_checkpoint, tmp_path):
     assert (output / "config.json").exists()
     stdout = run_example("load_with_device_map.py", str(output), "--prompt", "abc", "--max-new-tokens", "3")
     assert "device map:" in stdout
+
+
+def test_compare_orderings(tiny_checkpoint, tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("Some text to calibrate and evaluate a tiny model with, over and over. " * 60)
+    stdout = run_example(
+        "compare_orderings.py", "--model", tiny_checkpoint, "--calibration", str(text), "--evaluation", str(text),
+        "--step", "2", "--windows", "2", "--seq-len", "64", "--group-size", "32", "--output", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert "| sensitivity |" in stdout and (tmp_path / "out" / "sweep.png").exists()
