@@ -70,8 +70,49 @@ def test_lim_without_data_is_refused_up_front():
 
 
 def test_gptq_is_named_with_its_own_bits():
-    config = LayerwiseQuantizationConfig(backend="gptq", bits=(4, 3), importance="zd")
+    config = LayerwiseQuantizationConfig(backend="gptq", bits=(4, 3), importance="zd", dataset="shakespeare")
     assert config.bits == (4, 3)
+
+
+def test_gptq_needs_calibration_data_and_its_options_belong_to_it():
+    with pytest.raises(ValueError, match="backend='gptq' quantizes each layer from calibration data"):
+        LayerwiseQuantizationConfig(backend="gptq", importance="zd")
+    with pytest.raises(ValueError, match="`sym` and `desc_act` are GPT-Q options"):
+        LayerwiseQuantizationConfig(importance="zd", desc_act=True)
+    with pytest.raises(ValueError, match="`sym` must be True or False"):
+        LayerwiseQuantizationConfig(backend="gptq", importance="zd", dataset="kjv", sym="yes")
+
+
+def test_gptq_config_is_saved_as_a_standard_gptq_config_and_read_back():
+    from transformers.quantizers.auto import AutoQuantizationConfig
+    from transformers.utils.quantization_config import GPTQConfig
+
+    config = LayerwiseQuantizationConfig(
+        backend="gptq",
+        bits=(4, 2),
+        dataset="kjv",
+        layer_bits={0: 4, 1: 2, 2: 4, 3: 2},
+        layer_scores=[3.0, 1.0, 2.0, 0.0],
+        desc_act=True,
+        dynamic={r"+:^model\.layers\.(1|3)\..*": {"bits": 2}},
+    )
+    saved = json.loads(json.dumps(config.to_dict()))
+    assert {key: saved[key] for key in ("quant_method", "bits", "group_size", "sym", "desc_act")} == {
+        "quant_method": "gptq",
+        "bits": 4,
+        "group_size": 128,
+        "sym": True,
+        "desc_act": True,
+    }
+    assert saved["checkpoint_format"] == "gptq" and saved["dynamic"] == config.dynamic
+    assert saved["layerwise"]["layer_bits"] == {"0": 4, "1": 2, "2": 4, "3": 2}
+
+    loaded = AutoQuantizationConfig.from_dict(saved)
+    assert isinstance(loaded, LayerwiseQuantizationConfig)
+    assert loaded.layer_bits == config.layer_bits and loaded.desc_act and loaded.dynamic == config.dynamic
+    assert loaded.to_dict() == saved
+    plain = AutoQuantizationConfig.from_dict({"quant_method": "gptq", "bits": 4, "group_size": 128})
+    assert type(plain) is not LayerwiseQuantizationConfig and isinstance(plain, GPTQConfig)
 
 
 def test_three_levels_and_tensor_dataset():

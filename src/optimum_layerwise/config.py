@@ -10,7 +10,7 @@ import torch
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from .allocation import parse_memory
-from .backends import BACKEND_BITS
+from .backends import BACKEND_BITS, BACKENDS, QuantizationBackend, get_backend
 from .importance import IMPORTANCE_METHODS, check_importance
 from .plan import normalize_layer_bits, normalize_layer_costs
 
@@ -72,6 +72,14 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             Measured cost of each decoder layer at each level (`importance="sensitivity"` or `"sensitivity_kl"`),
             filled in after quantization. Pass the `layer_costs` of a saved checkpoint of the same model to plan
             for another budget without measuring again; bits are then allocated by cost.
+        sym (`bool`, *optional*, defaults to `True`), desc_act (`bool`, *optional*, defaults to `False`):
+            GPT-Q only: symmetric zero-points, and quantizing columns in order of decreasing activation (act-order).
+        dynamic (`dict[str, dict[str, int]]`, *optional*):
+            GPT-Q only, filled in after quantization: GPTQModel's per-module overrides (regex to `{"bits": b}`) for
+            the decoder layers below the top level, so that GPTQModel, vLLM and SGLang load the checkpoint.
+
+    With `backend="gptq"` the saved `quantization_config` is a standard GPT-Q one (`quant_method="gptq"`, the top
+    level as `bits`, the lower layers in `dynamic`) with this config under the key `"layerwise"`.
     """
 
     def __init__(
@@ -92,6 +100,9 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         seed: int = 0,
         layer_scores: list[float] | None = None,
         layer_costs: dict[int, dict[int, float]] | None = None,
+        sym: bool = True,
+        desc_act: bool = False,
+        dynamic: dict[str, dict[str, int]] | None = None,
         **kwargs,
     ):
         self.quant_method = QUANT_METHOD
@@ -111,6 +122,9 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         self.seed = seed
         self.layer_scores = [float(score) for score in layer_scores] if layer_scores is not None else None
         self.layer_costs = normalize_layer_costs(layer_costs) if layer_costs is not None else None
+        self.sym = sym
+        self.desc_act = desc_act
+        self.dynamic = dynamic
         self.post_init()
 
     @property
@@ -168,7 +182,22 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             )
         if self.layer_scores is not None and not all(math.isfinite(score) for score in self.layer_scores):
             raise ValueError("`layer_scores` must be finite numbers.")
+        self._check_backend_options()
         self._check_dataset()
+
+    def _check_backend_options(self) -> None:
+        for name in ("sym", "desc_act"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
+        if self.backend != "gptq" and (self.desc_act or not self.sym):
+            raise ValueError(
+                f"`sym` and `desc_act` are GPT-Q options (backend='gptq'); backend={self.backend!r} takes neither."
+            )
+
+    def quantization_backend(self) -> QuantizationBackend:
+        """The backend that packs the layers, with this config's options."""
+        options = {"sym": self.sym, "desc_act": self.desc_act} if self.backend == "gptq" else {}
+        return get_backend(self.backend, **options)
 
     def _check_budget(self) -> None:
         given = [name for name in BUDGET_FIELDS if getattr(self, name) is not None]
@@ -192,6 +221,11 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             raise ValueError(f"`num_low_bit_layers` must be a non-negative int, got {self.num_low_bit_layers!r}.")
 
     def _check_dataset(self) -> None:
+        if self.dataset is None and BACKENDS[self.backend].requires_calibration and not self.is_finished_plan:
+            raise ValueError(
+                f"backend={self.backend!r} quantizes each layer from calibration data: pass `dataset` (a corpus name "
+                "such as 'shakespeare', a list of texts with `tokenizer`, token-id sequences or a text file path)."
+            )
         needs_data = isinstance(self.importance, str) and IMPORTANCE_METHODS[self.importance].needs_data
         if needs_data and self.dataset is None and self.layer_bits is None and self.layer_costs is None:
             raise ValueError(
@@ -208,8 +242,36 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         """The budget used when none is given: the mean of the highest and lowest level."""
         return (max(self.bits) + min(self.bits)) / 2
 
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], return_unused_kwargs: bool = False, **kwargs):
+        """Build the config from [`to_dict`]'s output, including a saved GPT-Q `quantization_config`."""
+        if config_dict.get("quant_method") == "gptq":
+            if "layerwise" not in config_dict:
+                raise ValueError("This GPT-Q quantization_config was not written by optimum-layerwise (no 'layerwise').")
+            config_dict = {**config_dict["layerwise"], "dynamic": config_dict.get("dynamic")}
+        return super().from_dict(config_dict, return_unused_kwargs, **kwargs)
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict of the config (the tokenizer and in-memory calibration data are left out)."""
+        """JSON-safe dict of the config (the tokenizer and in-memory calibration data are left out).
+
+        For `backend="gptq"`, a standard GPT-Q `quantization_config` holding this config under `"layerwise"`.
+        """
+        layerwise = self._layerwise_dict()
+        if self.backend != "gptq":
+            return layerwise
+        return {
+            "quant_method": "gptq",
+            "bits": self.bits[0],
+            "group_size": -1 if self.group_size is None else self.group_size,
+            "sym": self.sym,
+            "desc_act": self.desc_act,
+            "checkpoint_format": "gptq",
+            "pack_dtype": "int32",
+            "dynamic": self.dynamic,
+            "layerwise": layerwise,
+        }
+
+    def _layerwise_dict(self) -> dict[str, Any]:
         return {
             "quant_method": self.quant_method,
             "backend": self.backend,
@@ -231,4 +293,6 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
                 if self.layer_costs
                 else None
             ),
+            "sym": self.sym,
+            "desc_act": self.desc_act,
         }

@@ -7,14 +7,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .backends import get_backend
 from .config import LayerwiseQuantizationConfig
 from .layers import decoder_layers, decoder_layers_path, set_submodule
-from .plan import check_layer_bits, effective_group_size
+from .plan import check_layer_bits
 from .quantize import quantizable_linears
 
 
-_SAFETENSORS_DTYPES = {"I8": torch.int8, "U8": torch.uint8, "I32": torch.int32}
+_SAFETENSORS_DTYPES = {"I8": torch.int8, "U8": torch.uint8, "I32": torch.int32, "F16": torch.float16}
 
 
 def replace_with_packed_modules(
@@ -38,14 +37,14 @@ def replace_with_packed_modules(
             "This checkpoint's quantization_config has no `layer_bits`: it was not saved after quantization."
         )
     check_layer_bits(config.layer_bits, len(decoder_layers(model)), config.bits)
-    backend = get_backend(config.backend)
+    backend = config.quantization_backend()
     backend.require()
     path = decoder_layers_path(model)
     expected = {}
     for index, layer, linears in quantizable_linears(model, skip):
         bits = config.layer_bits[index]
         for name, linear in linears.items():
-            group_size = effective_group_size(linear.in_features, config.group_size)
+            group_size = backend.layer_group_size(linear.in_features, config.group_size)
             module = backend.empty_linear(
                 linear.in_features, linear.out_features, bits, group_size, linear.bias is not None, linear.weight.dtype
             )

@@ -9,14 +9,16 @@ from torch import nn
 from transformers.utils import logging
 
 from .allocation import allocate_bits, allocate_bits_by_cost, parse_memory
-from .backends import QuantizationBackend, get_backend
+from .backends import QuantizationBackend
+from .backends.gptq import gptq_dynamic
 from .calibration import calibration_batches
 from .config import LayerwiseQuantizationConfig
 from .footprint import tensor_nbytes
 from .importance import SENSITIVITY_METHODS, compute_importance
 from .importance.sensitivity import costs_to_scores, measure_layer_costs
 from .layers import decoder_layers, decoder_layers_path, linear_modules, set_submodule
-from .plan import average_bits, check_layer_bits, effective_group_size
+from .plan import average_bits, check_layer_bits
+from .sequential import quantize_sequentially
 
 
 logger = logging.get_logger(__name__)
@@ -54,7 +56,7 @@ def layer_sizes(
                         linear.out_features,
                         linear.in_features,
                         bits,
-                        effective_group_size(linear.in_features, config.group_size),
+                        backend.layer_group_size(linear.in_features, config.group_size),
                         linear.weight.dtype,
                     )
                     for linear in linears.values()
@@ -98,7 +100,7 @@ def plan_layer_bits(
                 batches,
                 config.bits,
                 measure=SENSITIVITY_METHODS[config.importance],
-                backend=config.backend,
+                backend=backend,
                 group_size=config.group_size,
                 skip=skip,
             )
@@ -163,19 +165,33 @@ def quantize_model(model: nn.Module, config: LayerwiseQuantizationConfig, skip: 
             Linear modules to keep in full precision (defaults to `config.modules_to_not_convert`).
     """
     _check_materialized(model)
-    backend = get_backend(config.backend)
+    backend = config.quantization_backend()
     backend.require()
     skip = list(config.modules_to_not_convert or []) if skip is None else skip
     layer_bits, scores = plan_layer_bits(model, config, backend, skip)
+    if backend.requires_calibration:
+        batches = calibration_batches(
+            config.dataset, config.tokenizer, num_samples=config.num_samples, seq_len=config.seq_len, seed=config.seed
+        )
+        linears = [linears for _, _, linears in quantizable_linears(model, skip)]
+        quantize_sequentially(model, layer_bits, batches, backend, linears, config.group_size)
+    else:
+        _quantize_round_to_nearest(model, layer_bits, backend, config.group_size, skip)
+    config.layer_bits = layer_bits
+    config.layer_scores = scores
+    if backend.name == "gptq":
+        config.dynamic = gptq_dynamic(layer_bits, config.bits[0], decoder_layers_path(model))
+    logger.info(f"Quantized {len(layer_bits)} decoder layers to {average_bits(layer_bits):.2f} average bits.")
+
+
+def _quantize_round_to_nearest(
+    model: nn.Module, layer_bits: dict[int, int], backend: QuantizationBackend, group_size: int | None, skip: list[str]
+) -> None:
     progress = logging.tqdm(total=len(layer_bits), desc=f"Quantizing layers ({backend.name})", unit="layer")
     with torch.no_grad():
         for index, layer, linears in quantizable_linears(model, skip):
-            bits = layer_bits[index]
             for name, linear in linears.items():
-                group_size = effective_group_size(linear.in_features, config.group_size)
-                set_submodule(layer, name, backend.quantize_linear(linear, bits, group_size))
+                layer_group_size = backend.layer_group_size(linear.in_features, group_size)
+                set_submodule(layer, name, backend.quantize_linear(linear, layer_bits[index], layer_group_size))
             progress.update()
     progress.close()
-    config.layer_bits = layer_bits
-    config.layer_scores = scores
-    logger.info(f"Quantized {len(layer_bits)} decoder layers to {average_bits(layer_bits):.2f} average bits.")

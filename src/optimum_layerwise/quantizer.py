@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from transformers.quantizers.base import HfQuantizer
 from transformers.utils import logging
 
-from .backends import get_backend
-from .layers import decoder_layers
+from .layers import decoder_layers, decoder_layers_path
 from .loading import check_checkpoint, replace_with_packed_modules
-from .modules import QuantoLinear
 from .quantize import quantize_model
 
 
@@ -24,19 +23,36 @@ def _has_offload(device_map: Any) -> bool:
     return "disk" in devices or ("cpu" in devices and len(devices) > 1)
 
 
+def _layer_index(module_name: str, model) -> int:
+    """Index of the decoder layer holding `module_name`."""
+    prefix = decoder_layers_path(model) + "."
+    if not module_name.startswith(prefix):
+        raise ValueError(f"Cannot save: packed module {module_name} lies outside the decoder layers ({prefix}*).")
+    return int(module_name[len(prefix) :].split(".", 1)[0])
+
+
 class LayerwiseHfQuantizer(HfQuantizer):
     """Quantize on load (score, allocate, pack layer by layer) or load a saved layer-wise checkpoint."""
 
     requires_calibration = False
 
     def validate_environment(self, *args, device_map: Any = None, **kwargs):
-        get_backend(self.quantization_config.backend).require()
+        self.quantization_config.quantization_backend().require()
         if not self.pre_quantized and _has_offload(device_map):
             raise ValueError(
                 "Quantizing while loading with a cpu/disk-offloaded `device_map` is not supported: offloaded layers "
                 "are not in memory to be quantized. Quantize without offload, `save_pretrained`, then load the saved "
                 "checkpoint with this device_map."
             )
+
+    def update_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        if self.quantization_config.backend == "gptq" and dtype not in (torch.float16, torch.bfloat16):
+            logger.warning(
+                f"backend='gptq' computes with 16-bit activations: loading in bfloat16 instead of {dtype} "
+                "(pass dtype=torch.float16 to choose float16)."
+            )
+            return torch.bfloat16
+        return dtype
 
     def _skip(self, model) -> list[str]:
         return list(self.quantization_config.modules_to_not_convert or []) + list(model._keep_in_fp32_modules or [])
@@ -50,7 +66,12 @@ class LayerwiseHfQuantizer(HfQuantizer):
             check_checkpoint(checkpoint_files, expected)
 
     def _process_model_after_weight_loading(self, model, **kwargs):
-        if not self.pre_quantized:
+        if self.pre_quantized:
+            backend = self.quantization_config.quantization_backend()
+            for module in decoder_layers(model).modules():
+                if backend.is_packed(module):
+                    backend.finish_loading(module)
+        else:
             quantize_model(model, self.quantization_config, skip=self._skip(model))
         from .hub import attach_model_card  # save_pretrained/push_to_hub also write the model card (no save hook)
 
@@ -58,18 +79,28 @@ class LayerwiseHfQuantizer(HfQuantizer):
         return model
 
     def get_state_dict_and_metadata(self, model):
-        """Refuse to save (before anything is written) a model whose modules do not match its plan."""
+        """Refuse to save (before anything is written) a model whose modules do not match its plan; give the packed
+        tensors in the backend's checkpoint layout."""
         layer_bits = self.quantization_config.layer_bits
         if layer_bits is None:
             raise ValueError("Cannot save: the model has no layer-wise plan (`layer_bits` is missing).")
-        for index, layer in enumerate(decoder_layers(model)):
-            for name, module in layer.named_modules():
-                if isinstance(module, QuantoLinear) and module.bits != layer_bits[index]:
-                    raise ValueError(
-                        f"Cannot save: decoder layer {index} module {name} holds {module.bits}-bit weights but "
-                        f"layer_bits says {layer_bits[index]}."
-                    )
-        return None, {}
+        backend = self.quantization_config.quantization_backend()
+        replaced = {}
+        for module_name, module in model.named_modules():
+            if not backend.is_packed(module):
+                continue
+            index = _layer_index(module_name, model)
+            if module.bits != layer_bits[index]:
+                raise ValueError(
+                    f"Cannot save: module {module_name} holds {module.bits}-bit weights but layer_bits says "
+                    f"{layer_bits[index]} for decoder layer {index}."
+                )
+            replaced.update(
+                {f"{module_name}.{name}": tensor for name, tensor in backend.checkpoint_tensors(module).items()}
+            )
+        if not replaced:
+            return None, {}
+        return {**model.state_dict(), **replaced}, {}
 
     def is_serializable(self) -> bool:
         return True

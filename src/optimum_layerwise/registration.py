@@ -1,4 +1,10 @@
-"""Register the `"layerwise"` config and quantizer with transformers, exactly once."""
+"""Register the `"layerwise"` config and quantizer with transformers, and route layer-wise GPT-Q checkpoints to them.
+
+A GPT-Q checkpoint written by this package is a standard one (`quant_method="gptq"`), so that GPTQModel and vLLM read
+it. transformers' own GPT-Q loader would ignore its per-layer bit widths and fail on the mismatched tensor shapes, so
+the `"gptq"` config entry is replaced by a subclass of `GPTQConfig` that hands such checkpoints (marked by their
+`"layerwise"` entry) to `LayerwiseQuantizationConfig` and everything else to `GPTQConfig` unchanged.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,20 @@ from transformers.quantizers.auto import (
     register_quantizer,
 )
 
+from transformers.utils.quantization_config import GPTQConfig
+
 from .config import QUANT_METHOD, LayerwiseQuantizationConfig
 from .quantizer import LayerwiseHfQuantizer
+
+
+class GPTQConfigOrLayerwise(GPTQConfig):
+    """transformers' `GPTQConfig`, except that a layer-wise GPT-Q checkpoint loads as a [`LayerwiseQuantizationConfig`]."""
+
+    @classmethod
+    def from_dict(cls, config_dict, return_unused_kwargs=False, **kwargs):
+        if "layerwise" in config_dict:
+            return LayerwiseQuantizationConfig.from_dict(config_dict, return_unused_kwargs, **kwargs)
+        return super().from_dict(config_dict, return_unused_kwargs, **kwargs)
 
 
 def register() -> None:
@@ -21,3 +39,5 @@ def register() -> None:
     if AUTO_QUANTIZER_MAPPING.get(QUANT_METHOD) is not LayerwiseHfQuantizer:
         AUTO_QUANTIZER_MAPPING.pop(QUANT_METHOD, None)
         register_quantizer(QUANT_METHOD)(LayerwiseHfQuantizer)
+    if issubclass(AUTO_QUANTIZATION_CONFIG_MAPPING["gptq"], GPTQConfig):
+        AUTO_QUANTIZATION_CONFIG_MAPPING["gptq"] = GPTQConfigOrLayerwise

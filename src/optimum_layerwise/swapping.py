@@ -8,17 +8,16 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from .backends import get_backend
+from .backends import QuantizationBackend, get_backend
 from .footprint import tensor_nbytes
 from .layers import decoder_layers, linear_modules, set_submodule
-from .plan import effective_group_size
 
 
-def _dequantized(module: nn.Module) -> nn.Linear:
+def _dequantized(module: nn.Module, backend: QuantizationBackend, dtype: torch.dtype) -> nn.Linear:
     linear = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None, device="meta")
-    linear.weight = nn.Parameter(module.dequantized_weight(), requires_grad=False)
+    linear.weight = nn.Parameter(backend.dequantized_weight(module).to(dtype), requires_grad=False)
     if module.bias is not None:
-        linear.bias = nn.Parameter(module.bias.detach(), requires_grad=False)
+        linear.bias = nn.Parameter(module.bias.detach().to(dtype), requires_grad=False)
     return linear
 
 
@@ -28,10 +27,10 @@ class LayerVersions:
     Args:
         model (`PreTrainedModel`):
             A full-precision model; its Linear modules are kept as the full-precision versions.
-        backend (`str`):
+        backend (`str` or [`~optimum_layerwise.backends.QuantizationBackend`]):
             Backend that builds the quantized versions.
         group_size (`int`, *optional*):
-            Requested group size (see [`~optimum_layerwise.plan.effective_group_size`]).
+            Requested group size (the backend's `layer_group_size` adapts it to each layer).
         skip (`Sequence[str]`, *optional*):
             Linear modules that always stay in full precision.
         simulate (`bool`, *optional*, defaults to `False`):
@@ -43,12 +42,12 @@ class LayerVersions:
     def __init__(
         self,
         model: nn.Module,
-        backend: str,
+        backend: str | QuantizationBackend,
         group_size: int | None,
         skip: Sequence[str] = (),
         simulate: bool = False,
     ):
-        self.backend = get_backend(backend)
+        self.backend = backend if isinstance(backend, QuantizationBackend) else get_backend(backend)
         self.group_size = group_size
         self.simulate = simulate
         self.model = model
@@ -63,13 +62,14 @@ class LayerVersions:
             with torch.no_grad():
                 packed = {
                     name: self.backend.quantize_linear(
-                        linear, bits, effective_group_size(linear.in_features, self.group_size)
+                        linear, bits, self.backend.layer_group_size(linear.in_features, self.group_size)
                     )
                     for name, linear in self.originals[index].items()
                 }
-                self.cache[index, bits] = (
-                    {name: _dequantized(m) for name, m in packed.items()} if self.simulate else packed
-                )
+                if self.simulate:
+                    dtypes = {name: linear.weight.dtype for name, linear in self.originals[index].items()}
+                    packed = {name: _dequantized(m, self.backend, dtypes[name]) for name, m in packed.items()}
+                self.cache[index, bits] = packed
         return self.cache[index, bits]
 
     def nbytes(self, layer_bits: Mapping[int, int] | None, layers: Sequence[int] | None = None) -> int:
@@ -87,7 +87,7 @@ class LayerVersions:
                     linear.out_features,
                     linear.in_features,
                     layer_bits[index],
-                    effective_group_size(linear.in_features, self.group_size),
+                    self.backend.layer_group_size(linear.in_features, self.group_size),
                     weight.dtype,
                 )
                 total += packed - weight.numel() * weight.element_size()

@@ -89,5 +89,11 @@ def test_unsupported_bits():
 def test_backend_registry():
     with pytest.raises(ValueError, match="`backend` must be one of"):
         get_backend("awq")
-    with pytest.raises(NotImplementedError, match="gptq"):
-        get_backend("gptq")
+    assert get_backend("gptq", sym=False).sym is False
+
+
+def test_missing_library_names_the_install_command(monkeypatch):
+    backend = get_backend("gptq")
+    monkeypatch.setattr(type(backend), "is_available", lambda self: False)
+    with pytest.raises(ImportError, match=r"backend='gptq' needs gptqmodel>=7.7.*`pip install gptqmodel>=7.7`"):
+        backend.require()

@@ -2,30 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .base import QuantizationBackend
+from .gptq import GptqBackend
 from .quanto import QuantoBackend
 
 
+BACKENDS: dict[str, type[QuantizationBackend]] = {"quanto": QuantoBackend, "gptq": GptqBackend}
+
 # Every backend the config accepts, with the bit widths it can pack.
-BACKEND_BITS: dict[str, tuple[int, ...]] = {"quanto": QuantoBackend.supported_bits, "gptq": (2, 3, 4, 8)}
-
-_IMPLEMENTED: dict[str, type[QuantizationBackend]] = {"quanto": QuantoBackend}
+BACKEND_BITS: dict[str, tuple[int, ...]] = {name: backend.supported_bits for name, backend in BACKENDS.items()}
 
 
-def get_backend(name: str) -> QuantizationBackend:
-    """The backend registered under `name`.
+def get_backend(name: str, **options: Any) -> QuantizationBackend:
+    """The backend registered under `name`, built with its `options` (e.g. `sym`, `desc_act` for `"gptq"`).
 
     Raises:
         `ValueError`: for an unknown name.
-        `NotImplementedError`: for a backend the config names but this release cannot run yet.
     """
-    if name in _IMPLEMENTED:
-        return _IMPLEMENTED[name]()
-    if name in BACKEND_BITS:
-        raise NotImplementedError(
-            f"backend={name!r} is not available in this release of optimum-layerwise; use backend='quanto'."
-        )
-    raise ValueError(f"`backend` must be one of {sorted(BACKEND_BITS)}, got {name!r}.")
+    if name not in BACKENDS:
+        raise ValueError(f"`backend` must be one of {sorted(BACKENDS)}, got {name!r}.")
+    return BACKENDS[name](**options)
 
 
-__all__ = ["BACKEND_BITS", "QuantizationBackend", "QuantoBackend", "get_backend"]
+__all__ = ["BACKENDS", "BACKEND_BITS", "GptqBackend", "QuantizationBackend", "QuantoBackend", "get_backend"]

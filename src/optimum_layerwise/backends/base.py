@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from ..plan import effective_group_size
 
 
 class QuantizationBackend(ABC):
     """A weight quantizer that packs one Linear layer at a given bit width.
 
-    Subclasses set `name`, `supported_bits` and `requirement` (the pip requirement that provides them).
+    Subclasses set `name`, `supported_bits` and `requirement` (the pip requirement that provides them). A backend
+    with `requires_calibration` also implements `calibrator`: it quantizes each Linear from its calibration inputs.
     """
 
     name: ClassVar[str]
     supported_bits: ClassVar[tuple[int, ...]]
     requirement: ClassVar[str]
+    requires_calibration: ClassVar[bool] = False
 
     @abstractmethod
     def is_available(self) -> bool:
@@ -29,6 +33,31 @@ class QuantizationBackend(ABC):
         self, out_features: int, in_features: int, bits: int, group_size: int | None
     ) -> dict[str, tuple[tuple[int, ...], torch.dtype | None]]:
         """Serialized tensors of one packed Linear: name to `(shape, dtype)`; a `None` dtype is the model's."""
+
+    def layer_group_size(self, in_features: int, group_size: int | None) -> int | None:
+        """Group size used for a Linear with `in_features` inputs (default: optimum-quanto's rule, see
+        [`~optimum_layerwise.plan.effective_group_size`]); `None` means one group per output channel."""
+        return effective_group_size(in_features, group_size)
+
+    @abstractmethod
+    def is_packed(self, module: nn.Module) -> bool:
+        """Whether `module` is one of this backend's packed Linear modules."""
+
+    @abstractmethod
+    def dequantized_weight(self, module: nn.Module) -> torch.Tensor:
+        """The `(out_features, in_features)` weight a packed module computes with."""
+
+    def calibrator(self, linear: nn.Linear, bits: int, group_size: int | None) -> Any:
+        """An accumulator of `linear`'s calibration inputs (`add_batch(inputs)`, then `finish()` returns the packed
+        module). Only backends with `requires_calibration` have one."""
+        raise NotImplementedError(f"backend={self.name!r} quantizes without calibration data.")
+
+    def finish_loading(self, module: nn.Module) -> None:
+        """Prepare a packed module after its tensors were loaded from a checkpoint (default: nothing to do)."""
+
+    def checkpoint_tensors(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        """Tensors whose checkpoint layout differs from the module's state dict, by name (default: none)."""
+        return {}
 
     @abstractmethod
     def quantize_linear(self, linear: nn.Linear, bits: int, group_size: int | None) -> nn.Module:

@@ -25,6 +25,12 @@ class QuantoBackend(QuantizationBackend):
     def tensor_specs(self, out_features, in_features, bits, group_size):
         return quanto_tensor_specs(out_features, in_features, bits, None if bits == 8 else group_size)
 
+    def is_packed(self, module: nn.Module) -> bool:
+        return isinstance(module, QuantoLinear)
+
+    def dequantized_weight(self, module: nn.Module) -> torch.Tensor:
+        return module.dequantized_weight()
+
     def quantize_linear(self, linear: nn.Linear, bits: int, group_size: int | None) -> nn.Module:
         return QuantoLinear.from_linear(linear, bits, group_size)
 

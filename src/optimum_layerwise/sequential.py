@@ -1,0 +1,121 @@
+"""Calibrated quantization (GPT-Q), one decoder layer after another.
+
+The walk GPTQModel and optimum's `GPTQQuantizer` use: one forward pass of the full-precision model records the inputs
+of the first decoder layer and the keyword arguments of every layer (attention masks and position embeddings, which
+differ per layer on models that mix sliding and full attention). Then, for each layer: run it on its inputs with
+hooks that feed every Linear's inputs to the backend's calibrator, quantize its Linear modules at the layer's bits,
+and run the now quantized layer again to produce the inputs of the next one. Each layer is thus calibrated on the
+outputs of the already quantized layers before it. Padding positions are left out of the statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.utils import logging
+
+from .backends import QuantizationBackend
+from .calibration import CalibrationBatch
+from .layers import decoder_layers, set_submodule
+
+
+@dataclass
+class _LayerCall:
+    """The inputs of one decoder layer for one calibration batch."""
+
+    hidden_states: torch.Tensor | None
+    kwargs: dict[str, Any]
+
+
+def _record_layer_calls(model: nn.Module, batches: Sequence[CalibrationBatch]) -> list[list[_LayerCall]]:
+    """`calls[layer][batch]`: the first layer's hidden states and every layer's keyword arguments, from one pass."""
+    layers = decoder_layers(model)
+    calls: list[list[_LayerCall]] = [[] for _ in layers]
+
+    def hook_for(index: int):
+        def hook(module, args, kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            rest = {key: value for key, value in kwargs.items() if key != "hidden_states"}
+            calls[index].append(_LayerCall(hidden if index == 0 else None, rest))
+
+        return hook
+
+    handles = [layer.register_forward_pre_hook(hook_for(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    device = model.get_input_embeddings().weight.device
+    runner = model.base_model if hasattr(model, "base_model") else model
+    try:
+        for batch in logging.tqdm(batches, desc="Recording layer inputs", unit="batch"):
+            runner(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device), use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return calls
+
+
+def _first(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def quantize_sequentially(
+    model: nn.Module,
+    layer_bits: Mapping[int, int],
+    batches: Sequence[CalibrationBatch],
+    backend: QuantizationBackend,
+    linears_per_layer: Sequence[dict[str, nn.Linear]],
+    group_size: int | None,
+) -> None:
+    """Quantize every decoder layer's Linear modules in place with a calibrated backend (GPT-Q).
+
+    Args:
+        model (`PreTrainedModel`):
+            The full-precision model.
+        layer_bits (`Mapping[int, int]`):
+            Bits of each decoder layer.
+        batches (`Sequence[CalibrationBatch]`):
+            Calibration batches.
+        backend ([`~optimum_layerwise.backends.QuantizationBackend`]):
+            A backend with `requires_calibration`.
+        linears_per_layer (`Sequence[dict[str, nn.Linear]]`):
+            For each decoder layer, the Linear modules to quantize by name inside the layer.
+        group_size (`int`, *optional*):
+            Requested group size.
+    """
+    layers = decoder_layers(model)
+    with torch.no_grad():
+        calls = _record_layer_calls(model, batches)
+        hidden = [call.hidden_states for call in calls[0]]
+        masks = [batch.attention_mask.bool() for batch in batches]
+        for index in logging.tqdm(range(len(layers)), desc=f"Quantizing layers ({backend.name})", unit="layer"):
+            layer, linears = layers[index], linears_per_layer[index]
+            calibrators = {
+                name: backend.calibrator(
+                    linear, layer_bits[index], backend.layer_group_size(linear.in_features, group_size)
+                )
+                for name, linear in linears.items()
+            }
+            current = {"mask": None}
+
+            def hook_for(name: str):
+                def hook(module, args, output):
+                    inputs = args[0]
+                    calibrators[name].add_batch(inputs[current["mask"].to(inputs.device)])
+
+                return hook
+
+            handles = [linears[name].register_forward_hook(hook_for(name)) for name in linears]
+            try:
+                for states, call, mask in zip(hidden, calls[index], masks):
+                    current["mask"] = mask
+                    layer(states, **call.kwargs)
+            finally:
+                for handle in handles:
+                    handle.remove()
+            for name, calibrator in calibrators.items():
+                set_submodule(layer, name, calibrator.finish())
+            calibrators.clear()
+            hidden = [_first(layer(states, **call.kwargs)) for states, call in zip(hidden, calls[index])]
+            calls[index] = []
