@@ -145,7 +145,7 @@ def test_checkpoint_not_matching_its_bit_map_is_refused(tiny_checkpoint, tmp_pat
 def test_save_refuses_a_model_that_contradicts_its_plan(tiny_checkpoint, tmp_path):
     model = quantize(tiny_checkpoint, importance="zd", num_low_bit_layers=2)
     model.config.quantization_config.layer_bits[0] = 2 if model.config.quantization_config.layer_bits[0] == 4 else 4
-    with pytest.raises(ValueError, match="Cannot save: module model.layers.0.self_attn.q_proj holds 4-bit weights but layer_bits says 2"):
+    with pytest.raises(ValueError, match="model.layers.0.self_attn.q_proj holds 4-bit weights but layer_bits says 2"):
         model.save_pretrained(tmp_path / "out")
     assert not os.listdir(tmp_path / "out")  # nothing half-written that could load
 

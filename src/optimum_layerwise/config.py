@@ -247,7 +247,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         """Build the config from [`to_dict`]'s output, including a saved GPT-Q `quantization_config`."""
         if config_dict.get("quant_method") == "gptq":
             if "layerwise" not in config_dict:
-                raise ValueError("This GPT-Q quantization_config was not written by optimum-layerwise (no 'layerwise').")
+                raise ValueError("This GPT-Q quantization_config was not written by optimum-layerwise.")
             config_dict = {**config_dict["layerwise"], "dynamic": config_dict.get("dynamic")}
         return super().from_dict(config_dict, return_unused_kwargs, **kwargs)
 

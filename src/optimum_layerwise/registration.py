@@ -14,7 +14,6 @@ from transformers.quantizers.auto import (
     register_quantization_config,
     register_quantizer,
 )
-
 from transformers.utils.quantization_config import GPTQConfig
 
 from .config import QUANT_METHOD, LayerwiseQuantizationConfig
@@ -22,7 +21,8 @@ from .quantizer import LayerwiseHfQuantizer
 
 
 class GPTQConfigOrLayerwise(GPTQConfig):
-    """transformers' `GPTQConfig`, except that a layer-wise GPT-Q checkpoint loads as a [`LayerwiseQuantizationConfig`]."""
+    """transformers' `GPTQConfig`, except that a layer-wise GPT-Q checkpoint loads as a
+    [`LayerwiseQuantizationConfig`]."""
 
     @classmethod
     def from_dict(cls, config_dict, return_unused_kwargs=False, **kwargs):

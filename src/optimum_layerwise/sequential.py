@@ -49,11 +49,22 @@ def _record_layer_calls(model: nn.Module, batches: Sequence[CalibrationBatch]) -
     runner = model.base_model if hasattr(model, "base_model") else model
     try:
         for batch in logging.tqdm(batches, desc="Recording layer inputs", unit="batch"):
-            runner(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device), use_cache=False)
+            input_ids, attention_mask = batch.input_ids.to(device), batch.attention_mask.to(device)
+            runner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     finally:
         for handle in handles:
             handle.remove()
     return calls
+
+
+def _feeding_hook(calibrator: Any, current: dict[str, torch.Tensor]):
+    """A forward hook passing a Linear's inputs at the unpadded positions of the current batch to `calibrator`."""
+
+    def hook(module, args, output):
+        inputs = args[0]
+        calibrator.add_batch(inputs[current["mask"].to(inputs.device)])
+
+    return hook
 
 
 def _first(output: Any) -> torch.Tensor:
@@ -97,16 +108,11 @@ def quantize_sequentially(
                 )
                 for name, linear in linears.items()
             }
-            current = {"mask": None}
-
-            def hook_for(name: str):
-                def hook(module, args, output):
-                    inputs = args[0]
-                    calibrators[name].add_batch(inputs[current["mask"].to(inputs.device)])
-
-                return hook
-
-            handles = [linears[name].register_forward_hook(hook_for(name)) for name in linears]
+            current: dict[str, torch.Tensor] = {}
+            handles = [
+                linears[name].register_forward_hook(_feeding_hook(calibrator, current))
+                for name, calibrator in calibrators.items()
+            ]
             try:
                 for states, call, mask in zip(hidden, calls[index], masks):
                     current["mask"] = mask

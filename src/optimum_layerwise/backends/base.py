@@ -54,6 +54,7 @@ class QuantizationBackend(ABC):
 
     def finish_loading(self, module: nn.Module) -> None:
         """Prepare a packed module after its tensors were loaded from a checkpoint (default: nothing to do)."""
+        return None
 
     def checkpoint_tensors(self, module: nn.Module) -> dict[str, torch.Tensor]:
         """Tensors whose checkpoint layout differs from the module's state dict, by name (default: none)."""

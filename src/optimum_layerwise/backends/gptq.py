@@ -73,9 +73,8 @@ class GptqCalibrator:
         from gptqmodel.nn_modules.qlinear.torch import TorchLinear
 
         group = -1 if self.group_size is None else self.group_size
-        scale, zero, g_idx = self.gptq.fasterquant(percdamp=self.damp_percent, group_size=group, actorder=self.desc_act)[
-            :3
-        ]
+        results = self.gptq.fasterquant(percdamp=self.damp_percent, group_size=group, actorder=self.desc_act)
+        scale, zero, g_idx = results[:3]
         self.gptq.free()
         linear = self.linear
         device = linear.weight.device
