@@ -9,6 +9,8 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
+import importlib.util  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import (  # noqa: E402
@@ -18,6 +20,31 @@ from transformers import (  # noqa: E402
     MistralConfig,
     Qwen2Config,
 )
+
+
+GPTQ_AVAILABLE = importlib.util.find_spec("gptqmodel") is not None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without gptqmodel, deselect (not skip) the GPT-Q tests: `python dev.py test-gptq` runs them elsewhere."""
+    if GPTQ_AVAILABLE:
+        return
+    deselected = [item for item in items if "gptq" in item.keywords]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if "gptq" not in item.keywords]
+        config.stash[_GPTQ_DESELECTED] = len(deselected)
+
+
+_GPTQ_DESELECTED = pytest.StashKey[int]()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    count = config.stash.get(_GPTQ_DESELECTED, 0)
+    if count:
+        terminalreporter.write_line(
+            f"{count} GPT-Q tests deselected: gptqmodel is not installed here; `python dev.py test-gptq` runs them."
+        )
 
 
 COMMON = dict(

@@ -70,13 +70,13 @@ def test_lim_without_data_is_refused_up_front():
 
 
 def test_gptq_is_named_with_its_own_bits():
-    config = LayerwiseQuantizationConfig(backend="gptq", bits=(4, 3), importance="zd", dataset="shakespeare")
+    config = LayerwiseQuantizationConfig(backend="gptq", bits=(4, 3), importance="zd")
     assert config.bits == (4, 3)
 
 
 def test_gptq_needs_calibration_data_and_its_options_belong_to_it():
     with pytest.raises(ValueError, match="backend='gptq' quantizes each layer from calibration data"):
-        LayerwiseQuantizationConfig(backend="gptq", importance="zd")
+        LayerwiseQuantizationConfig(backend="gptq", importance="zd").check_quantizable()
     with pytest.raises(ValueError, match="`sym` and `desc_act` are GPT-Q options"):
         LayerwiseQuantizationConfig(importance="zd", desc_act=True)
     with pytest.raises(ValueError, match="`sym` must be True or False"):

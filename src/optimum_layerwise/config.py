@@ -194,6 +194,14 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
                 f"`sym` and `desc_act` are GPT-Q options (backend='gptq'); backend={self.backend!r} takes neither."
             )
 
+    def check_quantizable(self) -> None:
+        """Raise a `ValueError` if this config cannot quantize a model (as opposed to loading a saved one)."""
+        if self.dataset is None and BACKENDS[self.backend].requires_calibration:
+            raise ValueError(
+                f"backend={self.backend!r} quantizes each layer from calibration data: pass `dataset` (a corpus name "
+                "such as 'shakespeare', a list of texts with `tokenizer`, token-id sequences or a text file path)."
+            )
+
     def quantization_backend(self) -> QuantizationBackend:
         """The backend that packs the layers, with this config's options."""
         options = {"sym": self.sym, "desc_act": self.desc_act} if self.backend == "gptq" else {}
@@ -221,11 +229,6 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             raise ValueError(f"`num_low_bit_layers` must be a non-negative int, got {self.num_low_bit_layers!r}.")
 
     def _check_dataset(self) -> None:
-        if self.dataset is None and BACKENDS[self.backend].requires_calibration and not self.is_finished_plan:
-            raise ValueError(
-                f"backend={self.backend!r} quantizes each layer from calibration data: pass `dataset` (a corpus name "
-                "such as 'shakespeare', a list of texts with `tokenizer`, token-id sequences or a text file path)."
-            )
         needs_data = isinstance(self.importance, str) and IMPORTANCE_METHODS[self.importance].needs_data
         if needs_data and self.dataset is None and self.layer_bits is None and self.layer_costs is None:
             raise ValueError(

@@ -164,6 +164,7 @@ def quantize_model(model: nn.Module, config: LayerwiseQuantizationConfig, skip: 
         skip (`list[str]`, *optional*):
             Linear modules to keep in full precision (defaults to `config.modules_to_not_convert`).
     """
+    config.check_quantizable()
     _check_materialized(model)
     backend = config.quantization_backend()
     backend.require()

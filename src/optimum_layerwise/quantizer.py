@@ -38,6 +38,8 @@ class LayerwiseHfQuantizer(HfQuantizer):
 
     def validate_environment(self, *args, device_map: Any = None, **kwargs):
         self.quantization_config.quantization_backend().require()
+        if not self.pre_quantized:
+            self.quantization_config.check_quantizable()
         if not self.pre_quantized and _has_offload(device_map):
             raise ValueError(
                 "Quantizing while loading with a cpu/disk-offloaded `device_map` is not supported: offloaded layers "

@@ -1,0 +1,110 @@
+"""GPT-Q backend (gptqmodel): mixed-bit quantization on load, standard checkpoints, reloading with and without us.
+
+These tests need gptqmodel (torch>=2.14.1): `python dev.py test-gptq` runs them in their own environment.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from conftest import build_tiny_tokenizer
+from optimum_layerwise import LayerwiseQuantizationConfig
+from optimum_layerwise.layers import decoder_layers
+
+
+pytestmark = pytest.mark.gptq
+
+INPUTS = torch.randint(0, 100, (2, 24), generator=torch.Generator().manual_seed(3))
+
+
+def packed_modules(model) -> dict[str, torch.nn.Module]:
+    from gptqmodel.nn_modules.qlinear.torch import TorchLinear
+
+    return {name: module for name, module in model.named_modules() if isinstance(module, TorchLinear)}
+
+
+def logits(model) -> torch.Tensor:
+    with torch.no_grad():
+        return model(INPUTS).logits.float()
+
+
+@pytest.mark.parametrize(
+    "tiny_checkpoint, bits, importance",
+    [("llama", (4, 2), "zd"), ("qwen2", (4, 3), "lim"), ("gemma3", (8, 4, 2), "sensitivity")],
+    indirect=["tiny_checkpoint"],
+)
+def test_mixed_bits_round_trip(tiny_checkpoint, tmp_path, token_batches, bits, importance):
+    config = LayerwiseQuantizationConfig(
+        bits=bits, backend="gptq", importance=importance, dataset=token_batches, group_size=32, num_low_bit_layers=2
+    )
+    model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, quantization_config=config)
+    assert model.dtype == torch.bfloat16  # GPT-Q's kernels take 16-bit activations
+    plan = model.config.quantization_config.layer_bits
+    assert sorted(plan.values()).count(bits[-1]) == 2
+    packed = packed_modules(model)
+    assert len(packed) == 7 * len(plan)
+    for name, module in packed.items():
+        index = int(name.split(".")[2])
+        assert module.bits == plan[index]
+        assert module.group_size == 32
+    expected = logits(model)
+
+    model.save_pretrained(tmp_path)
+    build_tiny_tokenizer().save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())["quantization_config"]
+    assert saved["quant_method"] == "gptq" and saved["checkpoint_format"] == "gptq" and saved["bits"] == bits[0]
+    assert saved["layerwise"]["layer_bits"] == {str(i): b for i, b in plan.items()}
+    for index, layer_bits in plan.items():  # every layer's bits follow from `bits` and the `dynamic` overrides
+        name = f"model.layers.{index}.mlp.down_proj"
+        overrides = [o["bits"] for p, o in saved["dynamic"].items() if re.match(p.removeprefix("+:"), name)]
+        assert overrides == ([] if layer_bits == bits[0] else [layer_bits])
+
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, device_map="auto")
+    assert reloaded.config.quantization_config.layer_bits == plan
+    assert torch.equal(logits(reloaded), expected)
+
+    from gptqmodel import BACKEND, GPTQModel
+
+    other = GPTQModel.load(str(tmp_path), backend=BACKEND.TORCH, device="cpu")
+    theirs = packed_modules(other.model)
+    assert theirs.keys() == packed.keys()
+    for name, module in packed.items():  # GPTQModel reads the very weights we computed with
+        assert theirs[name].bits == module.bits
+        for tensor in ("qweight", "qzeros", "g_idx"):
+            assert torch.equal(getattr(theirs[name], tensor), getattr(module, tensor)), (name, tensor)
+        # GPTQModel casts the float16 scales to the model's dtype
+        assert torch.equal(theirs[name].scales, module.scales.to(theirs[name].scales.dtype)), name
+    torch.testing.assert_close(logits(other.model), expected, rtol=0.02, atol=0.02)
+
+
+def test_sequential_calibration_sees_the_quantized_layers_before(tiny_checkpoint, token_batches):
+    """Layer 1's GPT-Q statistics come from layer 0's quantized outputs: quantizing layer 0 at 2 instead of 8 bits
+    changes layer 1's result even though layer 1's own bits stay the same."""
+
+    def layer_one(first_bits: int) -> torch.Tensor:
+        layer_bits = {0: first_bits, 1: 8, 2: 8, 3: 8}
+        config = LayerwiseQuantizationConfig(
+            bits=(8, 2), backend="gptq", dataset=token_batches, group_size=32, layer_bits=layer_bits
+        )
+        model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, quantization_config=config)
+        return decoder_layers(model)[1].mlp.down_proj.qweight.clone()
+
+    assert not torch.equal(layer_one(8), layer_one(2))
+
+
+def test_a_checkpoint_contradicting_its_bit_map_is_refused(tiny_checkpoint, tmp_path, token_batches):
+    config = LayerwiseQuantizationConfig(
+        bits=(4, 2), backend="gptq", dataset=token_batches, group_size=32, layer_bits={0: 4, 1: 2, 2: 4, 3: 2}
+    )
+    AutoModelForCausalLM.from_pretrained(tiny_checkpoint, quantization_config=config).save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    data = json.loads(path.read_text())
+    data["quantization_config"]["layerwise"]["layer_bits"]["1"] = 4
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"model\.layers\.1\.\S+\.qweight is \(\d+, \d+\) I32, its layer's bit width"):
+        AutoModelForCausalLM.from_pretrained(tmp_path)
