@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--num-low-bit-layers", type=int, help="number of layers at the lowest level")
     quantize.add_argument("--backend", default="quanto", help="quanto or gptq (default: quanto)")
     quantize.add_argument("--group-size", type=_group_size, default=128, help="group size or 'none' (default: 128)")
+    quantize.add_argument("--desc-act", action="store_true", help="GPT-Q: quantize columns by decreasing activation")
+    quantize.add_argument("--asym", action="store_true", help="GPT-Q: asymmetric zero-points (default: symmetric)")
     quantize.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
     quantize.add_argument("--device-map", help="accelerate device map for loading, e.g. auto or cpu")
     quantize.add_argument("--push-to-hub", metavar="REPO", help="also upload the checkpoint to this Hub repo")
@@ -241,6 +243,8 @@ def _quantize(args) -> None:
         group_size=args.group_size,
         seed=args.seed,
         layer_costs=layer_costs,
+        sym=not args.asym,
+        desc_act=args.desc_act,
     )
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
     model = AutoModelForCausalLM.from_pretrained(
@@ -270,6 +274,7 @@ def _quantize(args) -> None:
 def read_checkpoint_summary(checkpoint: str) -> dict:
     """Plan and sizes of a saved layer-wise checkpoint (local folder or Hub repo), from config.json and the
     safetensors headers only."""
+    from .config import layerwise_dict
     from .footprint import safetensors_tensor_bytes
 
     folder = Path(checkpoint)
@@ -281,11 +286,10 @@ def read_checkpoint_summary(checkpoint: str) -> dict:
         tensor_bytes = safetensors_tensor_bytes(folder)
     else:
         config, tensor_bytes = _hub_checkpoint(checkpoint)
-    quantization = config.get("quantization_config") or {}
-    if quantization.get("quant_method") != "layerwise":
-        raise CommandError(
-            f"{checkpoint} is not a layer-wise checkpoint (quant_method={quantization.get('quant_method')!r})"
-        )
+    saved = config.get("quantization_config") or {}
+    quantization = layerwise_dict(saved)
+    if quantization is None:
+        raise CommandError(f"{checkpoint} is not a layer-wise checkpoint (quant_method={saved.get('quant_method')!r})")
     layer_bits = {int(k): v for k, v in (quantization.get("layer_bits") or {}).items()}
     return {
         "checkpoint": checkpoint,

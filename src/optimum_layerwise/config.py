@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -17,6 +17,17 @@ from .plan import normalize_layer_bits, normalize_layer_costs
 
 QUANT_METHOD = "layerwise"
 BUDGET_FIELDS = ("target_bits", "memory_budget", "num_low_bit_layers", "layer_bits")
+
+
+def layerwise_dict(quantization_config: Mapping[str, Any] | QuantizationConfigMixin | None) -> dict[str, Any] | None:
+    """The layer-wise settings and plan inside a model's `quantization_config` (an object or its saved dict, also the
+    standard GPT-Q form with its `"layerwise"` entry), or `None` when it is not a layer-wise config."""
+    if quantization_config is None:
+        return None
+    data = dict(quantization_config) if isinstance(quantization_config, Mapping) else quantization_config.to_dict()
+    if data.get("quant_method") == "gptq":
+        data = dict(data.get("layerwise") or {})
+    return data if data.get("quant_method") == QUANT_METHOD else None
 
 
 class LayerwiseQuantizationConfig(QuantizationConfigMixin):

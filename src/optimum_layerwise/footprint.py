@@ -9,8 +9,6 @@ from pathlib import Path
 
 from torch import nn
 
-from .modules import QuantoLinear
-
 
 def tensor_nbytes(module: nn.Module) -> int:
     """Bytes of all parameters and buffers of `module` (shared tensors counted once, offloaded ones included)."""
@@ -23,14 +21,19 @@ def tensor_nbytes(module: nn.Module) -> int:
 
 
 def full_precision_nbytes(model: nn.Module) -> int:
-    """Bytes the model would take with every packed Linear restored to its float weight (scale dtype)."""
+    """Bytes the model would take with every packed Linear restored to a float weight of the model's dtype."""
     total = tensor_nbytes(model)
+    config = getattr(getattr(model, "config", None), "quantization_config", None)
+    if not hasattr(config, "quantization_backend"):
+        return total
+    backend = config.quantization_backend()
+    float_size = model.dtype.itemsize
     for module in model.modules():
-        if isinstance(module, QuantoLinear):
+        if backend.is_packed(module):
             packed = tensor_nbytes(module) - (
                 module.bias.numel() * module.bias.element_size() if module.bias is not None else 0
             )
-            total += module.in_features * module.out_features * module.weight_scale.element_size() - packed
+            total += module.in_features * module.out_features * float_size - packed
     return total
 
 

@@ -52,6 +52,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from torch import nn
 from transformers.utils import logging
 
+from .config import layerwise_dict
 from .footprint import full_precision_nbytes, tensor_nbytes
 from .plan import average_bits
 
@@ -82,14 +83,21 @@ REPOSITORY = "https://github.com/optimum-layerwise/optimum-layerwise"
 
 def layerwise_plan(model: nn.Module) -> dict[str, Any] | None:
     """The model's `quantization_config` as a dict when it is a layer-wise one, else `None`."""
-    config = getattr(getattr(model, "config", None), "quantization_config", None)
-    if config is None:
-        return None
-    plan = dict(config) if isinstance(config, Mapping) else config.to_dict()
-    if plan.get("quant_method") != "layerwise":
+    plan = layerwise_dict(getattr(getattr(model, "config", None), "quantization_config", None))
+    if plan is None:
         return None
     plan["layer_bits"] = {int(index): bits for index, bits in (plan.get("layer_bits") or {}).items()}
     return plan
+
+
+def _checkpoint_format(plan: dict[str, Any]) -> list[str]:
+    if plan.get("backend") == "gptq":
+        return [
+            'This is a standard GPT-Q checkpoint (`quant_method="gptq"`, `checkpoint_format="gptq"`): the decoder '
+            "layers below the top level are listed in `quantization_config.dynamic`, so GPTQModel, vLLM and SGLang "
+            "load it without optimum-layerwise. The exact bit map is in `quantization_config.layerwise.layer_bits`.",
+        ]
+    return ["The exact bit map is also in `config.json` (`quantization_config.layer_bits`)."]
 
 
 def hub_model_id(name_or_path: str | os.PathLike | None) -> str | None:
@@ -343,7 +351,7 @@ def build_model_card(
         _recipe(plan),
         "```",
         "",
-        "The exact bit map is also in `config.json` (`quantization_config.layer_bits`).",
+        *_checkpoint_format(plan),
         "",
     ]
     metadata = _metadata(plan, base_model, extra_tags)

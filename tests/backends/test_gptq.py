@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from conftest import build_tiny_tokenizer
 from optimum_layerwise import LayerwiseQuantizationConfig
+from optimum_layerwise.cli import read_checkpoint_summary
 from optimum_layerwise.layers import decoder_layers
 
 
@@ -63,6 +64,10 @@ def test_mixed_bits_round_trip(tiny_checkpoint, tmp_path, token_batches, bits, i
         name = f"model.layers.{index}.mlp.down_proj"
         overrides = [o["bits"] for p, o in saved["dynamic"].items() if re.match(p.removeprefix("+:"), name)]
         assert overrides == ([] if layer_bits == bits[0] else [layer_bits])
+
+    summary = read_checkpoint_summary(str(tmp_path))  # `optimum-layerwise inspect` reads the GPT-Q form too
+    assert summary["backend"] == "gptq" and summary["layer_bits"] == plan
+    assert "GPTQModel, vLLM and SGLang load it" in (tmp_path / "README.md").read_text()
 
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, device_map="auto")
     assert reloaded.config.quantization_config.layer_bits == plan
