@@ -158,3 +158,15 @@ def test_eval_and_sweep_commands(tiny_checkpoint, calibration_file, tmp_path, ca
     assert {p.name for p in (tmp_path / "sweep").iterdir()} == {"sweep.json", "sweep.csv", "sweep.png", "memory.md"}
     code, out, err = run_cli(capsys, "sweep", tiny_checkpoint, "--output", str(tmp_path / "s2"), "--bits", "8,4,2")
     assert code == 1 and "two levels" in err
+
+
+def test_optimum_cli_runs_the_same_commands(tiny_checkpoint, tmp_path):
+    """`optimum-cli layerwise ...` (registered through optimum's `optimum.commands.register` namespace) is the same
+    CLI: same help, same output, same one-line errors."""
+    optimum_cli = [sys.executable, "-c", "from optimum.commands.optimum_cli import main; main()"]
+    helped = subprocess.run([*optimum_cli, "layerwise", "quantize", "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0 and "--memory-budget" in helped.stdout
+    refused = subprocess.run([*optimum_cli, "layerwise", "inspect", tiny_checkpoint], capture_output=True, text=True)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1].startswith("optimum-layerwise inspect: error:")
+    assert "Traceback" not in refused.stderr
