@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from transformers.quantizers.base import HfQuantizer
 from transformers.utils import logging
 
@@ -46,15 +45,6 @@ class LayerwiseHfQuantizer(HfQuantizer):
                 "are not in memory to be quantized. Quantize without offload, `save_pretrained`, then load the saved "
                 "checkpoint with this device_map."
             )
-
-    def update_dtype(self, dtype: torch.dtype) -> torch.dtype:
-        if self.quantization_config.backend == "gptq" and dtype not in (torch.float16, torch.bfloat16):
-            logger.warning(
-                f"backend='gptq' computes with 16-bit activations: loading in bfloat16 instead of {dtype} "
-                "(pass dtype=torch.float16 to choose float16)."
-            )
-            return torch.bfloat16
-        return dtype
 
     def _skip(self, model) -> list[str]:
         return list(self.quantization_config.modules_to_not_convert or []) + list(model._keep_in_fp32_modules or [])
