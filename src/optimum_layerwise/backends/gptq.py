@@ -70,27 +70,42 @@ class GptqCalibrator:
 
     def finish(self) -> nn.Module:
         """Run GPT-Q (round-to-nearest on GPT-Q's grid when no input was added) and return the packed module."""
-        from gptqmodel.nn_modules.qlinear.torch import TorchLinear
-
         group = -1 if self.group_size is None else self.group_size
         results = self.gptq.fasterquant(percdamp=self.damp_percent, group_size=group, actorder=self.desc_act)
         scale, zero, g_idx = results[:3]
         self.gptq.free()
         linear = self.linear
         device = linear.weight.device
-        packed = TorchLinear(
-            bits=self.bits,
-            group_size=group,
-            sym=self.sym,
-            desc_act=self.desc_act,
-            in_features=linear.in_features,
-            out_features=linear.out_features,
-            bias=linear.bias is not None,
+        packed = _torch_linear(
+            linear.in_features,
+            linear.out_features,
+            self.bits,
+            self.group_size,
+            self.sym,
+            self.desc_act,
+            linear.bias is not None,
         )
         packed.pack(linear.to("cpu"), scale.cpu(), zero.cpu(), g_idx.cpu())  # gptqmodel packs on the CPU
         packed.to(device)
         _ready(packed)
         return packed
+
+
+def _torch_linear(
+    in_features: int, out_features: int, bits: int, group_size: int | None, sym: bool, desc_act: bool, bias: bool
+) -> nn.Module:
+    """An empty gptqmodel `TorchLinear`."""
+    from gptqmodel.nn_modules.qlinear.torch import TorchLinear
+
+    return TorchLinear(
+        bits=bits,
+        group_size=_group(in_features, group_size),
+        sym=sym,
+        desc_act=desc_act,
+        in_features=in_features,
+        out_features=out_features,
+        bias=bias,
+    )
 
 
 def _ready(module: nn.Module) -> None:
@@ -146,17 +161,7 @@ class GptqBackend(QuantizationBackend):
         bias: bool,
         dtype: torch.dtype,
     ) -> nn.Module:
-        from gptqmodel.nn_modules.qlinear.torch import TorchLinear
-
-        return TorchLinear(
-            bits=bits,
-            group_size=_group(in_features, group_size),
-            sym=self.sym,
-            desc_act=self.desc_act,
-            in_features=in_features,
-            out_features=out_features,
-            bias=bias,
-        )
+        return _torch_linear(in_features, out_features, bits, group_size, self.sym, self.desc_act, bias)
 
     def is_packed(self, module: nn.Module) -> bool:
         from gptqmodel.nn_modules.qlinear.torch import TorchLinear
