@@ -106,7 +106,7 @@ class QuantoLinear(nn.Module):
         self.register_parameter(
             "bias", _frozen(torch.empty(out_features, dtype=dtype, device=device)) if bias else None
         )
-        self._optimized = None
+        self._cached_weight: tuple[tuple, torch.Tensor] | None = None
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, bits: int, group_size: int | None) -> QuantoLinear:
@@ -160,11 +160,17 @@ class QuantoLinear(nn.Module):
         return module
 
     def quanto_weight(self) -> torch.Tensor:
-        """The weight as an optimum-quanto tensor built on this module's tensors (no copy).
+        """The weight as an optimum-quanto tensor built on this module's tensors (no copy), built once and cached
+        while the tensors stay the same (same storage and device), so a forward pass costs only quanto's matmul.
 
-        On CPU with bf16 scales, int4 weights with group size 128 use quanto's TinyGemm layout; that repacked copy is
-        made once and cached while the tensors stay the same.
+        On CPU with bf16 scales, int4 weights with group size 128 use quanto's TinyGemm layout: a repacked copy.
         """
+        key = (self.weight.data_ptr(), self.weight.device, self.weight_scale.data_ptr())
+        if self._cached_weight is None or self._cached_weight[0] != key:
+            self._cached_weight = (key, self._build_quanto_weight())
+        return self._cached_weight[1]
+
+    def _build_quanto_weight(self) -> torch.Tensor:
         from optimum.quanto.tensor.packed import PackedTensor
         from optimum.quanto.tensor.weights import WeightQBitsTensor, WeightQBytesTensor
 
@@ -180,10 +186,7 @@ class QuantoLinear(nn.Module):
             qtype, 0, self.group_size, size, stride, data, self.weight_scale, self.weight_shift
         )
         if self.bits == 4 and self.group_size == 128 and self.weight_scale.dtype == torch.bfloat16:
-            key = (self.weight.data_ptr(), self.weight.device, self.weight_scale.data_ptr())
-            if self._optimized is None or self._optimized[0] != key:
-                self._optimized = (key, qweight.optimize())
-            return self._optimized[1]
+            return qweight.optimize()
         return qweight
 
     def dequantized_weight(self) -> torch.Tensor:

@@ -67,11 +67,20 @@ def test_bf16_int4_uses_tinygemm_once_and_caches_it():
     module = BACKEND.quantize_linear(linear, 4, 128)
     x = torch.randn(2, 256, dtype=torch.bfloat16)
     first = module(x)
-    cached = module._optimized[1]
+    cached = module.quanto_weight()
     assert type(cached).__name__ == "TinyGemmWeightQBitsTensor"
-    assert torch.equal(module(x), first) and module._optimized[1] is cached
+    assert torch.equal(module(x), first) and module.quanto_weight() is cached
     reference = nn.functional.linear(x.float(), module.dequantized_weight().float(), linear.bias.float())
     assert torch.allclose(first.float(), reference, atol=0.05, rtol=0.02)
+
+
+def test_the_quanto_tensor_is_built_once_and_rebuilt_when_the_tensors_move():
+    module = BACKEND.quantize_linear(nn.Linear(64, 32), 2, 32)
+    built = module.quanto_weight()
+    assert module.quanto_weight() is built
+    module.weight = nn.Parameter(module.weight.clone(), requires_grad=False)  # as loading or `.to()` does
+    rebuilt = module.quanto_weight()
+    assert rebuilt is not built and torch.equal(rebuilt.dequantize(), built.dequantize())
 
 
 def test_empty_module_is_on_meta():
