@@ -10,7 +10,6 @@ from transformers.utils import logging
 
 from .allocation import allocate_bits, allocate_bits_by_cost, parse_memory
 from .backends import QuantizationBackend
-from .backends.gptq import gptq_dynamic
 from .calibration import calibration_batches
 from .config import LayerwiseQuantizationConfig
 from .footprint import tensor_nbytes
@@ -180,8 +179,7 @@ def quantize_model(model: nn.Module, config: LayerwiseQuantizationConfig, skip: 
         _quantize_round_to_nearest(model, layer_bits, backend, config.group_size, skip)
     config.layer_bits = layer_bits
     config.layer_scores = scores
-    if backend.name == "gptq":
-        config.dynamic = gptq_dynamic(layer_bits, config.bits[0], decoder_layers_path(model))
+    config.dynamic = backend.dynamic_overrides(layer_bits, config.bits[0], decoder_layers_path(model))
     logger.info(f"Quantized {len(layer_bits)} decoder layers to {average_bits(layer_bits):.2f} average bits.")
 
 

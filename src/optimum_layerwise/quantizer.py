@@ -22,14 +22,6 @@ def _has_offload(device_map: Any) -> bool:
     return "disk" in devices or ("cpu" in devices and len(devices) > 1)
 
 
-def _layer_index(module_name: str, model) -> int:
-    """Index of the decoder layer holding `module_name`."""
-    prefix = decoder_layers_path(model) + "."
-    if not module_name.startswith(prefix):
-        raise ValueError(f"Cannot save: packed module {module_name} lies outside the decoder layers ({prefix}*).")
-    return int(module_name[len(prefix) :].split(".", 1)[0])
-
-
 class LayerwiseHfQuantizer(HfQuantizer):
     """Quantize on load (score, allocate, pack layer by layer) or load a saved layer-wise checkpoint."""
 
@@ -77,19 +69,19 @@ class LayerwiseHfQuantizer(HfQuantizer):
         if layer_bits is None:
             raise ValueError("Cannot save: the model has no layer-wise plan (`layer_bits` is missing).")
         backend = self.quantization_config.quantization_backend()
+        path = decoder_layers_path(model)
         replaced = {}
-        for module_name, module in model.named_modules():
-            if not backend.is_packed(module):
-                continue
-            index = _layer_index(module_name, model)
-            if module.bits != layer_bits[index]:
-                raise ValueError(
-                    f"Cannot save: module {module_name} holds {module.bits}-bit weights but layer_bits says "
-                    f"{layer_bits[index]} for decoder layer {index}."
-                )
-            replaced.update(
-                {f"{module_name}.{name}": tensor for name, tensor in backend.checkpoint_tensors(module).items()}
-            )
+        for index, layer in enumerate(decoder_layers(model)):
+            for module_name, module in layer.named_modules(prefix=f"{path}.{index}"):
+                if not backend.is_packed(module):
+                    continue
+                if module.bits != layer_bits[index]:
+                    raise ValueError(
+                        f"Cannot save: module {module_name} holds {module.bits}-bit weights but layer_bits says "
+                        f"{layer_bits[index]} for decoder layer {index}."
+                    )
+                tensors = backend.checkpoint_tensors(module)
+                replaced.update({f"{module_name}.{name}": tensor for name, tensor in tensors.items()})
         if not replaced:
             return None, {}
         return {**model.state_dict(), **replaced}, {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -51,6 +52,13 @@ class QuantizationBackend(ABC):
         """An accumulator of `linear`'s calibration inputs (`add_batch(inputs)`, then `finish()` returns the packed
         module). Only backends with `requires_calibration` have one."""
         raise NotImplementedError(f"backend={self.name!r} quantizes without calibration data.")
+
+    def dynamic_overrides(
+        self, layer_bits: Mapping[int, int], base_bits: int, layers_path: str
+    ) -> dict[str, dict[str, int]] | None:
+        """Per-module overrides that the backend's checkpoint format uses to describe a mixed bit map (default: none,
+        the bit map is only in `layer_bits`)."""
+        return None
 
     def finish_loading(self, module: nn.Module) -> None:
         """Prepare a packed module after its tensors were loaded from a checkpoint (default: nothing to do)."""

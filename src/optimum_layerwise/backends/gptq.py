@@ -171,6 +171,12 @@ class GptqBackend(QuantizationBackend):
     def dequantized_weight(self, module: nn.Module) -> torch.Tensor:
         return module.dequantize_weight().T
 
+    def dynamic_overrides(
+        self, layer_bits: Mapping[int, int], base_bits: int, layers_path: str
+    ) -> dict[str, dict[str, int]]:
+        """GPTQModel's `dynamic` entries (see [`gptq_dynamic`]), which GPTQModel, vLLM and SGLang read."""
+        return gptq_dynamic(layer_bits, base_bits, layers_path)
+
     def finish_loading(self, module: nn.Module) -> None:
         """Convert freshly loaded standard ("v1") zero-points to gptqmodel's in-memory layout and initialise."""
         from gptqmodel.utils.model import convert_gptq_v1_to_v2_format_module
