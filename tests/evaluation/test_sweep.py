@@ -82,3 +82,24 @@ def test_simulated_versions_give_the_packed_logits_and_bytes():
         assert torch.equal(model(probe).logits, expected)
     assert simulated.nbytes(plan) == packed.nbytes(plan)
     assert simulated.nbytes(plan, layers=[0, 1]) < simulated.nbytes(plan)
+
+
+def test_sweep_records_task_accuracies_and_reports_them(tmp_path):
+    from optimum_layerwise.evaluation.report import task_metrics, task_table
+
+    model, tokenizer = build_tiny_model("llama"), build_tiny_tokenizer()
+    text = tmp_path / "text.txt"
+    text.write_text("Some calibration text for the tiny model, repeated. " * 60)
+    settings = SweepSettings(
+        bits=(4, 2), orderings=("lim", "random"), random_seeds=(0, 1), step=2, calibration=str(text), num_samples=2,
+        seq_len=32, evaluation=str(text), eval_windows=1, eval_seq_len=32, group_size=32, tasks=("piqa",),
+        task_limit=3, pruning=(),
+    )  # fmt: skip
+    rows = run_sweep(model, tokenizer, settings)
+
+    assert all(row["piqa/n_samples"] == 3 and 0 <= row["piqa/acc"] <= 1 for row in rows)
+    assert task_metrics(rows) == ["piqa/acc", "piqa/acc_norm"]
+    table = task_table(rows, "piqa/acc").splitlines()
+    assert table[2].startswith("| ordering | 0 low (4.00 b) | 2 low (3.00 b) | 4 low (2.00 b) |")
+    assert table[4].startswith("| lim | ") and table[5].startswith("| random (2 seeds) | ") and " ± " in table[5]
+    assert table[-1].startswith("References: unquantized ") and "all-8" in table[-1]

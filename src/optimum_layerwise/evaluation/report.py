@@ -1,4 +1,5 @@
-"""Markdown tables from saved sweeps (`sweep.json`), as quoted in docs/results.md.
+"""Markdown tables from saved sweeps (`sweep.json`), as quoted in docs/results.md: perplexity per ordering and point,
+then one table per recorded lm-eval accuracy.
 
 python -m optimum_layerwise.evaluation.report docs/results/smollm2-8to4-g128 [more sweep folders ...]
 """
@@ -26,16 +27,15 @@ def retention_limit(points: list[dict[str, Any]], retention: float = 0.9) -> flo
     return reached
 
 
-def sweep_table(rows: list[dict[str, Any]]) -> str:
-    """Perplexity per ordering (columns: layers at the low level / average bits; random as mean ± std), followed by
-    the 90 %-retention limit and the references."""
-    summary = summarize(rows)
+def _ordering_lines(rows: list[dict[str, Any]], metric: str, digits: int, limit_column: bool) -> list[str]:
+    """Header and one line per ordering of `metric` (columns: layers at the low level / average bits; random as
+    mean ± std), optionally with the 90 %-retention limit of the perplexity."""
+    summary = summarize(rows, metric)
     columns = sorted({(point["layers_low"], point["avg_bits"]) for point in summary})
     orderings = sorted({point["ordering"] for point in summary}, key=lambda name: (name == "random", name))
-    header = (
-        "| ordering | " + " | ".join(f"{low} low ({bits:.2f} b)" for low, bits in columns) + " | ≥90% kept down to |"
-    )
-    lines = [header, "|" + "---|" * (len(columns) + 2)]
+    header = "| ordering | " + " | ".join(f"{low} low ({bits:.2f} b)" for low, bits in columns) + " |"
+    header += " ≥90% kept down to |" if limit_column else ""
+    lines = [header, "|" + "---|" * (len(columns) + 1 + limit_column)]
     for ordering in orderings:
         points = {point["layers_low"]: point for point in summary if point["ordering"] == ordering}
         cells = []
@@ -44,14 +44,38 @@ def sweep_table(rows: list[dict[str, Any]]) -> str:
             if point is None:
                 cells.append("")
             elif point["runs"] > 1:
-                cells.append(f"{point['mean']:.1f} ± {point['std']:.1f}")
+                cells.append(f"{point['mean']:.{digits}f} ± {point['std']:.{digits}f}")
             else:
-                cells.append(f"{point['mean']:.1f}")
-        limit = retention_limit(list(points.values()))
-        label = (
-            ordering if points[columns[0][0]]["runs"] == 1 else f"{ordering} ({points[columns[0][0]]['runs']} seeds)"
-        )
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {limit:.2f} bits |")
+                cells.append(f"{point['mean']:.{digits}f}")
+        runs = points[columns[0][0]]["runs"]
+        label = ordering if runs == 1 else f"{ordering} ({runs} seeds)"
+        limit = f" {retention_limit(list(points.values())):.2f} bits |" if limit_column else ""
+        lines.append(f"| {label} | " + " | ".join(cells) + " |" + limit)
+    return lines
+
+
+def task_metrics(rows: list[dict[str, Any]]) -> list[str]:
+    """The lm-eval metrics recorded at the sweep points (`"<task>/acc"`, `"<task>/acc_norm"`), in recorded order."""
+    names: dict[str, None] = {}
+    for row in rows:
+        if row["kind"] == "quantized":
+            names.update(dict.fromkeys(key for key in row if key.endswith(("/acc", "/acc_norm"))))
+    return list(names)
+
+
+def task_table(rows: list[dict[str, Any]], metric: str) -> str:
+    """Accuracy `metric` (e.g. `"piqa/acc"`) per ordering and point, with the references' values below."""
+    lines = [f"{metric}:", "", *_ordering_lines(rows, metric, 3, limit_column=False)]
+    references = [row for row in rows if row["kind"] == "reference" and metric in row]
+    if references:
+        lines += ["", "References: " + ", ".join(f"{row['ordering']} {row[metric]:.3f}" for row in references) + "."]
+    return "\n".join(lines)
+
+
+def sweep_table(rows: list[dict[str, Any]]) -> str:
+    """Perplexity per ordering (columns: layers at the low level / average bits; random as mean ± std), followed by
+    the 90 %-retention limit and the references."""
+    lines = _ordering_lines(rows, "perplexity", 1, limit_column=True)
     references = [row for row in rows if row["kind"] == "reference"]
     if references:
         lines.append("")
@@ -76,6 +100,8 @@ def main(folders: list[str]) -> None:
     for folder in folders:
         rows = json.loads((Path(folder) / "sweep.json").read_text())
         print(f"### {Path(folder).name}\n\n{sweep_table(rows)}\n")
+        for metric in task_metrics(rows):
+            print(f"{task_table(rows, metric)}\n")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,13 @@ from ..swapping import LayerVersions
 SENSITIVITY_MEASURES = ("output", "kl")
 
 
+def _masked_sum_of_squares(hidden: torch.Tensor, mask: torch.Tensor) -> float:
+    """Sum of squares of `hidden` (batch, tokens, hidden) over the tokens where `mask` is 1: one fused float32 norm per
+    token, accumulated over tokens in float64 (no float64 copy of the hidden states)."""
+    per_token = torch.linalg.vector_norm(hidden, dim=-1, dtype=torch.float32).double()
+    return float((per_token.pow(2) * mask).sum())
+
+
 def _output_error(
     model: nn.Module, versions: LayerVersions, lower: Sequence[int], batches: Iterable[CalibrationBatch]
 ) -> dict[int, dict[int, float]]:
@@ -41,14 +48,14 @@ def _output_error(
                 return
             state["busy"] = True
             try:
-                reference = (output[0] if isinstance(output, tuple) else output).double()
-                mask = state["mask"].to(reference.device)[..., None]
-                squared_norm[index] += (reference.pow(2) * mask).sum().cpu()
+                reference = output[0] if isinstance(output, tuple) else output
+                mask = state["mask"].to(reference.device)
+                squared_norm[index] += _masked_sum_of_squares(reference, mask)
                 for column, bits in enumerate(lower):
                     versions.put(index, bits)
                     quantized = module(*args, **kwargs)
-                    quantized = (quantized[0] if isinstance(quantized, tuple) else quantized).double()
-                    squared_error[index, column] += ((quantized - reference).pow(2) * mask).sum().cpu()
+                    quantized = quantized[0] if isinstance(quantized, tuple) else quantized
+                    squared_error[index, column] += _masked_sum_of_squares(quantized - reference, mask)
                 versions.put(index, None)
             finally:
                 state["busy"] = False
