@@ -18,3 +18,6 @@ run smollm2-4to2-g32   smollm2-135m       --bits 4,2 --step 6 --pruning "" --gro
 run qwen25-8to4-g128   qwen2.5-coder-0.5b --bits 8,4 --step 6 --pruning ""
 run gemma3-4to2-g128   gemma3-270m        --bits 4,2 --step 6 --pruning ""
 run qwen25-4to2-g128   qwen2.5-coder-0.5b --bits 4,2 --step 6 --pruning ""
+run gemma3-4to2-g32    gemma3-270m        --bits 4,2 --step 6 --pruning "" --group-size 32
+run qwen25-4to2-g32    qwen2.5-coder-0.5b --bits 4,2 --step 6 --pruning "" --group-size 32
+run smollm2-8to4-g128-tasks smollm2-135m --bits 8,4 --step 15 --orderings lim,reverse_lim,sensitivity,random --pruning "" --tasks piqa,arc_easy,winogrande --limit 200
