@@ -6,7 +6,7 @@ Measured: layers 4/8/16 at hidden 512; hidden 256/512/1024 at 8 layers; LIM over
 8 x 512. Per model, a fresh process quantizes on load (time, peak RSS) and another times the stages apart (plain
 load, LIM, `quantize_model`). Two more processes check the large-model story on the largest synthetic model: LIM
 with every decoder layer offloaded to disk (accelerate), and quantize-on-load with a disk offload map (refused).
-Extrapolated: everything under `extrapolation`, from linear fits of the measurements.
+Extrapolated: everything under `extrapolation`, from linear fits and per-parameter rates of the measurements.
 
     python bench/scaling.py
     python bench/scaling.py --quick
@@ -211,6 +211,9 @@ def extrapolate(points: list[dict], token_axis: Sequence[int]) -> dict:
     ]
     base = next(point for point in points if len(point["lim_s"]) == len(token_axis))
     token_fit = common.linear_fit(list(token_axis), [base["lim_s"][tokens] for tokens in token_axis])
+    largest = max(points, key=lambda point: point["decoder_linear_params"])
+    # the largest model's rate, fixed costs included: a fit's slope through small, noisy points can even be negative
+    quantize_rate = largest["quantize_s"] / largest["decoder_linear_params"]
     peak_ratio = max(point["peak_over_baseline_vs_bf16"] for point in points)
     anon_ratio = max(point["anon_peak_over_baseline_vs_bf16"] for point in points)
     lim_rate = max(lim_per_token_param)  # slowest measured rate: larger matmuls only run faster per FLOP
@@ -219,13 +222,14 @@ def extrapolate(points: list[dict], token_axis: Sequence[int]) -> dict:
         info = shape(common.synthetic_llama_config(**target))
         predictions[name] = {
             **info,
-            "quantize_s": quantize_fit["slope"] * info["decoder_linear_params"],
+            "quantize_s": quantize_rate * info["decoder_linear_params"],
             "lim_s_paper_calibration": lim_rate * PAPER_TOKENS * info["decoder_linear_params"],
             "quantize_on_load_peak_rss_bytes": peak_ratio * info["bf16_bytes"],
             "quantize_on_load_anon_peak_bytes": anon_ratio * info["bf16_bytes"],
         }
     return {
         "quantize_s_vs_decoder_params": quantize_fit,
+        "quantize_s_per_decoder_param_largest": quantize_rate,
         "lim_s_vs_tokens": token_fit,
         "lim_s_per_token_per_param": common.summarize(lim_per_token_param),
         "peak_over_baseline_vs_bf16_max": peak_ratio,
