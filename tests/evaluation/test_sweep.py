@@ -42,7 +42,7 @@ def test_two_point_sweep_on_a_tiny_model(tmp_path):
     assert files["csv"].read_text().splitlines()[0].startswith("kind,ordering,seed,layers_low")
     assert "| 3.00 | 2 |" in files["memory"].read_text()
 
-    from optimum_layerwise.evaluation.report import retention_limit, sweep_table
+    from optimum_layerwise.evaluation.report import rank_table, retention_limit, sweep_table
 
     table = sweep_table(rows)
     assert table.splitlines()[0].startswith("| ordering | 0 low (4.00 b) | 2 low (3.00 b) | 4 low (2.00 b)")
@@ -50,6 +50,14 @@ def test_two_point_sweep_on_a_tiny_model(tmp_path):
     points = [{"layers_low": 0, "avg_bits": 4.0, "mean": 10.0}, {"layers_low": 2, "avg_bits": 3.0, "mean": 11.0},
               {"layers_low": 4, "avg_bits": 2.0, "mean": 12.0}]  # fmt: skip
     assert retention_limit(points) == 3.0  # 11 <= 10 / 0.9 < 12
+
+    ranks = rank_table([rows, rows]).splitlines()
+    assert ranks[0] == "Over 2 intermediate points:"  # only the 2-layers-low point: the end points are shared
+    counts = {line.split(" | ")[0][2:]: line for line in ranks[4:]}
+    assert set(counts) == {"lim", "random"}
+    mid = {s["ordering"]: s["mean"] for s in summarize(rows) if s["layers_low"] == 2}
+    better, worse = sorted(mid, key=mid.get)
+    assert counts[better] == f"| {better} | 2 | 0 | 0 |" and counts[worse] == f"| {worse} | 0 | 2 | 2 |"
 
 
 def test_pruned_context_restores_the_model():

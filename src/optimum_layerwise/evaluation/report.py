@@ -1,5 +1,5 @@
 """Markdown tables from saved sweeps (`sweep.json`), as quoted in docs/results.md: perplexity per ordering and point,
-then one table per recorded lm-eval accuracy.
+then one table per recorded lm-eval accuracy; for several folders, how often each ordering is best and worst.
 
 python -m optimum_layerwise.evaluation.report docs/results/smollm2-8to4-g128 [more sweep folders ...]
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -96,12 +97,38 @@ def sweep_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def rank_table(sweeps: list[list[dict[str, Any]]]) -> str:
+    """How often each ordering has the lowest and the highest perplexity (random: its mean) over the intermediate
+    points of several sweeps (the end points, where every ordering agrees, are left out)."""
+    best: Counter[str] = Counter()
+    worst: Counter[str] = Counter()
+    second: Counter[str] = Counter()
+    points = 0
+    for rows in sweeps:
+        summary = summarize(rows)
+        lows = sorted({point["layers_low"] for point in summary})
+        for low in lows[1:-1]:
+            ranked = sorted((point for point in summary if point["layers_low"] == low), key=lambda p: p["mean"])
+            best[ranked[0]["ordering"]] += 1
+            second[ranked[1]["ordering"]] += 1
+            worst[ranked[-1]["ordering"]] += 1
+            points += 1
+    orderings = sorted(set(best) | set(second) | set(worst), key=lambda name: (-best[name], -second[name], name))
+    lines = [f"Over {points} intermediate points:", "", "| ordering | best | second | worst |", "|---|---|---|---|"]
+    lines += [f"| {name} | {best[name]} | {second[name]} | {worst[name]} |" for name in orderings]
+    return "\n".join(lines)
+
+
 def main(folders: list[str]) -> None:
+    sweeps = []
     for folder in folders:
         rows = json.loads((Path(folder) / "sweep.json").read_text())
+        sweeps.append(rows)
         print(f"### {Path(folder).name}\n\n{sweep_table(rows)}\n")
         for metric in task_metrics(rows):
             print(f"{task_table(rows, metric)}\n")
+    if len(sweeps) > 1:
+        print(f"### Orderings ranked over all {len(sweeps)} sweeps\n\n{rank_table(sweeps)}\n")
 
 
 if __name__ == "__main__":
