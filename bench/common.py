@@ -364,6 +364,16 @@ def _git(*command: str) -> str:
         return ""
 
 
+def _cpu_flags() -> list[str]:
+    """The vector extensions that decide CPU matmul speed per dtype (bfloat16 is emulated without AVX512-BF16/AMX)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    return [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in flags]
+
+
 def machine_info(args: argparse.Namespace) -> dict[str, Any]:
     """Where and with what the benchmark ran, including the load average (other jobs) at its start and end."""
     import optimum.quanto
@@ -375,6 +385,7 @@ def machine_info(args: argparse.Namespace) -> dict[str, Any]:
     )
     return {
         "cpu": _cpu_model(),
+        "cpu_flags": _cpu_flags(),
         "nproc": len(os.sched_getaffinity(0)),
         "mem_gib": round(mem_kb / 2**20, 1),
         "gpu": torch.cuda.is_available(),
