@@ -55,6 +55,14 @@ def _ordering_lines(rows: list[dict[str, Any]], metric: str, digits: int, limit_
     return lines
 
 
+def _reference_lines(rows: list[dict[str, Any]], metric: str, digits: int) -> list[str]:
+    """A blank line and `metric` of the reference models (unquantized, all-8), or nothing if none was measured."""
+    references = [row for row in rows if row["kind"] == "reference" and metric in row]
+    if not references:
+        return []
+    return ["", "References: " + ", ".join(f"{row['ordering']} {row[metric]:.{digits}f}" for row in references) + "."]
+
+
 def task_metrics(rows: list[dict[str, Any]]) -> list[str]:
     """The lm-eval metrics recorded at the sweep points (`"<task>/acc"`, `"<task>/acc_norm"`), in recorded order."""
     names: dict[str, None] = {}
@@ -67,22 +75,13 @@ def task_metrics(rows: list[dict[str, Any]]) -> list[str]:
 def task_table(rows: list[dict[str, Any]], metric: str) -> str:
     """Accuracy `metric` (e.g. `"piqa/acc"`) per ordering and point, with the references' values below."""
     lines = [f"{metric}:", "", *_ordering_lines(rows, metric, 3, limit_column=False)]
-    references = [row for row in rows if row["kind"] == "reference" and metric in row]
-    if references:
-        lines += ["", "References: " + ", ".join(f"{row['ordering']} {row[metric]:.3f}" for row in references) + "."]
-    return "\n".join(lines)
+    return "\n".join(lines + _reference_lines(rows, metric, 3))
 
 
 def sweep_table(rows: list[dict[str, Any]]) -> str:
     """Perplexity per ordering (columns: layers at the low level / average bits; random as mean ± std), followed by
     the 90 %-retention limit and the references."""
-    lines = _ordering_lines(rows, "perplexity", 1, limit_column=True)
-    references = [row for row in rows if row["kind"] == "reference"]
-    if references:
-        lines.append("")
-        lines.append(
-            "References: " + ", ".join(f"{row['ordering']} {row['perplexity']:.1f}" for row in references) + "."
-        )
+    lines = _ordering_lines(rows, "perplexity", 1, limit_column=True) + _reference_lines(rows, "perplexity", 1)
     pruned = [row for row in rows if row["kind"] == "pruned"]
     if pruned:
         lines.append("")
@@ -98,11 +97,11 @@ def sweep_table(rows: list[dict[str, Any]]) -> str:
 
 
 def rank_table(sweeps: list[list[dict[str, Any]]]) -> str:
-    """How often each ordering has the lowest and the highest perplexity (random: its mean) over the intermediate
-    points of several sweeps (the end points, where every ordering agrees, are left out)."""
+    """How often each ordering has the lowest, the second lowest and the highest perplexity (random: its mean) over
+    the intermediate points of several sweeps (the end points, where every ordering agrees, are left out)."""
     best: Counter[str] = Counter()
-    worst: Counter[str] = Counter()
     second: Counter[str] = Counter()
+    worst: Counter[str] = Counter()
     points = 0
     for rows in sweeps:
         summary = summarize(rows)
