@@ -75,12 +75,14 @@ def test_bad_values_give_one_line(tiny_checkpoint, calibration_file, tmp_path, c
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
-def test_existing_output_needs_overwrite(tiny_checkpoint, tmp_path, capsys):
+def test_existing_output_needs_force(tiny_checkpoint, tmp_path, capsys):
     output = tmp_path / "taken"
     output.mkdir()
     (output / "keep.txt").write_text("x")
-    code, out, err = run_cli(capsys, "quantize", tiny_checkpoint, "--output", str(output), "--importance", "zd")
-    assert code == 1 and "is not empty; pass --overwrite" in err
+    code, out, err = run_cli(
+        capsys, "quantize", tiny_checkpoint, "--output", str(output), "--importance", "zd", "--overwrite"
+    )
+    assert code == 1 and "is not a layer-wise checkpoint (it holds keep.txt)" in err and "--force" in err
     assert (output / "keep.txt").exists()
 
 

@@ -32,9 +32,16 @@ def test_registry_entries():
     )
 
 
-@pytest.mark.parametrize("name", ["HuggingFaceTB/SmolLM2-135M-Instruct", "no-such-model", "./smollm2-135m"])
-def test_non_registry_names_are_returned_unchanged(name, tmp_path):
+@pytest.mark.parametrize("name", ["HuggingFaceTB/SmolLM2-135M-Instruct", "no-such-model"])
+def test_hub_ids_are_returned_unchanged(name, tmp_path):
     assert resolve_model(name, cache_dir=tmp_path) == name
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["./smollm2-135m", "/no/such/model", "a/b/c", "~/no-such-model-folder"])
+def test_a_missing_local_folder_is_said_so(name, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        resolve_model(name, cache_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 

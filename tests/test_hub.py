@@ -95,7 +95,7 @@ def test_save_pretrained_writes_the_model_card(tiny_checkpoint, tmp_path):
     assert human(full_precision_nbytes(model)) in text and human(tensor_nbytes(model)) in text
     assert "import optimum_layerwise" in text and "AutoModelForCausalLM.from_pretrained(" in text
     assert f"]({HEATMAP_NAME})" in text
-    assert "| perplexity (kjv) | 41.2 |" in text and "| piqa/acc_norm | 0.7 |" in text
+    assert "| perplexity (kjv) | 41.2 |" in text and "| piqa/acc\\_norm | 0.7 |" in text
     rows = table_rows(text)
     assert sorted(rows) == [0, 1, 2, 3]
     ranks = sorted(range(4), key=lambda i: -plan.layer_scores[i])

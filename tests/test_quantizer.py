@@ -138,7 +138,7 @@ def test_checkpoint_not_matching_its_bit_map_is_refused(tiny_checkpoint, tmp_pat
     data = json.loads(config_path.read_text())
     data["quantization_config"]["layer_bits"] = {"0": 2, "1": 4, "2": 2, "3": 2}
     config_path.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=r"does not match its quantization_config.layer_bits: model.layers.0"):
+    with pytest.raises(ValueError, match=r"does not match its model and quantization_config \(layer_bits, group sizes\): model.layers.0"):
         AutoModelForCausalLM.from_pretrained(tmp_path)
 
 
@@ -147,7 +147,7 @@ def test_save_refuses_a_model_that_contradicts_its_plan(tiny_checkpoint, tmp_pat
     model.config.quantization_config.layer_bits[0] = 2 if model.config.quantization_config.layer_bits[0] == 4 else 4
     with pytest.raises(ValueError, match="model.layers.0.self_attn.q_proj holds 4-bit weights but layer_bits says 2"):
         model.save_pretrained(tmp_path / "out")
-    assert not os.listdir(tmp_path / "out")  # nothing half-written that could load
+    assert not (tmp_path / "out").exists() and not os.listdir(tmp_path)  # nothing half-written that could load
 
 
 def test_loading_without_the_plugin_fails_loudly(tiny_checkpoint, tmp_path):

@@ -12,8 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers.utils import logging
 
 from .corpora import load_corpus
+
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -72,7 +76,13 @@ def token_sequences(dataset: Any, tokenizer: Any) -> list[list[int]]:
 
 
 def token_windows(
-    dataset: Any, tokenizer: Any = None, *, num_samples: int = 128, seq_len: int = 512, seed: int = 0
+    dataset: Any,
+    tokenizer: Any = None,
+    *,
+    num_samples: int = 128,
+    seq_len: int = 512,
+    seed: int = 0,
+    vocab_size: int | None = None,
 ) -> list[list[int]]:
     """Cut calibration data into at most `num_samples` windows of at most `seq_len` tokens.
 
@@ -91,9 +101,15 @@ def token_windows(
             Maximum tokens per window.
         seed (`int`, *optional*, defaults to 0):
             Seed of the subset choice.
+        vocab_size (`int`, *optional*):
+            Size of the model's vocabulary: every token id must lie in `[0, vocab_size)`.
 
     Returns:
         `list[list[int]]`: the windows.
+
+    Raises:
+        `ValueError`: for empty data, or token ids outside the vocabulary. A warning is logged when all the data
+        holds less than one window of `seq_len` tokens.
     """
     if num_samples < 1 or seq_len < 1:
         raise ValueError(f"`num_samples` and `seq_len` must be positive, got {num_samples} and {seq_len}.")
@@ -104,6 +120,17 @@ def token_windows(
     ]
     if not windows:
         raise ValueError("`dataset` produced no tokens: the calibration texts are empty.")
+    if vocab_size is not None:
+        low, high = min(min(window) for window in windows), max(max(window) for window in windows)
+        if low < 0 or high >= vocab_size:
+            wrong = low if low < 0 else high
+            raise ValueError(f"`dataset` holds token id {wrong}, outside the model's vocabulary [0, {vocab_size}).")
+    total = sum(len(window) for window in windows)
+    if total < seq_len:
+        logger.warning(
+            f"The calibration data holds only {total} tokens, less than one window of seq_len={seq_len}: scores and "
+            "calibration from so little text are noisy. Use a corpus such as 'shakespeare' or a longer text."
+        )
     if len(windows) > num_samples:
         chosen = sorted(random.Random(seed).sample(range(len(windows)), num_samples))
         windows = [windows[index] for index in chosen]
@@ -145,8 +172,11 @@ def calibration_batches(
     seq_len: int = 512,
     batch_size: int = 8,
     seed: int = 0,
+    vocab_size: int | None = None,
 ) -> list[CalibrationBatch]:
     """Texts or token ids to padded batches: [`token_windows`] then [`batch_windows`]."""
-    windows = token_windows(dataset, tokenizer, num_samples=num_samples, seq_len=seq_len, seed=seed)
+    windows = token_windows(
+        dataset, tokenizer, num_samples=num_samples, seq_len=seq_len, seed=seed, vocab_size=vocab_size
+    )
     pad_token_id = getattr(tokenizer, "pad_token_id", None)
     return batch_windows(windows, batch_size, pad_token_id if pad_token_id is not None else 0)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from .atomic import atomic_file, atomic_write_text
 from .demo_models import DEMO_MODEL
 
 
@@ -31,6 +32,40 @@ def _bits(value: str) -> tuple[int, ...]:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"--bits must be comma-separated integers such as 4,2, got {value!r}"
+        ) from None
+
+
+def _positive_int(flag: str):
+    """An argparse type: an integer of at least 1, the error naming `flag`."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = 0
+        if number < 1:
+            raise argparse.ArgumentTypeError(f"{flag} must be a positive integer, got {value!r}")
+        return number
+
+    return parse
+
+
+def _seed(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if not 0 <= number < 2**63:
+        raise argparse.ArgumentTypeError(f"--seed must be an integer in [0, 2**63), got {value!r}")
+    return number
+
+
+def _seeds(value: str) -> list[int]:
+    try:
+        return [_seed(part) for part in _split(value)] or [_seed("")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"--seeds must be comma-separated integers in [0, 2**63) such as 0,1,2, got {value!r}"
         ) from None
 
 
@@ -63,9 +98,13 @@ def _add_calibration(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_CALIBRATION,
         help=f"calibration corpus name or text file (default: {DEFAULT_CALIBRATION})",
     )
-    parser.add_argument("--num-samples", type=int, default=128, help="calibration windows (default: 128)")
-    parser.add_argument("--seq-len", type=int, default=512, help="tokens per calibration window (default: 512)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of 'random' and of the calibration subset")
+    parser.add_argument(
+        "--num-samples", type=_positive_int("--num-samples"), default=128, help="calibration windows (default: 128)"
+    )
+    parser.add_argument(
+        "--seq-len", type=_positive_int("--seq-len"), default=512, help="tokens per calibration window (default: 512)"
+    )
+    parser.add_argument("--seed", type=_seed, default=0, help="seed of 'random' and of the calibration subset")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     quantize = commands.add_parser("quantize", help="quantize a model with layer-wise bits and save it")
     _add_model(quantize)
     quantize.add_argument("--output", required=True, help="folder to write the quantized checkpoint to")
-    quantize.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    quantize.add_argument(
+        "--overwrite", action="store_true", help="replace an output folder that holds a layer-wise checkpoint"
+    )
+    quantize.add_argument(
+        "--force",
+        action="store_true",
+        help="also replace a non-empty output folder that is not a layer-wise checkpoint (its content is deleted)",
+    )
     quantize.add_argument("--bits", type=_bits, default=(4, 2), help="precision levels, high to low (default: 4,2)")
     budget = quantize.add_mutually_exclusive_group()
     budget.add_argument("--target-bits", type=float, help="average bits over decoder layers")
@@ -106,10 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="perplexity on held-out text and zero-shot lm-eval tasks")
     _add_model(evaluate)
     evaluate.add_argument("--dataset", default="kjv", help="held-out corpus name or text file (default: kjv)")
-    evaluate.add_argument("--windows", type=int, default=16, help="perplexity windows (default: 16)")
-    evaluate.add_argument("--seq-len", type=int, default=512, help="tokens per window (default: 512)")
+    evaluate.add_argument(
+        "--windows", type=_positive_int("--windows"), default=16, help="perplexity windows (default: 16)"
+    )
+    evaluate.add_argument(
+        "--seq-len", type=_positive_int("--seq-len"), default=512, help="tokens per window (default: 512)"
+    )
     evaluate.add_argument("--tasks", default="", help="comma-separated lm-eval tasks, e.g. piqa,arc_easy")
-    evaluate.add_argument("--limit", type=int, default=100, help="examples per task (default: 100)")
+    evaluate.add_argument(
+        "--limit", type=_positive_int("--limit"), default=100, help="examples per task (default: 100)"
+    )
     evaluate.add_argument("--json", dest="json_path", help="also write the results to this JSON file")
 
     sweep = commands.add_parser("sweep", help="quality vs average bits for each layer ordering (paper Fig. 2)")
@@ -119,15 +171,21 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--orderings", default="lim,reverse_lim,zd,reverse_zd,sensitivity,random", help="comma-separated importances"
     )
-    sweep.add_argument("--seeds", default="0,1,2", help="seeds of the random ordering (default: 0,1,2)")
-    sweep.add_argument("--step", type=int, default=3, help="layers moved to the low level per point (default: 3)")
+    sweep.add_argument("--seeds", type=_seeds, default="0,1,2", help="seeds of the random ordering (default: 0,1,2)")
+    sweep.add_argument(
+        "--step", type=_positive_int("--step"), default=3, help="layers moved to the low level per point (default: 3)"
+    )
     sweep.add_argument("--group-size", type=_group_size, default=128)
     sweep.add_argument("--calibration", default="shakespeare", help="LIM calibration corpus (default: shakespeare)")
-    sweep.add_argument("--num-samples", type=int, default=32, help="calibration windows (default: 32)")
+    sweep.add_argument(
+        "--num-samples", type=_positive_int("--num-samples"), default=32, help="calibration windows (default: 32)"
+    )
     sweep.add_argument("--eval-dataset", default="kjv", help="held-out corpus (default: kjv)")
-    sweep.add_argument("--windows", type=int, default=8, help="perplexity windows of 512 tokens (default: 8)")
+    sweep.add_argument(
+        "--windows", type=_positive_int("--windows"), default=8, help="perplexity windows of 512 tokens (default: 8)"
+    )
     sweep.add_argument("--tasks", default="", help="comma-separated lm-eval tasks to run at every point")
-    sweep.add_argument("--limit", type=int, default=100, help="examples per task (default: 100)")
+    sweep.add_argument("--limit", type=_positive_int("--limit"), default=100, help="examples per task (default: 100)")
     sweep.add_argument("--pruning", default="lim,depth", help="orderings for the pruning comparison ('' = none)")
 
     inspect = commands.add_parser(
@@ -135,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("checkpoint", help="folder or Hub repo id of a layer-wise checkpoint")
     inspect.add_argument("--json", dest="as_json", action="store_true", help="print JSON instead of a table")
+    inspect.add_argument(
+        "--verify",
+        action="store_true",
+        help="also check every tensor and config.json against the checkpoint's sha256 manifest (reads all weights)",
+    )
     return parser
 
 
@@ -162,52 +225,110 @@ def format_layer_table(scores: Sequence[float] | None, layer_bits: dict[int, int
     return "\n".join(lines)
 
 
-def _check_output(output: Path, overwrite: bool) -> None:
-    if output.exists() and not output.is_dir():
-        raise CommandError(f"--output {output} is a file, not a folder")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise CommandError(f"--output {output} is not empty; pass --overwrite to replace it")
-    parent = output.resolve().parent
+def _is_layerwise_checkpoint(folder: Path) -> bool:
+    try:
+        saved = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("quantization_config")
+    except (OSError, ValueError, AttributeError):
+        return False
+    from .config import layerwise_dict
+
+    return isinstance(saved, dict) and layerwise_dict(saved) is not None
+
+
+def check_output(output: str, *, overwrite: bool, force: bool, model: str | None = None) -> Path:
+    """Check that `--output` may be written, before any work is done; returns its absolute path.
+
+    Refused always: a file, the current folder or one of its parents, the home folder, and the input model's folder
+    or one of its parents. A non-empty folder is replaced only when it holds a layer-wise checkpoint and `overwrite`
+    is set, or whatever it holds when `force` is set.
+    """
+    from .atomic import check_target_folder
+
+    try:
+        path = check_target_folder(output, "--output")
+    except ValueError as error:
+        raise CommandError(str(error).replace("`--output`=", "--output ")) from None
+    if path == Path.home().resolve():
+        raise CommandError(f"--output {output} is your home folder: choose a new folder")
+    if model is not None and os.path.isdir(model):
+        source = Path(os.path.realpath(model))
+        if path == source or path in source.parents:
+            raise CommandError(f"--output {output} would replace the input model {model}: choose another folder")
+    if path.is_dir() and any(path.iterdir()):
+        if _is_layerwise_checkpoint(path):
+            if not (overwrite or force):
+                raise CommandError(f"--output {output} holds a layer-wise checkpoint; pass --overwrite to replace it")
+        elif not force:
+            names = sorted(entry.name for entry in path.iterdir())
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            raise CommandError(
+                f"--output {output} is not empty and is not a layer-wise checkpoint (it holds {shown}); choose a new "
+                "folder, or pass --force to delete its content and replace it"
+            )
+    parent = path.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=parent):
             pass
     except OSError as error:
         raise CommandError(f"--output {output} is not writable: {error.strerror or error}") from None
+    return path
 
 
-def _load_tokenizer(path: str):
+def _load_tokenizer(path: str, needed_for: str | None = "--dataset"):
+    """The model's tokenizer; when it cannot be loaded, `None` if nothing needs it, else a one-line error."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, TypeError) as error:
+        if needed_for is None:
+            return None
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CommandError(f"cannot load the tokenizer of {path}, needed for {needed_for}: {reason}") from None
+
+
+def _check_not_quantized(path: str, model: str) -> None:
+    from transformers import AutoConfig
+
+    saved = getattr(AutoConfig.from_pretrained(path), "quantization_config", None)
+    if saved is not None:
+        method = saved.get("quant_method") if isinstance(saved, dict) else getattr(saved, "quant_method", "?")
+        raise CommandError(
+            f"{model} is already quantized (quant_method={str(method)!r}): quantize its full-precision original. "
+            "To plan another budget from a layer-wise checkpoint's measured costs, pass it as --reuse-costs."
+        )
 
 
 def _score(args) -> None:
     from transformers import AutoModelForCausalLM
 
     from .demo_models import resolve_model
-    from .importance import compute_importance
+    from .importance import IMPORTANCE_METHODS, compute_importance
 
     path = resolve_model(args.model)
+    needs_data = args.importance in IMPORTANCE_METHODS and IMPORTANCE_METHODS[args.importance].needs_data
+    tokenizer = _load_tokenizer(path, needed_for="--dataset" if needs_data else None)
     model = AutoModelForCausalLM.from_pretrained(path)
     scores = compute_importance(
         model,
         args.importance,
-        args.dataset,
-        _load_tokenizer(path),
+        args.dataset if needs_data else None,
+        tokenizer,
         num_samples=args.num_samples,
         seq_len=args.seq_len,
         seed=args.seed,
     )
     print(format_layer_table(scores, None))
     if args.json_path:
-        Path(args.json_path).write_text(
-            json.dumps({"model": args.model, "importance": args.importance, "scores": scores})
+        atomic_write_text(
+            args.json_path, json.dumps({"model": args.model, "importance": args.importance, "scores": scores})
         )
     if args.plot:
         from .evaluation.plots import plot_importance
 
-        plot_importance(scores, args.plot, title=f"{args.importance} importance: {args.model}")
+        with atomic_file(args.plot) as staging:
+            plot_importance(scores, staging, title=f"{args.importance} importance: {args.model}")
         print(f"heatmap written to {args.plot}")
 
 
@@ -215,20 +336,24 @@ def _quantize(args) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from .atomic import atomic_folder
     from .config import LayerwiseQuantizationConfig
     from .demo_models import resolve_model
     from .footprint import full_precision_nbytes, tensor_nbytes
+    from .importance import IMPORTANCE_METHODS
     from .plan import average_bits
 
-    output = Path(args.output)
-    _check_output(output, args.overwrite)
+    output = check_output(args.output, overwrite=args.overwrite, force=args.force, model=args.model)
     layer_costs = None
     if args.reuse_costs:
         layer_costs = read_checkpoint_summary(args.reuse_costs)["layer_costs"]
         if not layer_costs:
             raise CommandError(f"--reuse-costs {args.reuse_costs} has no measured layer_costs")
     path = resolve_model(args.model)
-    tokenizer = _load_tokenizer(path)
+    _check_not_quantized(path, args.model)
+    method = IMPORTANCE_METHODS.get(args.importance)
+    needs_text = args.backend == "gptq" or (method is not None and method.needs_data and layer_costs is None)
+    tokenizer = _load_tokenizer(path, needed_for="--dataset" if needs_text else None)
     config = LayerwiseQuantizationConfig(
         bits=args.bits,
         backend=args.backend,
@@ -236,7 +361,7 @@ def _quantize(args) -> None:
         memory_budget=args.memory_budget,
         num_low_bit_layers=args.num_low_bit_layers,
         importance=args.importance,
-        dataset=args.dataset,
+        dataset=args.dataset if needs_text else None,
         tokenizer=tokenizer,
         num_samples=args.num_samples,
         seq_len=args.seq_len,
@@ -255,42 +380,62 @@ def _quantize(args) -> None:
     before, after = full_precision_nbytes(model), tensor_nbytes(model)
     print(f"average bits: {average_bits(plan.layer_bits):.3f} over {len(plan.layer_bits)} decoder layers")
     print(f"model size: {_human(before)} -> {_human(after)} ({after / before:.1%})")
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.resolve().parent))
-    try:
+    with atomic_folder(output, keep_other_files=False) as staging:
         model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        if output.exists():
-            shutil.rmtree(output)
-        staging.rename(output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    print(f"saved to {output}")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
+    print(f"saved to {args.output}")
     if args.push_to_hub:
         model.push_to_hub(args.push_to_hub)
-        tokenizer.push_to_hub(args.push_to_hub)
+        if tokenizer is not None:
+            tokenizer.push_to_hub(args.push_to_hub)
         print(f"pushed to https://huggingface.co/{args.push_to_hub}")
 
 
 def read_checkpoint_summary(checkpoint: str) -> dict:
     """Plan and sizes of a saved layer-wise checkpoint (local folder or Hub repo), from config.json and the
-    safetensors headers only."""
+    safetensors headers only.
+
+    Raises:
+        `CommandError`: when the folder or repo is not a readable layer-wise checkpoint, saying why.
+    """
     from .config import layerwise_dict
     from .footprint import safetensors_tensor_bytes
+    from .plan import normalize_layer_bits
 
     folder = Path(checkpoint)
     if folder.is_dir():
         config_path = folder / "config.json"
         if not config_path.is_file():
             raise CommandError(f"{checkpoint} has no config.json: not a saved model folder")
-        config = json.loads(config_path.read_text())
-        tensor_bytes = safetensors_tensor_bytes(folder)
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise CommandError(f"{config_path} is not valid JSON: {error}") from None
+        try:
+            tensor_bytes = safetensors_tensor_bytes(folder)
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+    elif os.path.exists(checkpoint) or not _looks_like_hub_id(checkpoint):
+        raise CommandError(f"{checkpoint}: no such folder (and not a Hub repo id such as 'org/name')")
     else:
         config, tensor_bytes = _hub_checkpoint(checkpoint)
-    saved = config.get("quantization_config") or {}
+    saved = config.get("quantization_config") if isinstance(config, dict) else None
+    if not isinstance(saved, dict):
+        kind = "missing" if saved is None else f"a {type(saved).__name__}, not an object"
+        raise CommandError(f"{checkpoint} is not a layer-wise checkpoint: its quantization_config is {kind}")
     quantization = layerwise_dict(saved)
     if quantization is None:
         raise CommandError(f"{checkpoint} is not a layer-wise checkpoint (quant_method={saved.get('quant_method')!r})")
-    layer_bits = {int(k): v for k, v in (quantization.get("layer_bits") or {}).items()}
+    try:
+        layer_bits = normalize_layer_bits(quantization.get("layer_bits") or {})
+    except ValueError as error:
+        raise CommandError(f"{checkpoint}: {error}") from None
+    if not layer_bits:
+        raise CommandError(f"{checkpoint} has no layer-wise bit map (layer_bits is empty): not a finished checkpoint")
+    scores = quantization.get("layer_scores")
+    if scores is not None and (not isinstance(scores, list) or len(scores) != len(layer_bits)):
+        raise CommandError(f"{checkpoint}: layer_scores does not give one score per decoder layer")
     return {
         "checkpoint": checkpoint,
         "architecture": (config.get("architectures") or ["?"])[0],
@@ -299,19 +444,23 @@ def read_checkpoint_summary(checkpoint: str) -> dict:
         "group_size": quantization.get("group_size"),
         "importance": quantization.get("importance"),
         "layer_bits": layer_bits,
-        "layer_scores": quantization.get("layer_scores"),
+        "layer_scores": scores,
         "layer_costs": quantization.get("layer_costs"),
-        "average_bits": sum(layer_bits.values()) / len(layer_bits) if layer_bits else None,
+        "average_bits": sum(layer_bits.values()) / len(layer_bits),
         "tensor_bytes": sum(tensor_bytes.values()),
     }
 
 
-def _hub_checkpoint(repo_id: str) -> tuple[dict, dict[str, int]]:
-    import math
+def _looks_like_hub_id(name: str) -> bool:
+    from .hub import hub_model_id
 
+    return hub_model_id(name) is not None
+
+
+def _hub_checkpoint(repo_id: str) -> tuple[dict, dict[str, int]]:
     from huggingface_hub import get_safetensors_metadata, hf_hub_download
 
-    from .footprint import SAFETENSORS_DTYPE_BYTES
+    from .footprint import safetensors_nbytes
 
     try:
         config = json.loads(Path(hf_hub_download(repo_id, "config.json")).read_text())
@@ -321,8 +470,8 @@ def _hub_checkpoint(repo_id: str) -> tuple[dict, dict[str, int]]:
             f"cannot read {repo_id!r} as a local folder or from the Hub: {type(error).__name__}"
         ) from None
     tensor_bytes = {
-        name: math.prod(info.shape) * SAFETENSORS_DTYPE_BYTES[info.dtype]
-        for file_metadata in metadata.files_metadata.values()
+        name: safetensors_nbytes(info.shape, info.dtype, f"{file_name}: {name}")
+        for file_name, file_metadata in metadata.files_metadata.items()
         for name, info in file_metadata.tensors.items()
     }
     return config, tensor_bytes
@@ -330,6 +479,19 @@ def _hub_checkpoint(repo_id: str) -> tuple[dict, dict[str, int]]:
 
 def _inspect(args) -> None:
     summary = read_checkpoint_summary(args.checkpoint)
+    if args.verify:
+        from .checksums import verify_checksums
+
+        if not Path(args.checkpoint).is_dir():
+            raise CommandError("--verify needs a local folder: download the repo first (huggingface-cli download)")
+        try:
+            problems = verify_checksums(args.checkpoint)
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+        if problems:
+            more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+            raise CommandError("checksum verification failed: " + "; ".join(problems[:5]) + more)
+        summary["verified"] = True
     if args.as_json:
         print(json.dumps(summary, indent=2))
         return
@@ -337,6 +499,8 @@ def _inspect(args) -> None:
     print(f"backend: {summary['backend']}  bits: {summary['bits']}  group size: {summary['group_size']}")
     print(f"importance: {summary['importance']}  average bits: {summary['average_bits']:.3f}")
     print(f"tensors: {_human(summary['tensor_bytes'])}")
+    if summary.get("verified"):
+        print("checksums: every tensor and config.json match the saved sha256 manifest")
     print(format_layer_table(summary["layer_scores"], summary["layer_bits"]))
 
 
@@ -367,7 +531,7 @@ def _evaluate(args) -> None:
         for task, metrics in results["tasks"].items():
             print(f"{task}: " + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps({"model": args.model, **results}, indent=1))
+        atomic_write_text(args.json_path, json.dumps({"model": args.model, **results}, indent=1))
 
 
 def _sweep(args) -> None:
@@ -379,7 +543,7 @@ def _sweep(args) -> None:
     settings = SweepSettings(
         bits=args.bits,
         orderings=_split(args.orderings),
-        random_seeds=[int(seed) for seed in _split(args.seeds)],
+        random_seeds=args.seeds,
         step=args.step,
         calibration=args.calibration,
         num_samples=args.num_samples,
@@ -417,6 +581,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.disable_progress_bar()
     try:
         COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print(f"optimum-layerwise {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (CommandError, ValueError, ImportError, OSError, NotImplementedError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"optimum-layerwise {args.command}: error: {message}", file=sys.stderr)

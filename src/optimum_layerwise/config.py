@@ -2,21 +2,43 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from transformers.utils import logging
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from .allocation import parse_memory
 from .backends import BACKEND_BITS, BACKENDS, QuantizationBackend, get_backend
-from .importance import IMPORTANCE_METHODS, check_importance
+from .corpora import dataset_fingerprint, recorded_dataset_name
+from .importance import IMPORTANCE_METHODS, check_importance, importance_scores
 from .plan import normalize_layer_bits, normalize_layer_costs
 
 
+logger = logging.get_logger(__name__)
+
 QUANT_METHOD = "layerwise"
 BUDGET_FIELDS = ("target_bits", "memory_budget", "num_low_bit_layers", "layer_bits")
+
+
+def _reject_unknown_arguments(kwargs: dict[str, Any]) -> None:
+    """Refuse misspelled arguments (`target_bit=2.0` would otherwise leave the default budget in place)."""
+    if kwargs.get("quant_method", QUANT_METHOD) != QUANT_METHOD:
+        raise ValueError(
+            f"`quant_method` of a LayerwiseQuantizationConfig is {QUANT_METHOD!r}, got {kwargs['quant_method']!r}."
+        )
+    unknown = sorted(set(kwargs) - {"quant_method"})
+    if unknown:
+        name = unknown[0]
+        close = difflib.get_close_matches(name, _ARGUMENTS, n=1)
+        hint = f" Did you mean `{close[0]}`?" if close else f" Known arguments: {', '.join(sorted(_ARGUMENTS))}."
+        raise ValueError(
+            f"LayerwiseQuantizationConfig got unknown argument{'s' if len(unknown) > 1 else ''} {unknown}.{hint}"
+        )
 
 
 def layerwise_dict(quantization_config: Mapping[str, Any] | QuantizationConfigMixin | None) -> dict[str, Any] | None:
@@ -54,13 +76,15 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             An explicit bit width per decoder layer; skips scoring and allocation. Give at most one of `target_bits`,
             `memory_budget`, `num_low_bit_layers` and `layer_bits`; with none, `target_bits` defaults to the mean of
             the highest and lowest level (half of the layers at the low level for two levels).
-        importance (`str` or `list[float]`, *optional*, defaults to `"lim"`):
+        importance (`str`, `list[float]` or `dict[int, float]`, *optional*, defaults to `"lim"`):
             Layer importance: `"lim"`, `"reverse_lim"`, `"zd"`, `"reverse_zd"`, `"random"` (seeded by `seed`),
-            `"depth"`, or one score per decoder layer (higher = more important).
+            `"depth"`, `"sensitivity"`, `"sensitivity_kl"`, or one score per decoder layer (higher = more important)
+            as a list or as a mapping `{layer_index: score}` covering every layer.
         dataset (`list[str]`, `list[list[int]]`, `torch.Tensor` or `str`, *optional*):
             Calibration data for `"lim"`/`"reverse_lim"`: texts (with `tokenizer`), token-id sequences, a corpus name
             (offline: `"shakespeare"`, `"kjv"`, `"wikipedia"`; Hub: `"pg19"`, `"wikitext2"`, `"c4"`) or a text file or
-            folder. Only a string is written to `config.json`.
+            folder. Only a string is written to `config.json`; of a local file or folder only its name, with the
+            sha256 of its content in `dataset_sha256` (never the path).
         tokenizer (*optional*):
             Tokenizer of the model, for text calibration data. Never serialized.
         num_samples (`int`, *optional*, defaults to 128):
@@ -75,7 +99,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             Linear modules inside decoder layers to keep in full precision (full names, suffixes or names such as
             `"gate_proj"`). Embeddings and `lm_head` are never quantized.
         seed (`int`, *optional*, defaults to 0):
-            Seed of `importance="random"` and of the calibration subset.
+            Seed of `importance="random"` and of the calibration subset, in `[0, 2**63)`.
         layer_scores (`list[float]`, *optional*):
             Importance score of each decoder layer, filled in after quantization. With `layer_bits` it marks a
             finished plan, as read back from a saved checkpoint.
@@ -88,6 +112,19 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         dynamic (`dict[str, dict[str, int]]`, *optional*):
             GPT-Q only, filled in after quantization: GPTQModel's per-module overrides (regex to `{"bits": b}`) for
             the decoder layers below the top level, so that GPTQModel, vLLM and SGLang load the checkpoint.
+        level_settings (`dict[int, dict]`, *optional*):
+            Filled in after quantization: the settings each bit width was actually quantized with,
+            `{bits: {"sym": bool, "group_size": int | None}}` (e.g. optimum-quanto's int4 is asymmetric, its int8
+            symmetric per output channel).
+        group_size_overrides (`dict[str, int | None]`, *optional*):
+            Filled in after quantization: the Linear modules whose group size differs from their level's (a group
+            size that does not divide the layer's input size falls back, see `group_size`), by full module name.
+        dataset_sha256 (`str`, *optional*):
+            sha256 of a local calibration file or folder, computed when `dataset` is one.
+        verify (`bool`, *optional*, defaults to `False`):
+            Loading only, never saved: pass `LayerwiseQuantizationConfig(verify=True)` as `quantization_config=` when
+            loading a saved checkpoint to check every tensor and `config.json` against the checkpoint's sha256
+            manifest first (reads all weight files once).
 
     With `backend="gptq"` the saved `quantization_config` is a standard GPT-Q one (`quant_method="gptq"`, the top
     level as `bits`, the lower layers in `dynamic`) with this config under the key `"layerwise"`.
@@ -114,8 +151,13 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         sym: bool = True,
         desc_act: bool = False,
         dynamic: dict[str, dict[str, int]] | None = None,
+        level_settings: dict[int, dict[str, Any]] | None = None,
+        group_size_overrides: dict[str, int | None] | None = None,
+        dataset_sha256: str | None = None,
+        verify: bool = False,
         **kwargs,
     ):
+        _reject_unknown_arguments(kwargs)
         self.quant_method = QUANT_METHOD
         self.backend = backend
         self.bits = tuple(bits) if isinstance(bits, (list, tuple)) else bits
@@ -123,8 +165,9 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         self.memory_budget = memory_budget
         self.num_low_bit_layers = num_low_bit_layers
         self.layer_bits = normalize_layer_bits(layer_bits) if layer_bits is not None else None
-        self.importance = importance if isinstance(importance, str) else list(importance)
+        self.importance = importance if isinstance(importance, str) else importance_scores(importance)
         self.dataset = dataset
+        self.dataset_sha256 = dataset_sha256 if dataset_sha256 is not None else dataset_fingerprint(dataset)
         self.tokenizer = tokenizer
         self.num_samples = num_samples
         self.seq_len = seq_len
@@ -136,6 +179,11 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         self.sym = sym
         self.desc_act = desc_act
         self.dynamic = dynamic
+        self.level_settings = (
+            {int(bits): dict(settings) for bits, settings in level_settings.items()} if level_settings else None
+        )
+        self.group_size_overrides = dict(group_size_overrides) if group_size_overrides else None
+        self.verify = verify
         self.post_init()
 
     @property
@@ -171,12 +219,14 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             wrong = {index: b for index, b in self.layer_bits.items() if b not in self.bits}
             if wrong:
                 raise ValueError(f"`layer_bits` uses bit widths {wrong} that are not among `bits`={self.bits}.")
-        for name in ("num_samples", "seq_len", "seed"):
+        for name in ("num_samples", "seq_len"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):
-                raise ValueError(
-                    f"`{name}` must be a {'non-negative' if name == 'seed' else 'positive'} int, got {value!r}."
-                )
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise ValueError(f"`seed` must be an int in [0, 2**63), got {self.seed!r}.")
+        if not isinstance(self.verify, bool):
+            raise ValueError(f"`verify` must be True or False, got {self.verify!r}.")
         if self.group_size is not None and (
             isinstance(self.group_size, bool)
             or not isinstance(self.group_size, int)
@@ -194,7 +244,11 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         if self.layer_scores is not None and not all(math.isfinite(score) for score in self.layer_scores):
             raise ValueError("`layer_scores` must be finite numbers.")
         self._check_backend_options()
-        self._check_dataset()
+        if self.dataset is not None and not isinstance(self.dataset, (str, list, tuple, torch.Tensor)):
+            raise ValueError(
+                f"`dataset` must be a list of texts, a list/tensor of token ids or a text file path, got "
+                f"{type(self.dataset).__name__}."
+            )
 
     def _check_backend_options(self) -> None:
         for name in ("sym", "desc_act"):
@@ -207,6 +261,12 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
 
     def check_quantizable(self) -> None:
         """Raise a `ValueError` if this config cannot quantize a model (as opposed to loading a saved one)."""
+        needs_data = isinstance(self.importance, str) and IMPORTANCE_METHODS[self.importance].needs_data
+        if needs_data and self.dataset is None and self.layer_bits is None and self.layer_costs is None:
+            raise ValueError(
+                f"importance={self.importance!r} needs calibration data: pass `dataset` (a list of texts with "
+                "`tokenizer`, token-id sequences or a text file path), or choose a data-free importance such as 'zd'."
+            )
         if self.dataset is None and BACKENDS[self.backend].requires_calibration:
             raise ValueError(
                 f"backend={self.backend!r} quantizes each layer from calibration data: pass `dataset` (a corpus name "
@@ -239,19 +299,6 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         ):
             raise ValueError(f"`num_low_bit_layers` must be a non-negative int, got {self.num_low_bit_layers!r}.")
 
-    def _check_dataset(self) -> None:
-        needs_data = isinstance(self.importance, str) and IMPORTANCE_METHODS[self.importance].needs_data
-        if needs_data and self.dataset is None and self.layer_bits is None and self.layer_costs is None:
-            raise ValueError(
-                f"importance={self.importance!r} needs calibration data: pass `dataset` (a list of texts with "
-                "`tokenizer`, token-id sequences or a text file path), or choose a data-free importance such as 'zd'."
-            )
-        if self.dataset is not None and not isinstance(self.dataset, (str, list, tuple, torch.Tensor)):
-            raise ValueError(
-                f"`dataset` must be a list of texts, a list/tensor of token ids or a text file path, got "
-                f"{type(self.dataset).__name__}."
-            )
-
     def default_target_bits(self) -> float:
         """The budget used when none is given: the mean of the highest and lowest level."""
         return (max(self.bits) + min(self.bits)) / 2
@@ -263,7 +310,19 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             if "layerwise" not in config_dict:
                 raise ValueError("This GPT-Q quantization_config was not written by optimum-layerwise.")
             config_dict = {**config_dict["layerwise"], "dynamic": config_dict.get("dynamic")}
-        return super().from_dict(config_dict, return_unused_kwargs, **kwargs)
+        known = {key: value for key, value in config_dict.items() if key in _ARGUMENTS}
+        ignored = sorted(set(config_dict) - set(known))
+        if ignored:
+            logger.warning(
+                f"Ignoring settings of a saved layer-wise config that this version does not know: {ignored}."
+            )
+        if known.get("quant_method", QUANT_METHOD) != QUANT_METHOD:
+            raise ValueError(f"Not a layer-wise config: quant_method={known['quant_method']!r}.")
+        return super().from_dict(known, return_unused_kwargs, **kwargs)
+
+    def get_loading_attributes(self) -> dict[str, Any]:
+        """Settings of a config passed to `from_pretrained` that apply when loading a saved checkpoint."""
+        return {"verify": self.verify}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of the config (the tokenizer and in-memory calibration data are left out).
@@ -295,7 +354,8 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             "num_low_bit_layers": self.num_low_bit_layers,
             "layer_bits": {str(index): b for index, b in self.layer_bits.items()} if self.layer_bits else None,
             "importance": self.importance,
-            "dataset": self.dataset if isinstance(self.dataset, str) else None,
+            "dataset": recorded_dataset_name(self.dataset),
+            "dataset_sha256": self.dataset_sha256,
             "num_samples": self.num_samples,
             "seq_len": self.seq_len,
             "group_size": self.group_size,
@@ -307,6 +367,18 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
                 if self.layer_costs
                 else None
             ),
-            "sym": self.sym,
-            "desc_act": self.desc_act,
+            **({"sym": self.sym, "desc_act": self.desc_act} if self.backend == "gptq" else {}),
+            "level_settings": (
+                {str(bits): settings for bits, settings in self.level_settings.items()}
+                if self.level_settings
+                else None
+            ),
+            "group_size_overrides": self.group_size_overrides,
         }
+
+
+_ARGUMENTS = tuple(
+    name
+    for name in inspect.signature(LayerwiseQuantizationConfig.__init__).parameters
+    if name not in ("self", "kwargs")
+) + ("quant_method",)

@@ -16,6 +16,7 @@ transformers.
 from __future__ import annotations
 
 import bz2
+import hashlib
 import html
 import importlib.util
 import json
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -457,3 +459,35 @@ def load_corpus(dataset: str, *, split: str | None = None) -> list[str]:
     if split is not None:
         raise ValueError(f"`split` applies only to Hugging Face datasets {sorted(HUB_CORPORA)}, not to {dataset!r}.")
     return _load_path(path) if corpus is None else corpus.load()
+
+
+def _is_local_dataset(dataset: Any) -> bool:
+    if not isinstance(dataset, str) or not dataset:
+        return False
+    name = ALIASES.get(dataset, dataset)
+    return name not in OFFLINE_CORPORA and name not in HUB_CORPORA and Path(dataset).expanduser().exists()
+
+
+def recorded_dataset_name(dataset: Any) -> str | None:
+    """What a config records of `dataset`: a corpus name as given, a local file or folder by its name only (a path
+    can reveal a user's folders), nothing for in-memory data."""
+    if not isinstance(dataset, str):
+        return None
+    return Path(dataset).expanduser().resolve().name if _is_local_dataset(dataset) else dataset
+
+
+def dataset_fingerprint(dataset: Any) -> str | None:
+    """sha256 of a local calibration file, or of a folder's `.txt` files (relative paths and contents, sorted);
+    `None` for anything else."""
+    if not _is_local_dataset(dataset):
+        return None
+    path = Path(dataset).expanduser()
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(path.rglob("*.txt"))
+    for file in files:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(2**20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
 
 from torch import nn
+
+from .checksums import safetensors_header
 
 
 def tensor_nbytes(module: nn.Module) -> int:
@@ -42,23 +43,37 @@ SAFETENSORS_DTYPE_BYTES = {
     "F32": 4,
     "F16": 2,
     "BF16": 2,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
     "I64": 8,
     "I32": 4,
     "I16": 2,
     "I8": 1,
+    "U64": 8,
+    "U32": 4,
+    "U16": 2,
     "U8": 1,
     "BOOL": 1,
 }
+
+
+def safetensors_nbytes(shape: list[int], dtype: str, where: str) -> int:
+    """Bytes of one safetensors tensor from its header entry.
+
+    Raises:
+        `ValueError`: for a dtype safetensors does not define, naming `where` (file and tensor).
+    """
+    if dtype not in SAFETENSORS_DTYPE_BYTES:
+        raise ValueError(f"{where} has the unknown dtype {dtype!r} (known: {', '.join(SAFETENSORS_DTYPE_BYTES)}).")
+    return math.prod(shape) * SAFETENSORS_DTYPE_BYTES[dtype]
 
 
 def safetensors_tensor_bytes(folder: str | os.PathLike) -> dict[str, int]:
     """Bytes of every tensor in a folder's safetensors files, read from the headers only."""
     sizes = {}
     for path in sorted(Path(folder).glob("*.safetensors")):
-        with open(path, "rb") as handle:
-            header_length = int.from_bytes(handle.read(8), "little")
-            header = json.loads(handle.read(header_length))
+        header, _ = safetensors_header(path)
         for name, info in header.items():
             if name != "__metadata__":
-                sizes[name] = math.prod(info["shape"]) * SAFETENSORS_DTYPE_BYTES[info["dtype"]]
+                sizes[name] = safetensors_nbytes(info.get("shape", []), info.get("dtype"), f"{path.name}: {name}")
     return sizes

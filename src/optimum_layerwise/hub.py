@@ -39,6 +39,7 @@ own placeholder README.md into that folder just before, which is why the card is
 
 from __future__ import annotations
 
+import html
 import inspect
 import json
 import math
@@ -52,6 +53,8 @@ from huggingface_hub import ModelCard, ModelCardData
 from torch import nn
 from transformers.utils import logging
 
+from .atomic import atomic_folder, check_target_folder
+from .checksums import CHECKSUMS_NAME, write_checksums
 from .config import layerwise_dict
 from .footprint import full_precision_nbytes, tensor_nbytes
 from .plan import average_bits
@@ -169,10 +172,21 @@ def _human(num_bytes: float) -> str:
     raise AssertionError("unreachable")
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
+_SAFE_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+:-]{0,63}")
+
+
+def escape_markdown(text: object) -> str:
+    """`text` as inert Markdown on one line: no HTML, links, emphasis, headings, code or table cells can come from it
+    (Markdown punctuation is backslash-escaped, `<`, `>` and `&` become HTML entities, line breaks become spaces)."""
+    one_line = " ".join(str(text).split())
+    return html.escape(_MARKDOWN_SPECIAL.sub(r"\\\1", one_line), quote=False)
+
+
 def _format_value(value: float | int | str) -> str:
     if isinstance(value, float):
         return repr(round(value, 4)) if math.isfinite(value) else str(value)
-    return str(value).replace("|", "\\|")
+    return escape_markdown(value)
 
 
 def _dtype_name(model: nn.Module) -> str:
@@ -187,7 +201,7 @@ def _dtype_name(model: nn.Module) -> str:
 def _metadata(plan: dict[str, Any], base_model: str | None, extra_tags: list[str]) -> ModelCardData:
     used = sorted(set(plan["layer_bits"].values()), reverse=True)
     tags = [*BASE_TAGS, plan.get("backend") or "quanto", *(f"{bits}-bit" for bits in used)]
-    tags += [tag for tag in extra_tags if tag not in tags]
+    tags += [tag for tag in extra_tags if tag not in tags and isinstance(tag, str) and _SAFE_TAG.fullmatch(tag)]
     kwargs = {"base_model": base_model, "base_model_relation": "quantized"} if base_model else {}
     return ModelCardData(library_name="transformers", pipeline_tag="text-generation", tags=tags, **kwargs)
 
@@ -260,13 +274,15 @@ def build_model_card(
     layer_bits, scores = plan["layer_bits"], plan.get("layer_scores")
     num_layers, avg = len(layer_bits), average_bits(layer_bits)
     before, after = full_precision_nbytes(model), tensor_nbytes(model)
-    architecture = (getattr(model.config, "architectures", None) or [type(model).__name__])[0]
+    architecture = escape_markdown((getattr(model.config, "architectures", None) or [type(model).__name__])[0])
     extra_tags = [*(getattr(model, "model_tags", None) or []), *(tags or [])]
 
+    if base_model is not None and hub_model_id(base_model) is None:
+        raise ValueError(f"`base_model` must be a Hub model id such as 'org/name', got {base_model!r}.")
     if repo_id:
-        title = repo_id.split("/")[-1]
+        title = escape_markdown(repo_id.split("/")[-1])
     elif base_model:
-        title = f"{base_model.split('/')[-1]}, layer-wise quantized"
+        title = f"{escape_markdown(base_model.split('/')[-1])}, layer-wise quantized"
     else:
         title = f"{architecture}, layer-wise quantized"
     source = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else None
@@ -355,7 +371,10 @@ def build_model_card(
         "",
     ]
     metadata = _metadata(plan, base_model, extra_tags)
-    return ModelCard(f"---\n{metadata.to_yaml()}\n---\n\n" + "\n".join(lines))
+    card = ModelCard(f"---\n{metadata.to_yaml()}\n---\n\n" + "\n".join(lines))
+    if ModelCard(str(card)).data.to_dict() != metadata.to_dict():  # parsed back: nothing injected into the metadata
+        raise ValueError("The model card's metadata does not read back as written; refusing to save it.")
+    return card
 
 
 def is_replaceable_card(text: str) -> bool:
@@ -439,7 +458,10 @@ def write_model_card(
     """
     folder = Path(folder)
     card_path = folder / CARD_NAME
+    if not card_path.is_file() and Path(folder).absolute() in _STAGED_FOR:  # the card of the folder being replaced
+        card_path = _STAGED_FOR[Path(folder).absolute()] / CARD_NAME
     existing = card_path.read_text(encoding="utf-8", errors="replace") if card_path.is_file() else None
+    card_path = folder / CARD_NAME
     keep = existing is not None and not overwrite and not is_replaceable_card(existing)
     tags = []
     if existing is not None and not keep and not overwrite:
@@ -488,24 +510,50 @@ class _ModelMethodHook:
         return f"<{type(self.model).__name__}.{self.method} of a layer-wise model, with model card>"
 
 
+# Previous entries of a folder that a new save never keeps: weights (transformers removes its stale shards too) and
+# the files generated from the plan.
+STALE_ON_SAVE = (
+    "model*.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model*.bin",
+    "pytorch_model.bin.index.json",
+    HEATMAP_NAME,
+    CHECKSUMS_NAME,
+)
+_STAGED_FOR: dict[Path, Path] = {}  # staging folder -> the folder it will replace, while a save runs
+
+
 class _SaveWithCard(_ModelMethodHook):
-    """`model.save_pretrained` that also writes the model card and heatmap into the saved folder."""
+    """`model.save_pretrained`, atomic, that also writes the model card, the heatmap and the checksum manifest.
+
+    Everything is written into a staging folder next to `save_directory`, then swapped into place (see
+    [`~optimum_layerwise.atomic.atomic_folder`]); files of an existing `save_directory` that the save does not
+    rewrite (other than stale weights) are kept, as with a plain `save_pretrained`.
+    """
 
     method = "save_pretrained"
 
     def __call__(self, save_directory, *args, **kwargs):
         model, original = self.model, self._original()
         arguments = inspect.signature(original).bind(model, save_directory, *args, **kwargs).arguments
-        write = (
-            layerwise_plan(model) is not None
-            and arguments.get("is_main_process", True)
-            and not arguments.get("push_to_hub", False)  # then the upload hook writes it, before uploading
-        )
-        if write:
+        if not arguments.get("is_main_process", True):
+            return original(model, save_directory, *args, **kwargs)
+        layerwise = layerwise_plan(model) is not None
+        push = arguments.get("push_to_hub", False)
+        if layerwise:
             build_model_card(model)  # raises (e.g. on bad eval results) before anything is written
-        result = original(model, save_directory, *args, **kwargs)
-        if write and os.path.isdir(save_directory):
-            write_model_card(model, save_directory)
+        if push:  # transformers names the repo after the folder it writes to: the target, not the staging folder
+            kwargs.setdefault("repo_id", Path(os.fspath(save_directory)).name)
+        target = check_target_folder(save_directory)
+        with atomic_folder(target, discard=STALE_ON_SAVE) as staging:
+            _STAGED_FOR[staging] = target
+            try:
+                result = original(model, staging, *args, **kwargs)
+                if layerwise and not push:  # with push, the upload hook has written it before uploading
+                    write_model_card(model, staging)
+                write_checksums(staging)
+            finally:
+                _STAGED_FOR.pop(staging, None)
         return result
 
 
@@ -517,6 +565,7 @@ class _UploadWithCard(_ModelMethodHook):
     def __call__(self, working_dir, repo_id, *args, **kwargs):
         if layerwise_plan(self.model) is not None:
             write_model_card(self.model, working_dir, repo_id=repo_id)
+            write_checksums(working_dir)
         return self._original()(self.model, working_dir, repo_id, *args, **kwargs)
 
 

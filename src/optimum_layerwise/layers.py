@@ -53,7 +53,8 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return model.get_submodule(decoder_layers_path(model))
 
 
-def _is_skipped(name: str, skip: Iterable[str]) -> bool:
+def is_skipped(name: str, skip: Iterable[str]) -> bool:
+    """Whether the module `name` (full dotted name) is matched by a `modules_to_not_convert` entry in `skip`."""
     parts = name.split(".")
     return any(pattern == name or pattern in parts or name.endswith("." + pattern) for pattern in skip)
 
@@ -77,7 +78,7 @@ def linear_modules(layer: nn.Module, skip: Iterable[str] = (), prefix: str = "")
     return {
         name: module
         for name, module in layer.named_modules()
-        if isinstance(module, nn.Linear) and not _is_skipped(f"{prefix}.{name}" if prefix else name, skip)
+        if isinstance(module, nn.Linear) and not is_skipped(f"{prefix}.{name}" if prefix else name, skip)
     }
 
 
@@ -85,3 +86,9 @@ def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
     """Replace the submodule `name` (dotted, relative to `root`) by `module`."""
     parent_name, _, child = name.rpartition(".")
     setattr(root.get_submodule(parent_name) if parent_name else root, child, module)
+
+
+def vocab_size(model: nn.Module) -> int | None:
+    """Number of token ids the model's input embedding accepts (`None` when it has none)."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    return getattr(embeddings, "num_embeddings", None)

@@ -13,7 +13,8 @@ from .plan import check_layer_bits
 from .quantize import quantizable_linears
 
 
-_SAFETENSORS_DTYPES = {"I8": torch.int8, "U8": torch.uint8, "I32": torch.int32, "F16": torch.float16}
+_SAFETENSORS_DTYPES = {"I8": torch.int8, "U8": torch.uint8, "I32": torch.int32, "I64": torch.int64}
+_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 
 
 def replace_with_packed_modules(
@@ -41,10 +42,16 @@ def replace_with_packed_modules(
     backend.require()
     path = decoder_layers_path(model)
     expected = {}
+    overrides = config.group_size_overrides or {}
     for index, layer, linears in quantizable_linears(model, skip):
         bits = config.layer_bits[index]
+        level = (config.level_settings or {}).get(bits)
         for name, linear in linears.items():
-            group_size = backend.layer_group_size(linear.in_features, config.group_size)
+            full_name = f"{path}.{index}.{name}"
+            if level is None:  # written before the applied settings were recorded: the rule that was applied then
+                group_size = backend.layer_group_size(linear.in_features, config.group_size)
+            else:
+                group_size = overrides.get(full_name, level["group_size"])
             module = backend.empty_linear(
                 linear.in_features, linear.out_features, bits, group_size, linear.bias is not None, linear.weight.dtype
             )
@@ -54,15 +61,30 @@ def replace_with_packed_modules(
     return expected
 
 
+def expected_tensors(
+    model: nn.Module, packed: dict[str, tuple[tuple[int, ...], torch.dtype | None]]
+) -> dict[str, tuple[tuple[int, ...], torch.dtype | None]]:
+    """Every tensor a layer-wise checkpoint of `model` must hold: the packed ones (`packed`, from
+    [`replace_with_packed_modules`]) and every other entry of the model's state dict (embeddings, norms, `lm_head`,
+    biases), except weights tied to another one. A `None` dtype stands for any floating-point dtype."""
+    tied = set(getattr(model, "all_tied_weights_keys", None) or {})
+    expected = {
+        name: (tuple(tensor.shape), None if tensor.is_floating_point() else tensor.dtype)
+        for name, tensor in model.state_dict().items()
+        if name not in tied
+    }
+    expected.update(packed)
+    return expected
+
+
 def check_checkpoint(
     checkpoint_files: Sequence[str], expected: dict[str, tuple[tuple[int, ...], torch.dtype | None]]
 ) -> None:
-    """Check that the safetensors files hold every packed tensor with the shape its layer's bit width implies.
-
-    Only the file headers are read.
+    """Check that the safetensors files hold every expected tensor with its shape and dtype (see
+    [`expected_tensors`]). Only the file headers are read.
 
     Raises:
-        `ValueError`: naming the first tensors that are missing or do not match `layer_bits`.
+        `ValueError`: naming the first tensors that are missing or do not match.
     """
     from safetensors import safe_open
 
@@ -81,13 +103,36 @@ def check_checkpoint(
             problems.append(f"{key} is missing")
             continue
         saved_shape, saved_dtype = found[key]
-        dtype_ok = dtype is None or _SAFETENSORS_DTYPES.get(saved_dtype) == dtype
+        dtype_ok = saved_dtype in _FLOAT_DTYPES if dtype is None else _SAFETENSORS_DTYPES.get(saved_dtype) == dtype
         if saved_shape != shape or not dtype_ok:
-            problems.append(
-                f"{key} is {saved_shape} {saved_dtype}, its layer's bit width needs {shape} {dtype or 'float'}"
-            )
+            problems.append(f"{key} is {saved_shape} {saved_dtype}, the model needs {shape} {dtype or 'float'}")
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise ValueError(
-            "The checkpoint does not match its quantization_config.layer_bits: " + "; ".join(problems[:3]) + more + "."
+            "The checkpoint does not match its model and quantization_config (layer_bits, group sizes): "
+            + "; ".join(problems[:3])
+            + more
+            + "."
         )
+
+
+def verify_checkpoint_files(checkpoint_files: Sequence[str], name_or_path: str | None = None) -> None:
+    """Check the folder of `checkpoint_files` against its sha256 manifest (`layerwise_checksums.json`), downloading
+    the manifest from the Hub repo `name_or_path` when the folder is a Hub cache snapshot without it.
+
+    Raises:
+        `ValueError`: listing what differs, or when there is no manifest.
+    """
+    import os
+
+    from .checksums import CHECKSUMS_NAME, verify_checksums
+
+    folder = os.path.dirname(os.path.abspath(checkpoint_files[0]))
+    if not os.path.isfile(os.path.join(folder, CHECKSUMS_NAME)) and name_or_path and not os.path.isdir(name_or_path):
+        from huggingface_hub import hf_hub_download
+
+        hf_hub_download(name_or_path, CHECKSUMS_NAME)  # lands in the same snapshot folder
+    problems = verify_checksums(folder)
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise ValueError("Checksum verification failed: " + "; ".join(problems[:5]) + more + ".")

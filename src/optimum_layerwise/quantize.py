@@ -15,7 +15,7 @@ from .config import LayerwiseQuantizationConfig
 from .footprint import tensor_nbytes
 from .importance import SENSITIVITY_METHODS, compute_importance
 from .importance.sensitivity import costs_to_scores, measure_layer_costs
-from .layers import decoder_layers, decoder_layers_path, linear_modules, set_submodule
+from .layers import decoder_layers, decoder_layers_path, is_skipped, linear_modules, set_submodule, vocab_size
 from .plan import average_bits, check_layer_bits
 from .sequential import quantize_sequentially
 
@@ -93,6 +93,7 @@ def plan_layer_bits(
                 num_samples=config.num_samples,
                 seq_len=config.seq_len,
                 seed=config.seed,
+                vocab_size=vocab_size(model),
             )
             config.layer_costs = measure_layer_costs(
                 model,
@@ -139,6 +140,40 @@ def plan_layer_bits(
     return layer_bits, scores
 
 
+def applied_settings(
+    model: nn.Module,
+    layer_bits: dict[int, int],
+    backend: QuantizationBackend,
+    config: LayerwiseQuantizationConfig,
+    skip: list[str],
+) -> tuple[dict[int, dict], dict[str, int | None] | None]:
+    """What quantizing with `layer_bits` applies: the settings of each bit width in use, and every Linear whose group
+    size differs from its level's (by full module name). Called on the full-precision model."""
+    levels = {bits: backend.level_settings(bits, config.group_size) for bits in sorted(set(layer_bits.values()))}
+    overrides = {}
+    path = decoder_layers_path(model)
+    for index, _, linears in quantizable_linears(model, skip):
+        nominal = levels[layer_bits[index]]["group_size"]
+        for name, linear in linears.items():
+            applied = backend.layer_group_size(linear.in_features, nominal)
+            if applied != nominal:
+                overrides[f"{path}.{index}.{name}"] = applied
+    return levels, overrides or None
+
+
+def _warn_unmatched(model: nn.Module, names: list[str]) -> None:
+    path = decoder_layers_path(model)
+    linear_names = [
+        name for name, module in model.named_modules() if name.startswith(f"{path}.") and isinstance(module, nn.Linear)
+    ]
+    unmatched = [pattern for pattern in names if not any(is_skipped(name, [pattern]) for name in linear_names)]
+    if unmatched:
+        logger.warning(
+            f"`modules_to_not_convert` names {unmatched} match no Linear module of the decoder layers; they are "
+            "ignored (give full names, suffixes such as 'mlp.down_proj' or names such as 'down_proj')."
+        )
+
+
 def _check_materialized(model: nn.Module) -> None:
     offloaded = sorted({name.rsplit(".", 1)[0] for name, p in model.named_parameters() if p.is_meta})
     if offloaded:
@@ -168,10 +203,17 @@ def quantize_model(model: nn.Module, config: LayerwiseQuantizationConfig, skip: 
     backend = config.quantization_backend()
     backend.require()
     skip = list(config.modules_to_not_convert or []) if skip is None else skip
+    _warn_unmatched(model, config.modules_to_not_convert or [])
     layer_bits, scores = plan_layer_bits(model, config, backend, skip)
+    settings = applied_settings(model, layer_bits, backend, config, skip)
     if backend.requires_calibration:
         batches = calibration_batches(
-            config.dataset, config.tokenizer, num_samples=config.num_samples, seq_len=config.seq_len, seed=config.seed
+            config.dataset,
+            config.tokenizer,
+            num_samples=config.num_samples,
+            seq_len=config.seq_len,
+            seed=config.seed,
+            vocab_size=vocab_size(model),
         )
         linears = [linears for _, _, linears in quantizable_linears(model, skip)]
         quantize_sequentially(model, layer_bits, batches, backend, linears, config.group_size)
@@ -180,6 +222,7 @@ def quantize_model(model: nn.Module, config: LayerwiseQuantizationConfig, skip: 
     config.layer_bits = layer_bits
     config.layer_scores = scores
     config.dynamic = backend.dynamic_overrides(layer_bits, config.bits[0], decoder_layers_path(model))
+    config.level_settings, config.group_size_overrides = settings
     logger.info(f"Quantized {len(layer_bits)} decoder layers to {average_bits(layer_bits):.2f} average bits.")
 
 

@@ -8,7 +8,7 @@ from transformers.quantizers.base import HfQuantizer
 from transformers.utils import logging
 
 from .layers import decoder_layers, decoder_layers_path
-from .loading import check_checkpoint, replace_with_packed_modules
+from .loading import check_checkpoint, expected_tensors, replace_with_packed_modules, verify_checkpoint_files
 from .quantize import quantize_model
 
 
@@ -45,9 +45,11 @@ class LayerwiseHfQuantizer(HfQuantizer):
         if not self.pre_quantized:
             decoder_layers(model)  # fail before the weights load if the architecture is not supported
             return
-        expected = replace_with_packed_modules(model, self.quantization_config, self._skip(model))
+        packed = replace_with_packed_modules(model, self.quantization_config, self._skip(model))
         if checkpoint_files:
-            check_checkpoint(checkpoint_files, expected)
+            if self.quantization_config.verify:
+                verify_checkpoint_files(checkpoint_files, getattr(model.config, "_name_or_path", None))
+            check_checkpoint(checkpoint_files, expected_tensors(model, packed))
 
     def _process_model_after_weight_loading(self, model, **kwargs):
         if self.pre_quantized:

@@ -8,6 +8,7 @@ the `"gptq"` config entry is replaced by a subclass of `GPTQConfig` that hands s
 
 from __future__ import annotations
 
+from transformers.quantizers import auto
 from transformers.quantizers.auto import (
     AUTO_QUANTIZATION_CONFIG_MAPPING,
     AUTO_QUANTIZER_MAPPING,
@@ -41,3 +42,6 @@ def register() -> None:
         register_quantizer(QUANT_METHOD)(LayerwiseHfQuantizer)
     if issubclass(AUTO_QUANTIZATION_CONFIG_MAPPING["gptq"], GPTQConfig):
         AUTO_QUANTIZATION_CONFIG_MAPPING["gptq"] = GPTQConfigOrLayerwise
+    # A config passed to `from_pretrained` for a saved checkpoint contributes its loading attributes (`verify`)
+    if LayerwiseQuantizationConfig not in auto.LOADING_ATTRIBUTES_CONFIG_TYPES:
+        auto.LOADING_ATTRIBUTES_CONFIG_TYPES = (*auto.LOADING_ATTRIBUTES_CONFIG_TYPES, LayerwiseQuantizationConfig)

@@ -41,6 +41,11 @@ class QuantizationBackend(ABC):
         return effective_group_size(in_features, group_size)
 
     @abstractmethod
+    def level_settings(self, bits: int, group_size: int | None) -> dict[str, Any]:
+        """The settings `bits`-bit weights are actually quantized with for a requested `group_size`:
+        `{"sym": bool, "group_size": int | None}` (before any per-layer fallback of the group size)."""
+
+    @abstractmethod
     def is_packed(self, module: nn.Module) -> bool:
         """Whether `module` is one of this backend's packed Linear modules."""
 

@@ -133,6 +133,9 @@ class GptqBackend(QuantizationBackend):
         """GPT-Q keeps one group size for every layer; a last, shorter group covers any remainder."""
         return None if group_size is None or group_size >= in_features else group_size
 
+    def level_settings(self, bits: int, group_size: int | None) -> dict:
+        return {"sym": self.sym, "group_size": group_size}
+
     def tensor_specs(
         self, out_features: int, in_features: int, bits: int, group_size: int | None
     ) -> dict[str, tuple[tuple[int, ...], torch.dtype | None]]:

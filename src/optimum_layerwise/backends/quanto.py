@@ -25,6 +25,10 @@ class QuantoBackend(QuantizationBackend):
     def tensor_specs(self, out_features, in_features, bits, group_size):
         return quanto_tensor_specs(out_features, in_features, bits, None if bits == 8 else group_size)
 
+    def level_settings(self, bits: int, group_size: int | None) -> dict:
+        """int8 is symmetric per output channel; int2/int4 asymmetric (scale and shift) per group."""
+        return {"sym": True, "group_size": None} if bits == 8 else {"sym": False, "group_size": group_size}
+
     def is_packed(self, module: nn.Module) -> bool:
         return isinstance(module, QuantoLinear)
 

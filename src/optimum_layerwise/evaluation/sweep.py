@@ -25,6 +25,7 @@ from torch import nn
 from transformers.utils import logging
 
 from ..allocation import allocate_bits, importance_order
+from ..atomic import atomic_file, atomic_write_text
 from ..importance import compute_importance
 from ..layers import decoder_layers_path, set_submodule
 from ..plan import average_bits
@@ -293,18 +294,19 @@ def save_sweep(rows: list[dict[str, Any]], output_dir: str | os.PathLike, *, tit
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     files = {"json": output / "sweep.json", "csv": output / "sweep.csv", "memory": output / "memory.md"}
-    files["json"].write_text(json.dumps(rows, indent=1, default=str))
+    atomic_write_text(files["json"], json.dumps(rows, indent=1, default=str))
     columns = sorted({key for row in rows for key in row if key != "layer_bits"}, key=_column_order)
-    with files["csv"].open("w", newline="") as handle:
+    with atomic_file(files["csv"]) as staging, staging.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    files["memory"].write_text(memory_table(rows) + "\n")
+    atomic_write_text(files["memory"], memory_table(rows) + "\n")
     try:
         from .plots import plot_sweep
 
         files["plot"] = output / "sweep.png"
-        plot_sweep(rows, files["plot"], title=title)
+        with atomic_file(files["plot"]) as staging:
+            plot_sweep(rows, staging, title=title)
     except ImportError as error:
         logger.warning(f"No plot: {error}")
         files.pop("plot")

@@ -18,14 +18,14 @@ the full measured costs (see [`~optimum_layerwise.allocation.allocate_bits_by_co
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
 from ..calibration import calibration_batches
-from ..layers import decoder_layers
+from ..layers import decoder_layers, vocab_size
 from .baselines import depth_scores, random_scores
 from .lim import lim_scores
 from .sensitivity import costs_to_scores, measure_layer_costs
@@ -69,6 +69,31 @@ def _sensitivity(model, batches, measure, *, bits, backend, group_size, skip, **
         model, batches, bits, measure=measure, backend=backend, group_size=group_size, skip=skip
     )
     return costs_to_scores(costs)
+
+
+def importance_scores(importance: Sequence[float] | Mapping[int | str, float]) -> list[float]:
+    """Scores given by the user as a list, or as a mapping `{layer_index: score}` covering layers `0..N-1`, as a list
+    indexed by layer.
+
+    Raises:
+        `ValueError`: when a mapping skips or repeats a layer, or its keys are not layer indices.
+    """
+    if isinstance(importance, Mapping):
+        try:
+            by_layer = {int(key): score for key, score in importance.items()}
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"`importance` as a mapping must map decoder-layer indices to scores, got keys {list(importance)}."
+            ) from None
+        if len(by_layer) != len(importance) or sorted(by_layer) != list(range(len(by_layer))):
+            raise ValueError(
+                f"`importance` as a mapping must give a score for every decoder layer 0..N-1, got layers "
+                f"{sorted(by_layer)}."
+            )
+        return [by_layer[index] for index in range(len(by_layer))]
+    if isinstance(importance, (str, bytes)) or not isinstance(importance, (Sequence, Iterable)):
+        raise ValueError("`importance` must be a method name, a list of scores or a {layer: score} mapping.")
+    return list(importance)
 
 
 def check_importance(importance: Any) -> None:
@@ -128,6 +153,8 @@ def compute_importance(
     Returns:
         `list[float]`: one score per decoder layer.
     """
+    if not isinstance(method, str):
+        method = importance_scores(method)
     check_importance(method)
     num_layers = len(decoder_layers(model))
     if not isinstance(method, str):
@@ -143,7 +170,13 @@ def compute_importance(
                 "or use a data-free method such as 'zd'."
             )
         batches = calibration_batches(
-            dataset, tokenizer, num_samples=num_samples, seq_len=seq_len, batch_size=batch_size, seed=seed
+            dataset,
+            tokenizer,
+            num_samples=num_samples,
+            seq_len=seq_len,
+            batch_size=batch_size,
+            seed=seed,
+            vocab_size=vocab_size(model),
         )
     return scorer.score(
         model,
@@ -163,5 +196,6 @@ __all__ = [
     "ImportanceMethod",
     "check_importance",
     "compute_importance",
+    "importance_scores",
     "measure_layer_costs",
 ]

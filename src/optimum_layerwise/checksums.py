@@ -1,0 +1,144 @@
+"""Per-tensor sha256 manifest of a checkpoint folder, written at save and checked on demand.
+
+`layerwise_checksums.json` holds the sha256 of `config.json` and of the bytes of every tensor in every
+`*.safetensors` file (read straight from the files, so the manifest describes what is on disk). Verifying re-reads
+the files: about as fast as the disk and sha256 allow (see docs/faq.md). This module imports neither torch nor
+transformers.
+
+```python
+from optimum_layerwise.checksums import verify_checksums
+
+problems = verify_checksums("my-model-3bit")  # [] when every tensor and config.json are as saved
+```
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+
+CHECKSUMS_NAME = "layerwise_checksums.json"
+HASHED_FILES = ("config.json",)
+_CHUNK = 16 * 2**20
+_MAX_HEADER = 100 * 2**20
+
+
+def _sha256_of_range(handle, start: int, length: int) -> str:
+    digest = hashlib.sha256()
+    handle.seek(start)
+    remaining = length
+    while remaining:
+        chunk = handle.read(min(_CHUNK, remaining))
+        if not chunk:
+            raise ValueError(f"{handle.name} ends before the tensor data its header announces.")
+        digest.update(chunk)
+        remaining -= len(chunk)
+    return digest.hexdigest()
+
+
+def safetensors_header(path: str | os.PathLike) -> tuple[dict, int]:
+    """The JSON header of a safetensors file and the offset where its tensor data starts.
+
+    Raises:
+        `ValueError`: if the file is not a well-formed safetensors file.
+    """
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) != 8:
+            raise ValueError(f"{path} is not a safetensors file: it is shorter than its header length.")
+        length = int.from_bytes(prefix, "little")
+        if length > _MAX_HEADER:
+            raise ValueError(f"{path} is not a safetensors file: header of {length} bytes announced.")
+        try:
+            header = json.loads(handle.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ValueError(f"{path} is not a safetensors file: its header is not JSON.") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} is not a safetensors file: its header is not a JSON object.")
+    return header, 8 + length
+
+
+def tensor_checksums(path: str | os.PathLike) -> dict[str, str]:
+    """sha256 of the bytes of every tensor in one safetensors file, by tensor name."""
+    header, data_start = safetensors_header(path)
+    checksums = {}
+    with open(path, "rb") as handle:
+        for name, info in sorted(header.items()):
+            if name == "__metadata__":
+                continue
+            try:
+                begin, end = (int(offset) for offset in info["data_offsets"])
+            except (KeyError, TypeError, ValueError):
+                raise ValueError(f"{path}: tensor {name!r} has no valid data_offsets in its header.") from None
+            checksums[name] = _sha256_of_range(handle, data_start + begin, end - begin)
+    return checksums
+
+
+def _file_checksum(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return _sha256_of_range(handle, 0, path.stat().st_size)
+
+
+def compute_checksums(folder: str | os.PathLike) -> dict:
+    """The manifest of `folder`: `{"algorithm": "sha256", "files": {...}, "tensors": {file: {tensor: sha256}}}`."""
+    folder = Path(folder)
+    return {
+        "algorithm": "sha256",
+        "files": {name: _file_checksum(folder / name) for name in HASHED_FILES if (folder / name).is_file()},
+        "tensors": {path.name: tensor_checksums(path) for path in sorted(folder.glob("*.safetensors"))},
+    }
+
+
+def write_checksums(folder: str | os.PathLike) -> Path:
+    """Write `layerwise_checksums.json` into `folder` (after its weights and config.json are written)."""
+    path = Path(folder) / CHECKSUMS_NAME
+    path.write_text(json.dumps(compute_checksums(folder), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def verify_checksums(folder: str | os.PathLike) -> list[str]:
+    """Compare `folder` with its `layerwise_checksums.json`.
+
+    Returns:
+        `list[str]`: one line per difference (a changed, missing or unexpected tensor or file); empty when the
+        folder is exactly as saved.
+
+    Raises:
+        `ValueError`: if the folder has no manifest, or the manifest is not one written by [`write_checksums`].
+    """
+    folder = Path(folder)
+    manifest_path = folder / CHECKSUMS_NAME
+    if not manifest_path.is_file():
+        raise ValueError(f"{folder} has no {CHECKSUMS_NAME}: it was saved without checksums and cannot be verified.")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        expected_files, expected_tensors = dict(manifest["files"]), dict(manifest["tensors"])
+        if manifest.get("algorithm") != "sha256":
+            raise ValueError
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ValueError(f"{manifest_path} is not a checksum manifest written by optimum-layerwise.") from None
+    actual = compute_checksums(folder)
+    problems = []
+    for name, checksum in expected_files.items():
+        found = actual["files"].get(name)
+        if found != checksum:
+            problems.append(f"{name} is missing" if found is None else f"{name} was modified")
+    for file_name in sorted(set(expected_tensors) | set(actual["tensors"])):
+        if file_name not in actual["tensors"]:
+            problems.append(f"{file_name} is missing")
+            continue
+        if file_name not in expected_tensors:
+            problems.append(f"{file_name} is not in the manifest")
+            continue
+        expected, found = expected_tensors[file_name], actual["tensors"][file_name]
+        for tensor in sorted(set(expected) | set(found)):
+            if tensor not in found:
+                problems.append(f"{file_name}: tensor {tensor} is missing")
+            elif tensor not in expected:
+                problems.append(f"{file_name}: tensor {tensor} is not in the manifest")
+            elif found[tensor] != expected[tensor]:
+                problems.append(f"{file_name}: tensor {tensor} differs from the saved one")
+    return problems
