@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .atomic import atomic_file, atomic_write_text
-from .demo_models import DEMO_MODEL
 
 
 DEFAULT_CALIBRATION = "shakespeare"
@@ -79,6 +78,8 @@ def _group_size(value: str) -> int | None:
 
 
 def _add_model(parser: argparse.ArgumentParser) -> None:
+    from .demo_models import DEMO_MODEL
+
     parser.add_argument(
         "model",
         nargs="?",
@@ -572,17 +573,18 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code."""
-    args = build_parser().parse_args(argv)
-    from transformers.utils import logging
-
-    if args.quiet:
-        logging.set_verbosity_error()
-        logging.disable_progress_bar()
+    """Run the CLI; returns the exit code (130 after Ctrl-C, with one line instead of a traceback)."""
+    args = argparse.Namespace(command="")
     try:
+        args = build_parser().parse_args(argv)
+        from transformers.utils import logging
+
+        if args.quiet:
+            logging.set_verbosity_error()
+            logging.disable_progress_bar()
         COMMANDS[args.command](args)
     except KeyboardInterrupt:
-        print(f"optimum-layerwise {args.command}: interrupted", file=sys.stderr)
+        print(f"optimum-layerwise {args.command}: interrupted".replace("  ", " "), file=sys.stderr)
         return 130
     except (CommandError, ValueError, ImportError, OSError, NotImplementedError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
