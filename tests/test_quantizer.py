@@ -138,7 +138,8 @@ def test_checkpoint_not_matching_its_bit_map_is_refused(tiny_checkpoint, tmp_pat
     data = json.loads(config_path.read_text())
     data["quantization_config"]["layer_bits"] = {"0": 2, "1": 4, "2": 2, "3": 2}
     config_path.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=r"does not match its model and quantization_config \(layer_bits, group sizes\): model.layers.0"):
+    message = r"does not match its model and quantization_config \(layer_bits, group sizes\): model.layers.0"
+    with pytest.raises(ValueError, match=message):
         AutoModelForCausalLM.from_pretrained(tmp_path)
 
 

@@ -94,7 +94,8 @@ def test_a_full_disk_leaves_the_previous_checkpoint(tiny_checkpoint, tmp_path):
     before = {path.name: path.read_bytes() for path in dest.iterdir()}
     limit = (dest / "model.safetensors").stat().st_size // 2
     code = CHILD.replace(
-        "sys.setprofile(profile)", "import resource; resource.setrlimit(resource.RLIMIT_FSIZE, (SIZE_LIMIT, SIZE_LIMIT))"
+        "sys.setprofile(profile)",
+        "import resource; resource.setrlimit(resource.RLIMIT_FSIZE, (SIZE_LIMIT, SIZE_LIMIT))",
     )
     code = code.replace("SIZE_LIMIT", str(limit))
     result = subprocess.run(
