@@ -37,25 +37,31 @@ def parse_memory(value: int | float | str) -> int:
         `int`: the amount in bytes.
 
     Raises:
-        `ValueError`: if the value is not positive or the unit is unknown.
+        `ValueError`: if the value is below one byte, not finite, 2**63 bytes or more, or the unit is unknown.
     """
     if isinstance(value, bool):
         raise ValueError(f"`memory_budget` must be a number of bytes or a string like '6GB', got {value!r}.")
     if isinstance(value, (int, float)):
-        amount = float(value)
+        try:
+            amount = float(value)
+        except OverflowError:
+            amount = math.inf
     elif isinstance(value, str):
         match = _MEMORY_PATTERN.match(value)
         unit = match.group(2).upper() if match else None
         if unit not in _MEMORY_UNITS:
             units = ", ".join(u for u in _MEMORY_UNITS if u)
             raise ValueError(
-                f"`memory_budget`={value!r} is not understood; use bytes or a number with one of {units}."
+                f"`memory_budget`={value[:40]!r} is not understood; use bytes or a number with one of {units}."
             )
         amount = float(match.group(1)) * _MEMORY_UNITS[unit]
     else:
         raise ValueError(f"`memory_budget` must be an int or a string like '6GB', got {type(value).__name__}.")
-    if amount <= 0:
-        raise ValueError(f"`memory_budget` must be positive, got {value!r}.")
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+    if not math.isfinite(amount) or amount >= 2**63:
+        raise ValueError(f"`memory_budget` must be a finite number of bytes below 2**63, got {shown}.")
+    if amount < 1:
+        raise ValueError(f"`memory_budget` must be at least 1 byte, got {shown}.")
     return int(amount)
 
 

@@ -13,7 +13,16 @@ from .plan import check_layer_bits
 from .quantize import quantizable_linears
 
 
-_SAFETENSORS_DTYPES = {"I8": torch.int8, "U8": torch.uint8, "I32": torch.int32, "I64": torch.int64}
+_SAFETENSORS_DTYPES = {
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "I32": torch.int32,
+    "I64": torch.int64,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F32": torch.float32,
+    "F64": torch.float64,
+}
 _FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 
 

@@ -15,7 +15,7 @@ from transformers.quantizers.auto import (
     register_quantization_config,
     register_quantizer,
 )
-from transformers.utils.quantization_config import GPTQConfig
+from transformers.utils.quantization_config import GPTQConfig, QuantoConfig
 
 from .config import QUANT_METHOD, LayerwiseQuantizationConfig
 from .quantizer import LayerwiseHfQuantizer
@@ -32,6 +32,25 @@ class GPTQConfigOrLayerwise(GPTQConfig):
         return super().from_dict(config_dict, return_unused_kwargs, **kwargs)
 
 
+def _written_by_us(config_dict: dict) -> bool:
+    return isinstance(config_dict, dict) and "layer_bits" in config_dict and "importance" in config_dict
+
+
+class QuantoConfigRefusingLayerwise(QuantoConfig):
+    """transformers' `QuantoConfig`, except that a layer-wise config whose `quant_method` was edited to `"quanto"` is
+    refused: read as a plain quanto config it would load a model with random Linear weights."""
+
+    @classmethod
+    def from_dict(cls, config_dict, return_unused_kwargs=False, **kwargs):
+        if _written_by_us(config_dict):
+            raise ValueError(
+                "This quantization_config was written by optimum-layerwise (it holds `layer_bits`) but says "
+                f"quant_method={config_dict.get('quant_method')!r}: config.json was edited. Set quant_method back to "
+                "'layerwise' (and check the checkpoint with `optimum-layerwise inspect --verify`)."
+            )
+        return super().from_dict(config_dict, return_unused_kwargs, **kwargs)
+
+
 def register() -> None:
     """Make transformers know `quant_method="layerwise"`; safe to call again (e.g. after a module reload)."""
     if AUTO_QUANTIZATION_CONFIG_MAPPING.get(QUANT_METHOD) is not LayerwiseQuantizationConfig:
@@ -42,6 +61,8 @@ def register() -> None:
         register_quantizer(QUANT_METHOD)(LayerwiseHfQuantizer)
     if issubclass(AUTO_QUANTIZATION_CONFIG_MAPPING["gptq"], GPTQConfig):
         AUTO_QUANTIZATION_CONFIG_MAPPING["gptq"] = GPTQConfigOrLayerwise
+    if AUTO_QUANTIZATION_CONFIG_MAPPING.get("quanto") is QuantoConfig:
+        AUTO_QUANTIZATION_CONFIG_MAPPING["quanto"] = QuantoConfigRefusingLayerwise
     # A config passed to `from_pretrained` for a saved checkpoint contributes its loading attributes (`verify`)
     if LayerwiseQuantizationConfig not in auto.LOADING_ATTRIBUTES_CONFIG_TYPES:
         auto.LOADING_ATTRIBUTES_CONFIG_TYPES = (*auto.LOADING_ATTRIBUTES_CONFIG_TYPES, LayerwiseQuantizationConfig)
