@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,7 +15,13 @@ from .allocation import parse_memory
 from .backends import BACKEND_BITS, BACKENDS, QuantizationBackend, get_backend
 from .corpora import dataset_fingerprint, recorded_dataset_name
 from .importance import IMPORTANCE_METHODS, check_importance, importance_scores
-from .plan import normalize_layer_bits, normalize_layer_costs
+from .plan import (
+    normalize_group_size_overrides,
+    normalize_layer_bits,
+    normalize_layer_costs,
+    normalize_layer_scores,
+    normalize_level_settings,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -174,15 +179,15 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         self.group_size = group_size
         self.modules_to_not_convert = modules_to_not_convert
         self.seed = seed
-        self.layer_scores = [float(score) for score in layer_scores] if layer_scores is not None else None
+        self.layer_scores = normalize_layer_scores(layer_scores) if layer_scores is not None else None
         self.layer_costs = normalize_layer_costs(layer_costs) if layer_costs is not None else None
         self.sym = sym
         self.desc_act = desc_act
         self.dynamic = dynamic
-        self.level_settings = (
-            {int(bits): dict(settings) for bits, settings in level_settings.items()} if level_settings else None
+        self.level_settings = normalize_level_settings(level_settings) if level_settings else None
+        self.group_size_overrides = (
+            normalize_group_size_overrides(group_size_overrides) if group_size_overrides else None
         )
-        self.group_size_overrides = dict(group_size_overrides) if group_size_overrides else None
         self.verify = verify
         self.post_init()
 
@@ -193,7 +198,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
 
     def post_init(self):
         r"""Check every argument; raise a `ValueError` naming the parameter and what is allowed."""
-        if self.backend not in BACKEND_BITS:
+        if not isinstance(self.backend, str) or self.backend not in BACKEND_BITS:
             raise ValueError(f"`backend` must be one of {sorted(BACKEND_BITS)}, got {self.backend!r}.")
         supported = BACKEND_BITS[self.backend]
         if not isinstance(self.bits, tuple) or not all(
@@ -241,8 +246,13 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             raise ValueError(
                 f"`modules_to_not_convert` must be a list of module names, got {self.modules_to_not_convert!r}."
             )
-        if self.layer_scores is not None and not all(math.isfinite(score) for score in self.layer_scores):
-            raise ValueError("`layer_scores` must be finite numbers.")
+        if self.dynamic is not None and (
+            not isinstance(self.dynamic, Mapping)
+            or not all(isinstance(key, str) and isinstance(value, Mapping) for key, value in self.dynamic.items())
+        ):
+            raise ValueError(
+                f"`dynamic` must map module regexes to overrides such as {{'bits': 2}}, got {self.dynamic!r:.80}."
+            )
         self._check_backend_options()
         if self.dataset is not None and not isinstance(self.dataset, (str, list, tuple, torch.Tensor)):
             raise ValueError(
