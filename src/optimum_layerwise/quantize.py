@@ -10,7 +10,7 @@ from transformers.utils import logging
 
 from .allocation import allocate_bits, allocate_bits_by_cost, parse_memory
 from .backends import QuantizationBackend
-from .calibration import calibration_batches
+from .calibration import CalibrationBatch, calibration_batches
 from .config import LayerwiseQuantizationConfig
 from .footprint import tensor_nbytes
 from .importance import SENSITIVITY_METHODS, compute_importance
@@ -67,6 +67,18 @@ def layer_sizes(
     return sizes, fixed
 
 
+def config_batches(model: nn.Module, config: LayerwiseQuantizationConfig) -> list[CalibrationBatch]:
+    """The calibration batches `config` asks for, checked against `model`'s vocabulary."""
+    return calibration_batches(
+        config.dataset,
+        config.tokenizer,
+        num_samples=config.num_samples,
+        seq_len=config.seq_len,
+        seed=config.seed,
+        vocab_size=vocab_size(model),
+    )
+
+
 def plan_layer_bits(
     model: nn.Module, config: LayerwiseQuantizationConfig, backend: QuantizationBackend, skip: list[str]
 ) -> tuple[dict[int, int], list[float] | None]:
@@ -87,14 +99,7 @@ def plan_layer_bits(
         isinstance(config.importance, str) and config.importance in SENSITIVITY_METHODS
     ):
         if config.layer_costs is None:
-            batches = calibration_batches(
-                config.dataset,
-                config.tokenizer,
-                num_samples=config.num_samples,
-                seq_len=config.seq_len,
-                seed=config.seed,
-                vocab_size=vocab_size(model),
-            )
+            batches = config_batches(model, config)
             config.layer_costs = measure_layer_costs(
                 model,
                 batches,
@@ -207,14 +212,7 @@ def quantize_model(model: nn.Module, config: LayerwiseQuantizationConfig, skip: 
     layer_bits, scores = plan_layer_bits(model, config, backend, skip)
     settings = applied_settings(model, layer_bits, backend, config, skip)
     if backend.requires_calibration:
-        batches = calibration_batches(
-            config.dataset,
-            config.tokenizer,
-            num_samples=config.num_samples,
-            seq_len=config.seq_len,
-            seed=config.seed,
-            vocab_size=vocab_size(model),
-        )
+        batches = config_batches(model, config)
         linears = [linears for _, _, linears in quantizable_linears(model, skip)]
         quantize_sequentially(model, layer_bits, batches, backend, linears, config.group_size)
     else:
