@@ -23,6 +23,7 @@ _SAFETENSORS_DTYPES = {
     "F32": torch.float32,
     "F64": torch.float64,
 }
+_DTYPE_NAMES = {dtype: name for name, dtype in _SAFETENSORS_DTYPES.items()}
 _FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 
 
@@ -114,7 +115,8 @@ def check_checkpoint(
         saved_shape, saved_dtype = found[key]
         dtype_ok = saved_dtype in _FLOAT_DTYPES if dtype is None else _SAFETENSORS_DTYPES.get(saved_dtype) == dtype
         if saved_shape != shape or not dtype_ok:
-            problems.append(f"{key} is {saved_shape} {saved_dtype}, the model needs {shape} {dtype or 'float'}")
+            needed = "float" if dtype is None else _DTYPE_NAMES.get(dtype, str(dtype))
+            problems.append(f"{key} is {saved_shape} {saved_dtype}, the model needs {shape} {needed}")
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise ValueError(

@@ -111,7 +111,8 @@ def test_a_checkpoint_contradicting_its_bit_map_is_refused(tiny_checkpoint, tmp_
     data = json.loads(path.read_text())
     data["quantization_config"]["layerwise"]["layer_bits"]["1"] = 4
     path.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=r"model\.layers\.1\.\S+\.qweight is \(\d+, \d+\) I32, its layer's bit width"):
+    message = r"model\.layers\.1\.\S+\.qweight is \(\d+, \d+\) I32, the model needs \(\d+, \d+\) I32"
+    with pytest.raises(ValueError, match=message):
         AutoModelForCausalLM.from_pretrained(tmp_path)
 
 
