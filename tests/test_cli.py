@@ -132,10 +132,16 @@ def test_sensitivity_then_reuse_costs(tiny_checkpoint, calibration_file, tmp_pat
     assert code == 0, err
     code, out, err = run_cli(
         capsys, "quantize", tiny_checkpoint, "--output", str(second), "--bits", "8,4", "--num-low-bit-layers", "3",
-        "--importance", "sensitivity", "--reuse-costs", str(first), "--dataset", "no-such-corpus",
+        "--importance", "sensitivity", "--reuse-costs", str(first), "--dataset", calibration_file, "--seq-len", "64",
+        "--num-samples", "4", "--group-size", "32",
     )  # fmt: skip
-    assert code == 0, err  # no measurement, so the (unusable) dataset is never read
+    assert code == 0, err
     assert "average bits: 5.000" in out
+    costs = [
+        json.loads((folder / "config.json").read_text())["quantization_config"]["layer_costs"]
+        for folder in (first, second)
+    ]
+    assert costs[0] == costs[1]  # reused, not measured again
     code, out, err = run_cli(
         capsys, "quantize", tiny_checkpoint, "--output", str(tmp_path / "x"), "--reuse-costs", str(tiny_checkpoint)
     )

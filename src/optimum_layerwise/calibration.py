@@ -75,7 +75,7 @@ def token_sequences(dataset: Any, tokenizer: Any) -> list[list[int]]:
     )
 
 
-def token_windows(
+def split_windows(
     dataset: Any,
     tokenizer: Any = None,
     *,
@@ -83,11 +83,14 @@ def token_windows(
     seq_len: int = 512,
     seed: int = 0,
     vocab_size: int | None = None,
-) -> list[list[int]]:
-    """Cut calibration data into at most `num_samples` windows of at most `seq_len` tokens.
+    held_out: int = 0,
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Cut calibration data into at most `num_samples` calibration windows of at most `seq_len` tokens, and up to
+    `held_out` full-length windows that are not among them (to check quality on text the quantization never saw).
 
     Every sequence is split into consecutive windows of `seq_len` tokens (its last, shorter window is kept). When
-    there are more windows than `num_samples`, a seeded random subset is taken, in document order.
+    there are more windows than `num_samples`, a seeded random subset is taken, in document order; the held-out
+    windows are spread evenly over the full-length windows left over (none when nothing is left over).
 
     Args:
         dataset (`list[str]`, `list[list[int]]`, `torch.Tensor` or `str`):
@@ -96,16 +99,18 @@ def token_windows(
         tokenizer (*optional*):
             A Hugging Face tokenizer, required for text.
         num_samples (`int`, *optional*, defaults to 128):
-            Maximum number of windows.
+            Maximum number of calibration windows.
         seq_len (`int`, *optional*, defaults to 512):
             Maximum tokens per window.
         seed (`int`, *optional*, defaults to 0):
             Seed of the subset choice.
         vocab_size (`int`, *optional*):
             Size of the model's vocabulary: every token id must lie in `[0, vocab_size)`.
+        held_out (`int`, *optional*, defaults to 0):
+            How many held-out windows to return at most.
 
     Returns:
-        `list[list[int]]`: the windows.
+        `tuple[list[list[int]], list[list[int]]]`: the calibration windows and the held-out windows.
 
     Raises:
         `ValueError`: for empty data, or token ids outside the vocabulary. A warning is logged when all the data
@@ -131,10 +136,29 @@ def token_windows(
             f"The calibration data holds only {total} tokens, less than one window of seq_len={seq_len}: scores and "
             "calibration from so little text are noisy. Use a corpus such as 'shakespeare' or a longer text."
         )
+    chosen = range(len(windows))
     if len(windows) > num_samples:
         chosen = sorted(random.Random(seed).sample(range(len(windows)), num_samples))
-        windows = [windows[index] for index in chosen]
-    return windows
+    picked = set(chosen)
+    spare = [index for index, window in enumerate(windows) if index not in picked and len(window) == seq_len]
+    count = min(held_out, len(spare))
+    held = [windows[spare[round(i * (len(spare) - 1) / max(count - 1, 1))]] for i in range(count)]
+    return [windows[index] for index in chosen], held
+
+
+def token_windows(
+    dataset: Any,
+    tokenizer: Any = None,
+    *,
+    num_samples: int = 128,
+    seq_len: int = 512,
+    seed: int = 0,
+    vocab_size: int | None = None,
+) -> list[list[int]]:
+    """The calibration windows of [`split_windows`]: at most `num_samples` windows of at most `seq_len` tokens."""
+    return split_windows(
+        dataset, tokenizer, num_samples=num_samples, seq_len=seq_len, seed=seed, vocab_size=vocab_size
+    )[0]
 
 
 def batch_windows(windows: list[list[int]], batch_size: int, pad_token_id: int = 0) -> list[CalibrationBatch]:

@@ -343,6 +343,7 @@ def _quantize(args) -> None:
     from .footprint import full_precision_nbytes, tensor_nbytes
     from .importance import IMPORTANCE_METHODS
     from .plan import average_bits
+    from .quality import QualityCheck
 
     output = check_output(args.output, overwrite=args.overwrite, force=args.force, model=args.model)
     layer_costs = None
@@ -355,6 +356,7 @@ def _quantize(args) -> None:
     method = IMPORTANCE_METHODS.get(args.importance)
     needs_text = args.backend == "gptq" or (method is not None and method.needs_data and layer_costs is None)
     tokenizer = _load_tokenizer(path, needed_for="--dataset" if needs_text else None)
+    # with a tokenizer the calibration text also serves the held-out quality check that ends the quantization
     config = LayerwiseQuantizationConfig(
         bits=args.bits,
         backend=args.backend,
@@ -362,7 +364,7 @@ def _quantize(args) -> None:
         memory_budget=args.memory_budget,
         num_low_bit_layers=args.num_low_bit_layers,
         importance=args.importance,
-        dataset=args.dataset if needs_text else None,
+        dataset=args.dataset if tokenizer is not None else None,
         tokenizer=tokenizer,
         num_samples=args.num_samples,
         seq_len=args.seq_len,
@@ -381,6 +383,10 @@ def _quantize(args) -> None:
     before, after = full_precision_nbytes(model), tensor_nbytes(model)
     print(f"average bits: {average_bits(plan.layer_bits):.3f} over {len(plan.layer_bits)} decoder layers")
     print(f"model size: {_human(before)} -> {_human(after)} ({after / before:.1%})")
+    if plan.quality is not None:
+        print("quality: " + QualityCheck.from_dict(plan.quality).summary())
+    else:
+        print("quality: not measured (no tokenizer to read calibration text)")
     with atomic_folder(output, keep_other_files=False) as staging:
         model.save_pretrained(staging)
         if tokenizer is not None:

@@ -22,6 +22,7 @@ from .plan import (
     normalize_layer_scores,
     normalize_level_settings,
 )
+from .quality import QualityCheck
 
 
 logger = logging.get_logger(__name__)
@@ -126,6 +127,13 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             size that does not divide the layer's input size falls back, see `group_size`), by full module name.
         dataset_sha256 (`str`, *optional*):
             sha256 of a local calibration file or folder, computed when `dataset` is one.
+        quality_windows (`int`, *optional*, defaults to 4):
+            Windows of `seq_len` held-out calibration tokens (not used to calibrate) on which the model is scored
+            before and after quantizing; `0` skips the check. Its result is in `quality` and the model card.
+        quality (`dict`, *optional*):
+            Filled in after quantization: the held-out check, `{"dataset", "num_windows", "seq_len",
+            "unquantized", "quantized", "ratio", "verdict"}` (perplexities; verdict `"good"`, `"degraded"` above a
+            ratio of 1.3, `"collapsed"` above 2).
         verify (`bool`, *optional*, defaults to `False`):
             Loading only, never saved: pass `LayerwiseQuantizationConfig(verify=True)` as `quantization_config=` when
             loading a saved checkpoint to check every tensor and `config.json` against the checkpoint's sha256
@@ -159,6 +167,8 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         level_settings: dict[int, dict[str, Any]] | None = None,
         group_size_overrides: dict[str, int | None] | None = None,
         dataset_sha256: str | None = None,
+        quality_windows: int = 4,
+        quality: dict[str, Any] | None = None,
         verify: bool = False,
         **kwargs,
     ):
@@ -188,6 +198,8 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         self.group_size_overrides = (
             normalize_group_size_overrides(group_size_overrides) if group_size_overrides else None
         )
+        self.quality_windows = quality_windows
+        self.quality = QualityCheck.from_dict(quality).to_dict() if quality is not None else None
         self.verify = verify
         self.post_init()
 
@@ -224,10 +236,12 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             wrong = {index: b for index, b in self.layer_bits.items() if b not in self.bits}
             if wrong:
                 raise ValueError(f"`layer_bits` uses bit widths {wrong} that are not among `bits`={self.bits}.")
-        for name in ("num_samples", "seq_len"):
+        for name in ("num_samples", "seq_len", "quality_windows"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+            minimum = 0 if name == "quality_windows" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                kind = "non-negative" if minimum == 0 else "positive"
+                raise ValueError(f"`{name}` must be a {kind} int, got {value!r}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise ValueError(f"`seed` must be an int in [0, 2**63), got {self.seed!r}.")
         if not isinstance(self.verify, bool):
@@ -384,6 +398,8 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
                 else None
             ),
             "group_size_overrides": self.group_size_overrides,
+            "quality_windows": self.quality_windows,
+            "quality": self.quality,
         }
 
 

@@ -10,13 +10,15 @@ from transformers.utils import logging
 
 from .allocation import allocate_bits, allocate_bits_by_cost, parse_memory
 from .backends import QuantizationBackend
-from .calibration import CalibrationBatch, calibration_batches
+from .calibration import CalibrationBatch, calibration_batches, split_windows
 from .config import LayerwiseQuantizationConfig
+from .corpora import recorded_dataset_name
 from .footprint import tensor_nbytes
 from .importance import SENSITIVITY_METHODS, compute_importance
 from .importance.sensitivity import costs_to_scores, measure_layer_costs
 from .layers import decoder_layers, decoder_layers_path, is_skipped, linear_modules, set_submodule, vocab_size
 from .plan import average_bits, check_layer_bits
+from .quality import QualityCheck, prepare_windows, score_windows
 from .sequential import quantize_sequentially
 
 
@@ -76,6 +78,34 @@ def config_batches(model: nn.Module, config: LayerwiseQuantizationConfig) -> lis
         seq_len=config.seq_len,
         seed=config.seed,
         vocab_size=vocab_size(model),
+    )
+
+
+def held_out_windows(model: nn.Module, config: LayerwiseQuantizationConfig) -> tuple[list[list[int]], int]:
+    """The held-out windows of `config`'s calibration data on which quantization is checked (none without data or
+    with `quality_windows=0`), and how many leading tokens of each are context only."""
+    if config.dataset is None or config.quality_windows == 0:
+        return [], 0
+    _, held_out = split_windows(
+        config.dataset,
+        config.tokenizer,
+        num_samples=config.num_samples,
+        seq_len=config.seq_len,
+        seed=config.seed,
+        vocab_size=vocab_size(model),
+        held_out=config.quality_windows,
+    )
+    return prepare_windows(held_out, config.tokenizer)
+
+
+def _why_no_quality(config: LayerwiseQuantizationConfig) -> str:
+    if config.quality_windows == 0:
+        return "quality_windows=0"
+    if config.dataset is None:
+        return "no calibration data (pass `dataset`, e.g. 'shakespeare', to check the result on held-out text)"
+    return (
+        f"no calibration text is left over after num_samples={config.num_samples} windows of seq_len={config.seq_len}"
+        " (give more text or lower num_samples)"
     )
 
 
@@ -193,7 +223,8 @@ def quantize_model(model: nn.Module, config: LayerwiseQuantizationConfig, skip: 
     """Quantize `model` in place: score its decoder layers, allocate bits, then replace each layer's Linear modules by
     packed ones at that layer's bits, one layer at a time (full-precision weights are released as it goes).
 
-    On return, `config.layer_bits` and `config.layer_scores` hold the plan.
+    On return, `config.layer_bits` and `config.layer_scores` hold the plan, and `config.quality` the perplexity of
+    held-out calibration windows before and after quantizing (logged as one line, loudly when the model collapsed).
 
     Args:
         model (`PreTrainedModel`):
@@ -209,6 +240,8 @@ def quantize_model(model: nn.Module, config: LayerwiseQuantizationConfig, skip: 
     backend.require()
     skip = list(config.modules_to_not_convert or []) if skip is None else skip
     _warn_unmatched(model, config.modules_to_not_convert or [])
+    held_out, context = held_out_windows(model, config)
+    reference = score_windows(model, held_out, context, progress=False) if held_out else None
     layer_bits, scores = plan_layer_bits(model, config, backend, skip)
     settings = applied_settings(model, layer_bits, backend, config, skip)
     if backend.requires_calibration:
@@ -221,7 +254,21 @@ def quantize_model(model: nn.Module, config: LayerwiseQuantizationConfig, skip: 
     config.layer_scores = scores
     config.dynamic = backend.dynamic_overrides(layer_bits, config.bits[0], decoder_layers_path(model))
     config.level_settings, config.group_size_overrides = settings
-    logger.info(f"Quantized {len(layer_bits)} decoder layers to {average_bits(layer_bits):.2f} average bits.")
+    done = f"Quantized {len(layer_bits)} decoder layers to {average_bits(layer_bits):.2f} average bits"
+    if reference is None:
+        config.quality = None
+        logger.warning(f"{done}; quality not measured: {_why_no_quality(config)}.")
+        return
+    quantized = score_windows(model, held_out, context, progress=False)
+    check = QualityCheck(
+        recorded_dataset_name(config.dataset),
+        len(held_out),
+        config.seq_len,
+        reference.perplexity,
+        quantized.perplexity,
+    )
+    config.quality = check.to_dict()
+    logger.warning(f"{done}: {check.summary()}")
 
 
 def _quantize_round_to_nearest(

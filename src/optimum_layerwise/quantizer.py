@@ -9,6 +9,7 @@ from transformers.utils import logging
 
 from .layers import decoder_layers, decoder_layers_path
 from .loading import check_checkpoint, expected_tensors, replace_with_packed_modules, verify_checkpoint_files
+from .quality import QualityCheck
 from .quantize import quantize_model
 
 
@@ -59,9 +60,11 @@ class LayerwiseHfQuantizer(HfQuantizer):
                     backend.finish_loading(module)
         else:
             quantize_model(model, self.quantization_config, skip=self._skip(model))
-        from .hub import attach_model_card  # save_pretrained/push_to_hub also write the model card (no save hook)
+        from .hub import attach_model_card, set_eval_results  # save_pretrained/push_to_hub also write the card
 
         attach_model_card(model, pre_quantized=self.pre_quantized)
+        if not self.pre_quantized and self.quantization_config.quality is not None:
+            set_eval_results(model, QualityCheck.from_dict(self.quantization_config.quality).eval_results())
         return model
 
     def get_state_dict_and_metadata(self, model):

@@ -2,42 +2,16 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
 from typing import Any
 
-import torch
 from torch import nn
 from transformers.utils import logging
 
 from ..calibration import token_sequences
+from ..quality import PerplexityResult, adds_bos, score_windows
 
 
-@dataclass(frozen=True)
-class PerplexityResult:
-    """Perplexity and what it was measured on.
-
-    Args:
-        perplexity (`float`): `exp(nll / num_tokens)`.
-        nll (`float`): Summed negative log-likelihood (nats) of the scored tokens.
-        num_tokens (`int`): Number of scored tokens.
-        num_windows (`int`): Number of windows.
-    """
-
-    perplexity: float
-    nll: float
-    num_tokens: int
-    num_windows: int
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
-
-
-def adds_bos(tokenizer: Any) -> bool:
-    """Whether `tokenizer` starts an encoded text with its BOS token (Gemma's does; SmolLM2's and Qwen2's do not)."""
-    bos = getattr(tokenizer, "bos_token_id", None)
-    ids = tokenizer("a")["input_ids"]
-    return bos is not None and len(ids) > 0 and ids[0] == bos
+__all__ = ["PerplexityResult", "adds_bos", "evaluation_windows", "perplexity", "score_windows"]
 
 
 def evaluation_windows(
@@ -129,20 +103,3 @@ def perplexity(
         dataset, tokenizer, seq_len=seq_len, num_windows=num_windows, prepend_bos=prepend_bos
     )
     return score_windows(model, windows, context, batch_size=batch_size)
-
-
-def score_windows(
-    model: nn.Module, windows: list[list[int]], context: int, *, batch_size: int = 2
-) -> PerplexityResult:
-    """Perplexity of `model` on prepared windows (see [`evaluation_windows`]); the first `context + 1` tokens of each
-    window are not scored."""
-    device = model.get_input_embeddings().weight.device
-    nll, num_tokens = 0.0, 0
-    with torch.no_grad():
-        for start in logging.tqdm(range(0, len(windows), batch_size), desc="Perplexity", unit="batch"):
-            input_ids = torch.tensor(windows[start : start + batch_size], device=device)
-            logits = model(input_ids=input_ids, use_cache=False).logits[:, context:-1].float()
-            targets = input_ids[:, context + 1 :]
-            nll += nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").item()
-            num_tokens += targets.numel()
-    return PerplexityResult(math.exp(nll / num_tokens), nll, num_tokens, len(windows))
