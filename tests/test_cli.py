@@ -28,7 +28,7 @@ def run_cli(capsys, *argv):
 def test_quantize_then_inspect(tiny_checkpoint, calibration_file, tmp_path, capsys):
     output = tmp_path / "quantized"
     code, out, err = run_cli(
-        capsys, "quantize", tiny_checkpoint, "--output", str(output), "--target-bits", "3",
+        capsys, "quantize", tiny_checkpoint, "--output", str(output), "--bits", "4,2", "--target-bits", "3",
         "--group-size", "32", "--dataset", calibration_file, "--seq-len", "64", "--num-samples", "8",
     )  # fmt: skip
     assert code == 0, err

@@ -7,7 +7,9 @@ from optimum_layerwise import LayerwiseQuantizationConfig
 
 
 def test_defaults_and_json_round_trip():
-    config = LayerwiseQuantizationConfig(importance="zd", target_bits=3.0)
+    assert LayerwiseQuantizationConfig().bits == (8, 4)  # 2-bit layers collapse small models with round-to-nearest
+    assert LayerwiseQuantizationConfig().importance == "sensitivity"
+    config = LayerwiseQuantizationConfig(bits=(4, 2), importance="zd", target_bits=3.0)
     config.layer_bits = {0: 4, 1: 2}
     config.layer_scores = [0.5, 0.1]
     data = json.loads(config.to_json_string())
@@ -40,14 +42,14 @@ def test_memory_strings_are_kept_as_given():
         (dict(bits=(8, 4, 2, 2)), "two or three"),
         (dict(bits="4,2"), "tuple of ints"),
         (dict(backend="awq"), "`backend` must be one of"),
-        (dict(target_bits=5.0), r"`target_bits` must lie in \[2, 4\]"),
+        (dict(target_bits=9.0), r"`target_bits` must lie in \[4, 8\]"),
         (dict(target_bits=3.0, memory_budget="1GB"), "at most one budget"),
         (dict(num_low_bit_layers=2, layer_bits={0: 4}), "at most one budget"),
         (dict(memory_budget="lots"), "memory_budget"),
         (dict(num_low_bit_layers=-1), "num_low_bit_layers"),
         (dict(importance="magic"), "`importance` must be one of"),
         (dict(importance=[1.0, float("inf")]), "finite"),
-        (dict(layer_bits={0: 4, 1: 3}), "not among"),
+        (dict(layer_bits={0: 4, 1: 2}), "not among"),
         (dict(layer_bits={"x": 4}), "layer_bits"),
         (dict(group_size=100), "group_size"),
         (dict(num_samples=0), "num_samples"),
@@ -63,11 +65,11 @@ def test_bad_input_names_the_parameter(kwargs, message):
 
 
 def test_lim_without_data_cannot_quantize():
-    config = LayerwiseQuantizationConfig(importance="lim", target_bits=3.0)  # fine to load a saved checkpoint with
+    config = LayerwiseQuantizationConfig(importance="lim", target_bits=6.0)  # fine to load a saved checkpoint with
     with pytest.raises(ValueError, match="importance='lim' needs calibration data"):
         config.check_quantizable()  # what from_pretrained runs before loading any weight
     # an explicit bit map needs no scoring, hence no data
-    LayerwiseQuantizationConfig(importance="lim", layer_bits={0: 4, 1: 2}).check_quantizable()
+    LayerwiseQuantizationConfig(importance="lim", layer_bits={0: 8, 1: 4}).check_quantizable()
 
 
 def test_gptq_is_named_with_its_own_bits():

@@ -29,7 +29,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def quantize(folder, **kwargs):
-    config = LayerwiseQuantizationConfig(**{"importance": "zd", "num_low_bit_layers": 2, "group_size": 32, **kwargs})
+    settings = {"bits": (4, 2), "importance": "zd", "num_low_bit_layers": 2, "group_size": 32}
+    config = LayerwiseQuantizationConfig(**{**settings, **kwargs})
     return AutoModelForCausalLM.from_pretrained(folder, quantization_config=config)
 
 

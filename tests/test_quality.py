@@ -38,6 +38,7 @@ def test_every_quantization_ends_with_the_held_out_check(tiny_checkpoint, tmp_pa
         tokenizer=build_tiny_tokenizer(),
         num_samples=8,
         seq_len=64,
+        bits=(4, 2),
         target_bits=3.0,
         group_size=32,
     )
@@ -54,7 +55,7 @@ def test_every_quantization_ends_with_the_held_out_check(tiny_checkpoint, tmp_pa
 
 
 def test_without_data_the_check_is_said_to_be_skipped(tiny_checkpoint, caplog):
-    config = LayerwiseQuantizationConfig(importance="zd", target_bits=3.0, group_size=32)
+    config = LayerwiseQuantizationConfig(importance="zd", target_bits=6.0, group_size=32)
     model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, quantization_config=config)
     assert model.config.quantization_config.quality is None
     assert "quality not measured: no calibration data" in caplog.text

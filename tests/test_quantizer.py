@@ -31,7 +31,7 @@ def module_bits(model) -> dict[int, set[int]]:
 
 
 def quantize(folder, **kwargs):
-    config = LayerwiseQuantizationConfig(**{"group_size": 32, **kwargs})
+    config = LayerwiseQuantizationConfig(**{"bits": (4, 2), "group_size": 32, **kwargs})
     return AutoModelForCausalLM.from_pretrained(folder, quantization_config=config)
 
 

@@ -88,11 +88,11 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_calibration(parser: argparse.ArgumentParser) -> None:
+def _add_calibration(parser: argparse.ArgumentParser, importance: str) -> None:
     parser.add_argument(
         "--importance",
-        default="lim",
-        help="lim, reverse_lim, zd, reverse_zd, random, depth, sensitivity or sensitivity_kl (default: lim)",
+        default=importance,
+        help=f"sensitivity, sensitivity_kl, lim, reverse_lim, zd, reverse_zd, random or depth (default: {importance})",
     )
     parser.add_argument(
         "--dataset",
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = commands.add_parser("score", help="importance score of every decoder layer")
     _add_model(score)
-    _add_calibration(score)
+    _add_calibration(score, "lim")
     score.add_argument("--json", dest="json_path", help="also write the scores to this JSON file")
     score.add_argument("--plot", help="write a heatmap of the scores (PNG) like the paper's Figure 1")
 
@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also replace a non-empty output folder that is not a layer-wise checkpoint (its content is deleted)",
     )
-    quantize.add_argument("--bits", type=_bits, default=(4, 2), help="precision levels, high to low (default: 4,2)")
+    quantize.add_argument("--bits", type=_bits, default=(8, 4), help="precision levels, high to low (default: 8,4)")
     budget = quantize.add_mutually_exclusive_group()
     budget.add_argument("--target-bits", type=float, help="average bits over decoder layers")
     budget.add_argument("--memory-budget", help="bytes for the whole model, e.g. 200MB or 1.5GiB")
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CHECKPOINT",
         help="allocate by the layer_costs measured for a saved checkpoint of the same model (no new measurement)",
     )
-    _add_calibration(quantize)
+    _add_calibration(quantize, "sensitivity")
 
     evaluate = commands.add_parser("eval", help="perplexity on held-out text and zero-shot lm-eval tasks")
     _add_model(evaluate)

@@ -17,7 +17,8 @@ BITS_B = {0: 2, 1: 2, 2: 4, 3: 4}
 
 def quantize(folder: str, **kwargs):
     """The tiny model of `folder` quantized with quanto (group size 32), by default with the bit map `BITS_A`."""
-    config = LayerwiseQuantizationConfig(**{"importance": "zd", "layer_bits": BITS_A, "group_size": 32, **kwargs})
+    settings = {"bits": (4, 2), "importance": "zd", "layer_bits": BITS_A, "group_size": 32}
+    config = LayerwiseQuantizationConfig(**{**settings, **kwargs})
     return AutoModelForCausalLM.from_pretrained(folder, quantization_config=config)
 
 

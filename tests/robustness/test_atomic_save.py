@@ -28,7 +28,9 @@ CHILD = textwrap.dedent(
     from optimum_layerwise import LayerwiseQuantizationConfig
 
     source, dest, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    config = LayerwiseQuantizationConfig(importance="zd", layer_bits={0: 2, 1: 2, 2: 4, 3: 4}, group_size=32)
+    config = LayerwiseQuantizationConfig(
+        bits=(4, 2), importance="zd", layer_bits={0: 2, 1: 2, 2: 4, 3: 4}, group_size=32
+    )
     model = AutoModelForCausalLM.from_pretrained(source, quantization_config=config)
     model.layerwise_eval_results = {"perplexity (kjv)": 2.0}
     calls = 0

@@ -61,7 +61,9 @@ def test_plausible_arguments_build_or_raise_value_error(kwargs):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(ARGUMENTS + ["layer_scores", "layer_costs", "level_settings", "dynamic"]), JSON_VALUES)
 def test_any_json_value_in_a_saved_config_loads_or_raises_value_error(name, value):
-    saved = LayerwiseQuantizationConfig(importance="zd", layer_bits={0: 4, 1: 2}, layer_scores=[0.5, 0.1]).to_dict()
+    saved = LayerwiseQuantizationConfig(
+        bits=(4, 2), importance="zd", layer_bits={0: 4, 1: 2}, layer_scores=[0.5, 0.1]
+    ).to_dict()
     saved[name] = value
     try:
         config = LayerwiseQuantizationConfig.from_dict(json.loads(json.dumps(saved)))

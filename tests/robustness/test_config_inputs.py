@@ -14,7 +14,7 @@ from optimum_layerwise.config import QUANT_METHOD
 
 def test_importance_as_a_mapping_is_read_by_layer(tiny_checkpoint):
     scores = {3: 0.9, 0: 0.1, 1: 0.2, 2: 0.8}  # keys deliberately out of order
-    config = LayerwiseQuantizationConfig(importance=scores, num_low_bit_layers=2, group_size=32)
+    config = LayerwiseQuantizationConfig(bits=(4, 2), importance=scores, num_low_bit_layers=2, group_size=32)
     assert config.importance == [0.1, 0.2, 0.8, 0.9]
     model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, quantization_config=config)
     assert model.config.quantization_config.layer_bits == {0: 2, 1: 2, 2: 4, 3: 4}
@@ -51,7 +51,7 @@ def test_unknown_arguments_are_refused(kwargs, message):
 
 
 def test_saved_configs_with_settings_of_another_version_still_load(caplog):
-    saved = LayerwiseQuantizationConfig(importance="zd", layer_bits={0: 4, 1: 2}).to_dict()
+    saved = LayerwiseQuantizationConfig(bits=(4, 2), importance="zd", layer_bits={0: 4, 1: 2}).to_dict()
     with caplog.at_level(logging.WARNING):
         config = LayerwiseQuantizationConfig.from_dict({**saved, "old_setting": 1, "sym": True})
     assert config.layer_bits == {0: 4, 1: 2} and "old_setting" in caplog.text

@@ -3,12 +3,52 @@
 from __future__ import annotations
 
 import importlib.util
+import time
+from pathlib import Path
 
 import torch
 from torch import nn
+from transformers.utils import logging
 
 from ..modules import QUANTO_BITS, QuantoLinear, quanto_tensor_specs
 from .base import QuantizationBackend
+
+
+logger = logging.get_logger(__name__)
+
+
+def quanto_extension_built() -> bool:
+    """Whether optimum-quanto's C++ CPU extension (`quanto_cpp`, which unpacks 2/4-bit weights) is already compiled
+    for the installed torch (it compiles itself on first use, into its own package folder)."""
+    spec = importlib.util.find_spec("optimum.quanto")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    build = Path(spec.submodule_search_locations[0]) / "library" / "extensions" / "cpp" / "build"
+    version = build / "pytorch_version.txt"
+    built = (build / "quanto_cpp.so").is_file() and version.is_file()
+    return built and version.read_text().strip() == torch.__version__
+
+
+def build_quanto_extension() -> float:
+    """Compile optimum-quanto's C++ CPU extension now, with a message, rather than silently at the first forward
+    pass; returns the seconds it took (0 when it was already built). Needs a C++ compiler and ninja."""
+    if quanto_extension_built():
+        return 0.0
+    logger.warning(
+        "Compiling optimum-quanto's C++ extension once for this environment (about 1 min on 2 cores, up to 10 on a "
+        "busy machine; needs a C++ compiler)..."
+    )
+    start = time.perf_counter()
+    from optimum.quanto.library.extensions import get_extension
+
+    try:
+        _ = get_extension("quanto_cpp").lib  # the property compiles and loads it
+    except Exception as error:  # no compiler or ninja: quanto tries again (and fails the same way) at first use
+        logger.warning(f"optimum-quanto's C++ extension could not be compiled: {error}")
+        return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    logger.warning(f"optimum-quanto's C++ extension compiled in {seconds:.0f} s; later runs reuse it.")
+    return seconds
 
 
 class QuantoBackend(QuantizationBackend):
@@ -21,6 +61,11 @@ class QuantoBackend(QuantizationBackend):
 
     def is_available(self) -> bool:
         return importlib.util.find_spec("optimum.quanto") is not None
+
+    def require(self) -> None:
+        """Raise if optimum-quanto is missing; compile its C++ CPU extension now, announced, if it is not yet."""
+        super().require()
+        build_quanto_extension()
 
     def tensor_specs(self, out_features, in_features, bits, group_size):
         return quanto_tensor_specs(out_features, in_features, bits, None if bits == 8 else group_size)

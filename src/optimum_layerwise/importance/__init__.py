@@ -122,7 +122,7 @@ def compute_importance(
     batch_size: int = 8,
     seed: int = 0,
     skip: Sequence[str] = (),
-    bits: Sequence[int] = (4, 2),
+    bits: Sequence[int] = (8, 4),
     backend: str = "quanto",
     group_size: int | None = 128,
 ) -> list[float]:
@@ -146,7 +146,7 @@ def compute_importance(
             Seed of `"random"` and of the calibration subset.
         skip (`Sequence[str]`, *optional*):
             Linear modules that are not quantized (`modules_to_not_convert`); ZD leaves them out.
-        bits (`Sequence[int]`, *optional*, defaults to `(4, 2)`), backend (`str`, *optional*, defaults to `"quanto"`),
+        bits (`Sequence[int]`, *optional*, defaults to `(8, 4)`), backend (`str`, *optional*, defaults to `"quanto"`),
         group_size (`int`, *optional*, defaults to 128):
             The quantization the sensitivity methods measure (use the one you will quantize with).
 
