@@ -100,7 +100,9 @@ def _add_calibration(parser: argparse.ArgumentParser, importance: str) -> None:
         help=f"calibration corpus name or text file (default: {DEFAULT_CALIBRATION})",
     )
     parser.add_argument(
-        "--num-samples", type=_positive_int("--num-samples"), default=128, help="calibration windows (default: 128)"
+        "--num-samples",
+        type=_positive_int("--num-samples"),
+        help="calibration windows (default: 8 for scoring, 128 with --backend gptq)",
     )
     parser.add_argument(
         "--seq-len", type=_positive_int("--seq-len"), default=512, help="tokens per calibration window (default: 512)"
@@ -304,6 +306,7 @@ def _check_not_quantized(path: str, model: str) -> None:
 def _score(args) -> None:
     from transformers import AutoModelForCausalLM
 
+    from .config import default_num_samples
     from .demo_models import resolve_model
     from .importance import IMPORTANCE_METHODS, compute_importance
 
@@ -316,7 +319,7 @@ def _score(args) -> None:
         args.importance,
         args.dataset if needs_data else None,
         tokenizer,
-        num_samples=args.num_samples,
+        num_samples=args.num_samples or default_num_samples("quanto"),
         seq_len=args.seq_len,
         seed=args.seed,
     )
@@ -334,16 +337,7 @@ def _score(args) -> None:
 
 
 def _quantize(args) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from .atomic import atomic_folder
     from .config import LayerwiseQuantizationConfig
-    from .demo_models import resolve_model
-    from .footprint import full_precision_nbytes, tensor_nbytes
-    from .importance import IMPORTANCE_METHODS
-    from .plan import average_bits
-    from .quality import QualityCheck
 
     output = check_output(args.output, overwrite=args.overwrite, force=args.force, model=args.model)
     layer_costs = None
@@ -351,21 +345,14 @@ def _quantize(args) -> None:
         layer_costs = read_checkpoint_summary(args.reuse_costs)["layer_costs"]
         if not layer_costs:
             raise CommandError(f"--reuse-costs {args.reuse_costs} has no measured layer_costs")
-    path = resolve_model(args.model)
-    _check_not_quantized(path, args.model)
-    method = IMPORTANCE_METHODS.get(args.importance)
-    needs_text = args.backend == "gptq" or (method is not None and method.needs_data and layer_costs is None)
-    tokenizer = _load_tokenizer(path, needed_for="--dataset" if needs_text else None)
-    # with a tokenizer the calibration text also serves the held-out quality check that ends the quantization
-    config = LayerwiseQuantizationConfig(
+    config = LayerwiseQuantizationConfig(  # checks every flag before the model and tokenizer load
         bits=args.bits,
         backend=args.backend,
         target_bits=args.target_bits,
         memory_budget=args.memory_budget,
         num_low_bit_layers=args.num_low_bit_layers,
         importance=args.importance,
-        dataset=args.dataset if tokenizer is not None else None,
-        tokenizer=tokenizer,
+        dataset=args.dataset,
         num_samples=args.num_samples,
         seq_len=args.seq_len,
         group_size=args.group_size,
@@ -374,19 +361,11 @@ def _quantize(args) -> None:
         sym=not args.asym,
         desc_act=args.desc_act,
     )
-    dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
-    model = AutoModelForCausalLM.from_pretrained(
-        path, quantization_config=config, dtype=dtype, device_map=args.device_map
-    )
+    model, tokenizer = _quantize_model(args, config)
     plan = model.config.quantization_config
-    print(format_layer_table(plan.layer_scores, plan.layer_bits))
-    before, after = full_precision_nbytes(model), tensor_nbytes(model)
-    print(f"average bits: {average_bits(plan.layer_bits):.3f} over {len(plan.layer_bits)} decoder layers")
-    print(f"model size: {_human(before)} -> {_human(after)} ({after / before:.1%})")
-    if plan.quality is not None:
-        print("quality: " + QualityCheck.from_dict(plan.quality).summary())
-    else:
-        print("quality: not measured (no tokenizer to read calibration text)")
+    _print_result(model, plan)
+    from .atomic import atomic_folder
+
     with atomic_folder(output, keep_other_files=False) as staging:
         model.save_pretrained(staging)
         if tokenizer is not None:
@@ -397,6 +376,50 @@ def _quantize(args) -> None:
         if tokenizer is not None:
             tokenizer.push_to_hub(args.push_to_hub)
         print(f"pushed to https://huggingface.co/{args.push_to_hub}")
+
+
+def _quantize_model(args, config):
+    """Load the model named on the command line with `config` (which quantizes it); returns it and its tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from .demo_models import resolve_model
+    from .importance import IMPORTANCE_METHODS
+
+    path = resolve_model(args.model)
+    _check_not_quantized(path, args.model)
+    method = IMPORTANCE_METHODS.get(args.importance)
+    needs_text = args.backend == "gptq" or (method is not None and method.needs_data and config.layer_costs is None)
+    tokenizer = _load_tokenizer(path, needed_for="--dataset" if needs_text else None)
+    # with a tokenizer the calibration text also serves the held-out quality check that ends the quantization
+    config.tokenizer = tokenizer
+    if tokenizer is None:
+        config.dataset = None
+    dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, quantization_config=config, dtype=dtype, device_map=args.device_map
+    )
+    return model, tokenizer
+
+
+def _print_result(model, plan) -> None:
+    """The bit map, the sizes (with their basis) and the held-out quality of a freshly quantized model."""
+    from .footprint import full_precision_nbytes, tensor_nbytes
+    from .plan import average_bits
+    from .quality import QualityCheck
+
+    print(format_layer_table(plan.layer_scores, plan.layer_bits))
+    before, after = full_precision_nbytes(model), tensor_nbytes(model)
+    dtype = str(model.dtype).removeprefix("torch.")
+    print(f"average bits: {average_bits(plan.layer_bits):.3f} over {len(plan.layer_bits)} decoder layers")
+    print(
+        f"model size: {_human(before)} in {dtype} -> {_human(after)} quantized ({after / before:.1%} of {dtype}; "
+        "1 MiB = 2**20 bytes)"
+    )
+    if plan.quality is not None:
+        print("quality: " + QualityCheck.from_dict(plan.quality).summary())
+    else:
+        print("quality: not measured (no tokenizer to read calibration text)")
 
 
 def read_checkpoint_summary(checkpoint: str) -> dict:

@@ -117,7 +117,7 @@ def compute_importance(
     dataset: Any = None,
     tokenizer: Any = None,
     *,
-    num_samples: int = 128,
+    num_samples: int = 8,
     seq_len: int = 512,
     batch_size: int = 8,
     seed: int = 0,
@@ -138,7 +138,7 @@ def compute_importance(
             text file path (see [`~optimum_layerwise.calibration.token_windows`]).
         tokenizer (*optional*):
             Tokenizer for text datasets.
-        num_samples (`int`, *optional*, defaults to 128), seq_len (`int`, *optional*, defaults to 512):
+        num_samples (`int`, *optional*, defaults to 8), seq_len (`int`, *optional*, defaults to 512):
             At most `num_samples` windows of at most `seq_len` tokens.
         batch_size (`int`, *optional*, defaults to 8):
             Windows per forward pass.
