@@ -174,7 +174,29 @@ def test_optimum_cli_runs_the_same_commands(tiny_checkpoint, tmp_path):
     optimum_cli = [sys.executable, "-c", "from optimum.commands.optimum_cli import main; main()"]
     helped = subprocess.run([*optimum_cli, "layerwise", "quantize", "--help"], capture_output=True, text=True)
     assert helped.returncode == 0 and "--memory-budget" in helped.stdout
+    listed = subprocess.run([*optimum_cli, "layerwise", "--help"], capture_output=True, text=True)
+    assert listed.returncode == 0 and "{score,quantize,eval,sweep,inspect}" in listed.stdout
     refused = subprocess.run([*optimum_cli, "layerwise", "inspect", tiny_checkpoint], capture_output=True, text=True)
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines()[-1].startswith("optimum-layerwise inspect: error:")
     assert "Traceback" not in refused.stderr
+
+
+def test_the_cli_and_the_pure_modules_need_neither_torch_nor_transformers():
+    """`optimum-layerwise --help` and bad flags answer at once, and planning code runs where torch cannot load."""
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None; sys.modules['transformers'] = None  # importing either now fails\n"
+        "import optimum_layerwise\n"
+        "from optimum_layerwise import allocate_bits, atomic, checksums, plan\n"
+        "from optimum_layerwise.cli import main\n"
+        "assert allocate_bits([0.3, 0.1, 0.2, 0.9], (8, 4), target_bits=6.0) == {0: 8, 1: 4, 2: 4, 3: 8}\n"
+        "assert plan.effective_group_size(576, 128) == 96\n"
+        "try:\n"
+        "    main(['quantize', '--help'])\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 0\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "--memory-budget" in result.stdout

@@ -99,4 +99,4 @@ def test_python_blocks_run_as_written(tmp_path):
 @pytest.mark.gptq
 def test_python_blocks_run_as_written_with_gptq(tmp_path):
     run_documents(tmp_path, gptq=True)
-    assert (tmp_path / "smollm2-3bit-gptq" / "config.json").is_file()
+    assert (tmp_path / "smollm2-5bit-gptq" / "config.json").is_file()

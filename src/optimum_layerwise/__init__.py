@@ -1,27 +1,45 @@
 """optimum-layerwise: variable layer-wise quantization of LLMs for Hugging Face Transformers.
 
-Importing this package registers the quantization method `"layerwise"` with transformers, so that
+Importing this package registers the quantization method `"layerwise"` with transformers (at once when transformers'
+quantizer registry is loaded, else as soon as it loads), so that
 `AutoModelForCausalLM.from_pretrained(path, quantization_config=LayerwiseQuantizationConfig(...))` quantizes a model
-and `AutoModelForCausalLM.from_pretrained(saved_folder)` reloads it.
+and `AutoModelForCausalLM.from_pretrained(saved_folder)` reloads it. The import itself loads neither torch nor
+transformers; the public names below load their module on first use.
 """
 
-from .allocation import allocate_bits, parse_memory
-from .config import QUANT_METHOD, LayerwiseQuantizationConfig
-from .importance import IMPORTANCE_METHODS, compute_importance
-from .quantizer import LayerwiseHfQuantizer
-from .registration import register
+from __future__ import annotations
 
+import importlib
+from typing import Any
 
-register()
+from .lazy_registration import register_with_transformers
+
 
 __version__ = "0.1.0.dev0"
 
-__all__ = [
-    "IMPORTANCE_METHODS",
-    "QUANT_METHOD",
-    "LayerwiseHfQuantizer",
-    "LayerwiseQuantizationConfig",
-    "allocate_bits",
-    "compute_importance",
-    "parse_memory",
-]
+_PUBLIC = {
+    "IMPORTANCE_METHODS": "importance",
+    "compute_importance": "importance",
+    "QUANT_METHOD": "config",
+    "LayerwiseQuantizationConfig": "config",
+    "LayerwiseHfQuantizer": "quantizer",
+    "allocate_bits": "allocation",
+    "parse_memory": "allocation",
+    "register": "registration",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])
+
+
+register_with_transformers()

@@ -113,6 +113,12 @@ def _add_calibration(parser: argparse.ArgumentParser, importance: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The `optimum-layerwise` argument parser."""
     parser = _Parser(prog="optimum-layerwise", description="Variable layer-wise quantization of causal LMs.")
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the global flags and every subcommand with its flags to `parser` (also `optimum-cli layerwise`'s)."""
     parser.add_argument("--quiet", action="store_true", help="no progress bars or info logs")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -201,7 +207,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also check every tensor and config.json against the checkpoint's sha256 manifest (reads all weights)",
     )
-    return parser
 
 
 def _human(num_bytes: float) -> str:
@@ -603,9 +608,17 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (130 after Ctrl-C, with one line instead of a traceback)."""
-    args = argparse.Namespace(command="")
     try:
         args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        print("optimum-layerwise: interrupted", file=sys.stderr)
+        return 130
+    return run_command(args)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the parsed command `args.command`; returns the exit code. Errors end in one line on stderr."""
+    try:
         from transformers.utils import logging
 
         if args.quiet:
@@ -613,7 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.disable_progress_bar()
         COMMANDS[args.command](args)
     except KeyboardInterrupt:
-        print(f"optimum-layerwise {args.command}: interrupted".replace("  ", " "), file=sys.stderr)
+        print(f"optimum-layerwise {args.command}: interrupted", file=sys.stderr)
         return 130
     except (CommandError, ValueError, ImportError, OSError, NotImplementedError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

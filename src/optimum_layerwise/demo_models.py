@@ -9,6 +9,7 @@ those blocks (e.g. 128).
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shlex
 import shutil
@@ -18,10 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from transformers.utils import logging
 
-
-logger = logging.get_logger(__name__)
+logger = logging.getLogger(__name__)  # the standard library's: transformers is imported only to convert a model
 
 DEMO_MODEL = "smollm2-135m"
 CACHE_ENV = "OPTIMUM_LAYERWISE_CACHE"

@@ -1,7 +1,9 @@
-"""`optimum-cli layerwise ...`: the optimum-layerwise commands under optimum's CLI.
+"""`optimum-cli layerwise ...`: the optimum-layerwise commands under optimum's CLI, with the same subcommands and
+flags as `optimum-layerwise` (its parser builds them).
 
 optimum loads every module of the `optimum.commands.register` namespace package and registers the commands listed
-in its `REGISTER_COMMANDS`. This module stays light: the real CLI is imported only when the command runs.
+in its `REGISTER_COMMANDS`. `optimum_layerwise.cli` imports neither torch nor transformers until a command runs, so
+this costs every `optimum-cli` call a fraction of a second.
 """
 
 from __future__ import annotations
@@ -19,16 +21,14 @@ class LayerwiseCommand(BaseOptimumCLICommand):
 
     @staticmethod
     def parse_args(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "arguments",
-            nargs=argparse.REMAINDER,
-            help="an optimum-layerwise command: score, quantize, inspect, eval or sweep (see `optimum-layerwise -h`)",
-        )
+        from optimum_layerwise.cli import add_arguments
+
+        add_arguments(parser)
 
     def run(self) -> None:
-        from optimum_layerwise.cli import main
+        from optimum_layerwise.cli import run_command
 
-        code = main(self.args.arguments or ["--help"])
+        code = run_command(self.args)
         if code:
             sys.exit(code)
 
