@@ -1,10 +1,13 @@
-"""The README and docs/ say what runs: every Python block runs offline as written, every command line parses.
+"""The README and docs/ say what runs: every Python block and every command of the walkthroughs runs offline as
+written; every other command line parses.
 
 Python blocks run per file, in reading order, in one shared folder (a reader of the FAQ has the checkpoint the README
 saved), each file in a fresh interpreter. Blocks fenced as ```python gptq need gptqmodel and run in the GPT-Q
-environment (`python dev.py test-gptq`). Shell blocks are not executed (they install packages, run the test suite or
-benchmarks of hours): every `optimum-layerwise ...` line must parse with the real argument parser, every
-`python <script>` must name a script of the repository, and every `pip install -e` a declared extra.
+environment (`python dev.py test-gptq`). The `optimum-layerwise` commands of the README and getting-started run as
+written, in order, except `sweep` (hours on a CPU). The other shell lines install packages, run the test suite, the
+demo (which its own tests run) or benchmarks of hours: every `optimum-layerwise ...` line must parse with the real
+argument parser, every `python <script>` must name a script of the repository, and every `pip install -e` a declared
+extra.
 """
 
 from __future__ import annotations
@@ -87,6 +90,30 @@ def run_documents(workdir: Path, *, gptq: bool) -> None:
             [sys.executable, "-c", code], cwd=workdir, env=environment, capture_output=True, text=True
         )
         assert result.returncode == 0, f"{document}:\n{result.stderr[-3000:]}"
+
+
+WALKTHROUGHS = ["README.md", "docs/getting-started.md"]
+
+
+@pytest.mark.slow
+def test_walkthrough_commands_run_as_written(tmp_path):
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    ran = []
+    for document in WALKTHROUGHS:
+        for command in shell_commands(document):
+            if command[0] != "optimum-layerwise" or command[1] == "sweep":
+                continue
+            result = subprocess.run(
+                [sys.executable, "-m", "optimum_layerwise", *command[1:]],
+                cwd=tmp_path,
+                env=environment,
+                capture_output=True,
+                text=True,
+            )
+            assert result.returncode == 0, f"{document}: {shlex.join(command)}\n{result.stderr[-3000:]}"
+            ran.append(command[1])
+    assert ran.count("quantize") == 2 and ran.count("inspect") == 2 and "eval" in ran and "score" in ran
+    assert (tmp_path / "scores.png").is_file() and (tmp_path / "out" / "config.json").is_file()
 
 
 @pytest.mark.slow

@@ -49,15 +49,15 @@ def adds_bos(tokenizer: Any) -> bool:
 
 
 def score_windows(
-    model: nn.Module, windows: list[list[int]], context: int, *, batch_size: int = 2, progress: bool = True
+    model: nn.Module, windows: list[list[int]], context: int, *, batch_size: int = 2, desc: str = "Perplexity"
 ) -> PerplexityResult:
     """Perplexity of `model` on windows of equal length; the first `context + 1` tokens of each window are not
-    scored (`context` = 1 when a BOS token was put in front)."""
+    scored (`context` = 1 when a BOS token was put in front). Shows a progress bar titled `desc`."""
     device = model.get_input_embeddings().weight.device
     nll, num_tokens = 0.0, 0
     starts = range(0, len(windows), batch_size)
     with torch.no_grad():
-        for start in logging.tqdm(starts, desc="Perplexity", unit="batch", disable=not progress):
+        for start in logging.tqdm(starts, desc=desc, unit="batch"):
             input_ids = torch.tensor(windows[start : start + batch_size], device=device)
             logits = model(input_ids=input_ids, use_cache=False).logits[:, context:-1].float()
             targets = input_ids[:, context + 1 :]

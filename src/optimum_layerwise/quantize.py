@@ -241,7 +241,7 @@ def quantize_model(model: nn.Module, config: LayerwiseQuantizationConfig, skip: 
     skip = list(config.modules_to_not_convert or []) if skip is None else skip
     _warn_unmatched(model, config.modules_to_not_convert or [])
     held_out, context = held_out_windows(model, config)
-    reference = score_windows(model, held_out, context, progress=False) if held_out else None
+    reference = score_windows(model, held_out, context, desc="Held-out check, unquantized") if held_out else None
     layer_bits, scores = plan_layer_bits(model, config, backend, skip)
     settings = applied_settings(model, layer_bits, backend, config, skip)
     if backend.requires_calibration:
@@ -259,7 +259,7 @@ def quantize_model(model: nn.Module, config: LayerwiseQuantizationConfig, skip: 
         config.quality = None
         logger.warning(f"{done}; quality not measured: {_why_no_quality(config)}.")
         return
-    quantized = score_windows(model, held_out, context, progress=False)
+    quantized = score_windows(model, held_out, context, desc="Held-out check, quantized")
     check = QualityCheck(
         recorded_dataset_name(config.dataset),
         len(held_out),
