@@ -38,11 +38,15 @@ def test_hub_ids_are_returned_unchanged(name, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("name", ["./smollm2-135m", "/no/such/model", "a/b/c", "~/no-such-model-folder"])
-def test_a_missing_local_folder_is_said_so(name, tmp_path):
+@pytest.mark.parametrize(
+    "name", ["./smollm2-135m", "/no/such/model", "a/b/c", "~/no-such-model-folder", "models/typo"]
+)
+def test_a_missing_local_folder_is_said_so(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()  # then `models/typo` is a folder that does not exist, not a Hub id
     with pytest.raises(FileNotFoundError, match="no such folder"):
-        resolve_model(name, cache_dir=tmp_path)
-    assert list(tmp_path.iterdir()) == []
+        resolve_model(name, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
 
 
 def test_local_folder_is_returned_unchanged(tmp_path):

@@ -144,6 +144,8 @@ def _could_be_hub_id(name: str) -> bool:
     """Whether `name` has the form of a Hub model id (`name` or `namespace/name`) rather than of a path."""
     if name.startswith((".", "~", "/")) or "\\" in name or name.count("/") > 1:
         return False
+    if "/" in name and os.path.isdir(name.split("/")[0]):  # `models/smollm` next to a folder `models`: a path
+        return False
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     try:
