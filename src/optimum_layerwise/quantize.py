@@ -69,24 +69,15 @@ def layer_sizes(
     return sizes, fixed
 
 
-def config_batches(model: nn.Module, config: LayerwiseQuantizationConfig) -> list[CalibrationBatch]:
-    """The calibration batches `config` asks for, checked against `model`'s vocabulary."""
-    return calibration_batches(
-        config.dataset,
-        config.tokenizer,
-        num_samples=config.num_samples,
-        seq_len=config.seq_len,
-        seed=config.seed,
-        vocab_size=vocab_size(model),
-    )
-
-
-def held_out_windows(model: nn.Module, config: LayerwiseQuantizationConfig) -> tuple[list[list[int]], int]:
-    """The held-out windows of `config`'s calibration data on which quantization is checked (none without data or
-    with `quality_windows=0`), and how many leading tokens of each are context only."""
-    if config.dataset is None or config.quality_windows == 0:
-        return [], 0
-    _, held_out = split_windows(
+def calibration_split(
+    model: nn.Module, config: LayerwiseQuantizationConfig
+) -> tuple[list[list[int]], list[list[int]]]:
+    """`config`'s calibration data, tokenized once and checked against `model`'s vocabulary: the calibration windows
+    and the held-out windows of the quality check (both empty without data; no held-out ones with
+    `quality_windows=0`)."""
+    if config.dataset is None:
+        return [], []
+    return split_windows(
         config.dataset,
         config.tokenizer,
         num_samples=config.num_samples,
@@ -95,7 +86,10 @@ def held_out_windows(model: nn.Module, config: LayerwiseQuantizationConfig) -> t
         vocab_size=vocab_size(model),
         held_out=config.quality_windows,
     )
-    return prepare_windows(held_out, config.tokenizer)
+
+
+def _batches(windows: list[list[int]], config: LayerwiseQuantizationConfig) -> list[CalibrationBatch]:
+    return calibration_batches(windows, config.tokenizer, num_samples=len(windows), seq_len=config.seq_len)
 
 
 def _why_no_quality(config: LayerwiseQuantizationConfig) -> str:
@@ -110,9 +104,14 @@ def _why_no_quality(config: LayerwiseQuantizationConfig) -> str:
 
 
 def plan_layer_bits(
-    model: nn.Module, config: LayerwiseQuantizationConfig, backend: QuantizationBackend, skip: list[str]
+    model: nn.Module,
+    config: LayerwiseQuantizationConfig,
+    backend: QuantizationBackend,
+    skip: list[str],
+    windows: list[list[int]] | None = None,
 ) -> tuple[dict[int, int], list[float] | None]:
-    """Importance scores and the bit map for `model` under `config`'s budget (or its explicit `layer_bits`)."""
+    """Importance scores and the bit map for `model` under `config`'s budget (or its explicit `layer_bits`);
+    `windows` are the calibration windows of [`calibration_split`] (computed here when not given)."""
     num_layers = len(decoder_layers(model))
     if config.layer_bits is not None:
         check_layer_bits(config.layer_bits, num_layers, config.bits)
@@ -125,14 +124,15 @@ def plan_layer_bits(
         largest = fixed + sum(size[max(config.bits)] for size in sizes)
         if parse_memory(config.memory_budget) >= largest:
             logger.warning(f"memory_budget={config.memory_budget} fits every layer at {max(config.bits)} bits.")
+    if windows is None:
+        windows = calibration_split(model, config)[0]
     if config.layer_costs is not None or (
         isinstance(config.importance, str) and config.importance in SENSITIVITY_METHODS
     ):
         if config.layer_costs is None:
-            batches = config_batches(model, config)
             config.layer_costs = measure_layer_costs(
                 model,
-                batches,
+                _batches(windows, config),
                 config.bits,
                 measure=SENSITIVITY_METHODS[config.importance],
                 backend=backend,
@@ -156,9 +156,9 @@ def plan_layer_bits(
     scores = compute_importance(
         model,
         config.importance,
-        config.dataset,
+        windows or None,
         config.tokenizer,
-        num_samples=config.num_samples,
+        num_samples=max(len(windows), 1),
         seq_len=config.seq_len,
         seed=config.seed,
         skip=skip,
@@ -240,14 +240,14 @@ def quantize_model(model: nn.Module, config: LayerwiseQuantizationConfig, skip: 
     backend.require()
     skip = list(config.modules_to_not_convert or []) if skip is None else skip
     _warn_unmatched(model, config.modules_to_not_convert or [])
-    held_out, context = held_out_windows(model, config)
+    windows, held_out = calibration_split(model, config)
+    held_out, context = prepare_windows(held_out, config.tokenizer)
     reference = score_windows(model, held_out, context, desc="Held-out check, unquantized") if held_out else None
-    layer_bits, scores = plan_layer_bits(model, config, backend, skip)
+    layer_bits, scores = plan_layer_bits(model, config, backend, skip, windows)
     settings = applied_settings(model, layer_bits, backend, config, skip)
     if backend.requires_calibration:
-        batches = config_batches(model, config)
         linears = [linears for _, _, linears in quantizable_linears(model, skip)]
-        quantize_sequentially(model, layer_bits, batches, backend, linears, config.group_size)
+        quantize_sequentially(model, layer_bits, _batches(windows, config), backend, linears, config.group_size)
     else:
         _quantize_round_to_nearest(model, layer_bits, backend, config.group_size, skip)
     config.layer_bits = layer_bits
