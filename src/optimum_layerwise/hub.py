@@ -45,6 +45,7 @@ import json
 import math
 import os
 import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from torch import nn
 from transformers.utils import logging
 
-from .atomic import atomic_folder, check_target_folder
+from .atomic import atomic_folder
 from .checksums import CHECKSUMS_NAME, write_checksums
 from .config import layerwise_dict
 from .footprint import full_precision_nbytes, tensor_nbytes
@@ -458,10 +459,7 @@ def write_model_card(
     """
     folder = Path(folder)
     card_path = folder / CARD_NAME
-    if not card_path.is_file() and Path(folder).absolute() in _STAGED_FOR:  # the card of the folder being replaced
-        card_path = _STAGED_FOR[Path(folder).absolute()] / CARD_NAME
     existing = card_path.read_text(encoding="utf-8", errors="replace") if card_path.is_file() else None
-    card_path = folder / CARD_NAME
     keep = existing is not None and not overwrite and not is_replaceable_card(existing)
     tags = []
     if existing is not None and not keep and not overwrite:
@@ -520,7 +518,6 @@ STALE_ON_SAVE = (
     HEATMAP_NAME,
     CHECKSUMS_NAME,
 )
-_STAGED_FOR: dict[Path, Path] = {}  # staging folder -> the folder it will replace, while a save runs
 
 
 class _SaveWithCard(_ModelMethodHook):
@@ -544,16 +541,14 @@ class _SaveWithCard(_ModelMethodHook):
             build_model_card(model)  # raises (e.g. on bad eval results) before anything is written
         if push:  # transformers names the repo after the folder it writes to: the target, not the staging folder
             kwargs.setdefault("repo_id", Path(os.fspath(save_directory)).name)
-        target = check_target_folder(save_directory)
-        with atomic_folder(target, discard=STALE_ON_SAVE) as staging:
-            _STAGED_FOR[staging] = target
-            try:
-                result = original(model, staging, *args, **kwargs)
-                if layerwise and not push:  # with push, the upload hook has written it before uploading
-                    write_model_card(model, staging)
-                write_checksums(staging)
-            finally:
-                _STAGED_FOR.pop(staging, None)
+        previous_card = Path(os.fspath(save_directory)) / CARD_NAME
+        with atomic_folder(save_directory, discard=STALE_ON_SAVE) as staging:
+            if previous_card.is_file():  # a copy: the card logic decides on it as in a plain save into the folder
+                shutil.copyfile(previous_card, staging / CARD_NAME)
+            result = original(model, staging, *args, **kwargs)
+            if layerwise and not push:  # with push, the upload hook has written it before uploading
+                write_model_card(model, staging)
+            write_checksums(staging)
         return result
 
 
