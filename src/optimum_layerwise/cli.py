@@ -435,6 +435,7 @@ def read_checkpoint_summary(checkpoint: str) -> dict:
         `CommandError`: when the folder or repo is not a readable layer-wise checkpoint, saying why.
     """
     from .config import layerwise_dict
+    from .demo_models import could_be_hub_id
     from .footprint import safetensors_tensor_bytes
     from .plan import normalize_layer_bits
 
@@ -451,7 +452,7 @@ def read_checkpoint_summary(checkpoint: str) -> dict:
             tensor_bytes = safetensors_tensor_bytes(folder)
         except ValueError as error:
             raise CommandError(str(error)) from None
-    elif os.path.exists(checkpoint) or not _looks_like_hub_id(checkpoint):
+    elif os.path.exists(checkpoint) or "/" not in checkpoint or not could_be_hub_id(checkpoint):
         raise CommandError(f"{checkpoint}: no such folder (and not a Hub repo id such as 'org/name')")
     else:
         config, tensor_bytes = _hub_checkpoint(checkpoint)
@@ -484,12 +485,6 @@ def read_checkpoint_summary(checkpoint: str) -> dict:
         "average_bits": sum(layer_bits.values()) / len(layer_bits),
         "tensor_bytes": sum(tensor_bytes.values()),
     }
-
-
-def _looks_like_hub_id(name: str) -> bool:
-    from .hub import hub_model_id
-
-    return hub_model_id(name) is not None
 
 
 def _hub_checkpoint(repo_id: str) -> tuple[dict, dict[str, int]]:

@@ -140,7 +140,7 @@ def is_demo_model_available(name: str) -> bool:
     return all(importlib.util.find_spec(module) is not None for module in DEMO_MODELS[name].modules)
 
 
-def _could_be_hub_id(name: str) -> bool:
+def could_be_hub_id(name: str) -> bool:
     """Whether `name` has the form of a Hub model id (`name` or `namespace/name`) rather than of a path."""
     if name.startswith((".", "~", "/")) or "\\" in name or name.count("/") > 1:
         return False
@@ -177,7 +177,7 @@ def resolve_model(name_or_path: str, cache_dir: str | os.PathLike | None = None)
     """
     spec = DEMO_MODELS.get(name_or_path)
     if spec is None:
-        if not os.path.exists(name_or_path) and not _could_be_hub_id(name_or_path):
+        if not os.path.exists(name_or_path) and not could_be_hub_id(name_or_path):
             raise FileNotFoundError(
                 f"{name_or_path}: no such folder (and not a Hub model id such as 'org/name', nor a demo model: "
                 f"{', '.join(DEMO_MODELS)})"
