@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import torch
@@ -134,8 +135,6 @@ def verify_checkpoint_files(checkpoint_files: Sequence[str], name_or_path: str |
     Raises:
         `ValueError`: listing what differs, or when there is no manifest.
     """
-    import os
-
     from .checksums import CHECKSUMS_NAME, verify_checksums
 
     folder = os.path.dirname(os.path.abspath(checkpoint_files[0]))
