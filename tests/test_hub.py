@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 
 import optimum_layerwise  # noqa: F401  (registers "layerwise")
 from optimum_layerwise import LayerwiseQuantizationConfig
-from optimum_layerwise.footprint import full_precision_nbytes, tensor_nbytes
+from optimum_layerwise.footprint import reference_nbytes, tensor_nbytes
 from optimum_layerwise.hub import (
     HEATMAP_NAME,
     MARKER,
@@ -93,7 +93,8 @@ def test_save_pretrained_writes_the_model_card(tiny_checkpoint, tmp_path):
     assert text.lstrip().startswith(MARKER)
     assert "| average bits | **3.00** over 4 decoder layers |" in text
     assert "| precision levels | 4 / 2 bits |" in text and "quanto (group size 32)" in text
-    assert human(full_precision_nbytes(model)) in text and human(tensor_nbytes(model)) in text
+    assert human(reference_nbytes(model)) in text and human(tensor_nbytes(model)) in text
+    assert "of float32, " in text and "of bfloat16, " in text and "of uniform 4-bit)" in text
     assert "import optimum_layerwise" in text and "AutoModelForCausalLM.from_pretrained(" in text
     assert f"]({HEATMAP_NAME})" in text
     assert "| perplexity (kjv) | 41.2 |" in text and "| piqa/acc\\_norm | 0.7 |" in text

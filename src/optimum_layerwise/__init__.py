@@ -24,7 +24,7 @@ _PUBLIC = {
     "LayerwiseQuantizationConfig": "config",
     "LayerwiseHfQuantizer": "quantizer",
     "allocate_bits": "allocation",
-    "parse_memory": "allocation",
+    "parse_memory": "units",
     "register": "registration",
 }
 __all__ = sorted(_PUBLIC)

@@ -6,63 +6,9 @@ scales and zero-points, plus what stays unquantized inside the layer), so a memo
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 
-
-_MEMORY_UNITS = {
-    "": 1,
-    "B": 1,
-    "KB": 10**3,
-    "MB": 10**6,
-    "GB": 10**9,
-    "TB": 10**12,
-    "KIB": 2**10,
-    "MIB": 2**20,
-    "GIB": 2**30,
-    "TIB": 2**40,
-}
-_MEMORY_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
-
-
-def parse_memory(value: int | float | str) -> int:
-    """Parse a memory amount into bytes.
-
-    Args:
-        value (`int`, `float` or `str`):
-            A number of bytes, or a string such as `"6GB"` (10^9 bytes), `"500MiB"` (2^20 bytes) or `"1024"`.
-
-    Returns:
-        `int`: the amount in bytes.
-
-    Raises:
-        `ValueError`: if the value is below one byte, not finite, 2**63 bytes or more, or the unit is unknown.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"`memory_budget` must be a number of bytes or a string like '6GB', got {value!r}.")
-    if isinstance(value, (int, float)):
-        try:
-            amount = float(value)
-        except OverflowError:
-            amount = math.inf
-    elif isinstance(value, str):
-        match = _MEMORY_PATTERN.match(value)
-        unit = match.group(2).upper() if match else None
-        if unit not in _MEMORY_UNITS:
-            units = ", ".join(u for u in _MEMORY_UNITS if u)
-            raise ValueError(
-                f"`memory_budget`={value[:40]!r} is not understood; use bytes or a number with one of {units}."
-            )
-        amount = float(match.group(1)) * _MEMORY_UNITS[unit]
-    else:
-        raise ValueError(f"`memory_budget` must be an int or a string like '6GB', got {type(value).__name__}.")
-    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
-    if not math.isfinite(amount) or amount >= 2**63:
-        raise ValueError(f"`memory_budget` must be a finite number of bytes below 2**63, got {shown}.")
-    if amount < 1:
-        raise ValueError(f"`memory_budget` must be at least 1 byte, got {shown}.")
-    return int(amount)
+from .units import format_bytes, parse_memory
 
 
 def importance_order(scores: Sequence[float]) -> list[int]:
@@ -215,7 +161,7 @@ def _budget_check(
     if budget < lowest:
         raise ValueError(
             f"`memory_budget`={budget} bytes is below the smallest model these levels allow: {lowest} bytes "
-            f"({_human(lowest)}) with every decoder layer at {levels[-1]} bits."
+            f"({format_bytes(lowest)}) with every decoder layer at {levels[-1]} bits."
         )
     return lambda plan: _plan_bytes(plan, layer_sizes, fixed_bytes) <= budget
 
@@ -276,8 +222,3 @@ def allocate_bits_by_cost(
         _, index, lower = min(candidates)
         plan[index] = lower
     return plan
-
-
-def _human(num_bytes: int) -> str:
-    exponent = min(int(math.log(max(num_bytes, 1), 1024)), 4)
-    return f"{num_bytes / 1024**exponent:.2f} {['B', 'KiB', 'MiB', 'GiB', 'TiB'][exponent]}"

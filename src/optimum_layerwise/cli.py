@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .atomic import atomic_file, atomic_write_text
+from .units import format_bytes
 
 
 DEFAULT_CALIBRATION = "shakespeare"
@@ -209,14 +210,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _human(num_bytes: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if num_bytes < 1024 or unit == "GiB":
-            return f"{num_bytes:.1f} {unit}" if unit != "B" else f"{int(num_bytes)} B"
-        num_bytes /= 1024
-    raise AssertionError("unreachable")
-
-
 def format_layer_table(scores: Sequence[float] | None, layer_bits: dict[int, int] | None) -> str:
     """A terminal table of layers with their score, rank and bits."""
     num_layers = len(scores) if scores is not None else len(layer_bits)
@@ -409,18 +402,15 @@ def _quantize_model(args, config):
 
 def _print_result(model, plan) -> None:
     """The bit map, the sizes (with their basis) and the held-out quality of a freshly quantized model."""
-    from .footprint import full_precision_nbytes, tensor_nbytes
+    from .footprint import describe_size, reference_nbytes
     from .plan import average_bits
     from .quality import QualityCheck
 
     print(format_layer_table(plan.layer_scores, plan.layer_bits))
-    before, after = full_precision_nbytes(model), tensor_nbytes(model)
     dtype = str(model.dtype).removeprefix("torch.")
     print(f"average bits: {average_bits(plan.layer_bits):.3f} over {len(plan.layer_bits)} decoder layers")
-    print(
-        f"model size: {_human(before)} in {dtype} -> {_human(after)} quantized ({after / before:.1%} of {dtype}; "
-        "1 MiB = 2**20 bytes)"
-    )
+    full = format_bytes(reference_nbytes(model))
+    print(f"model size: {full} in {dtype} -> {describe_size(model)}; 1 MiB = 2**20 bytes")
     if plan.quality is not None:
         print("quality: " + QualityCheck.from_dict(plan.quality).summary())
     else:
@@ -528,7 +518,7 @@ def _inspect(args) -> None:
     print(f"checkpoint: {summary['checkpoint']} ({summary['architecture']})")
     print(f"backend: {summary['backend']}  bits: {summary['bits']}  group size: {summary['group_size']}")
     print(f"importance: {summary['importance']}  average bits: {summary['average_bits']:.3f}")
-    print(f"tensors: {_human(summary['tensor_bytes'])}")
+    print(f"tensors: {format_bytes(summary['tensor_bytes'])}")
     if summary.get("verified"):
         print("checksums: every tensor and config.json match the saved sha256 manifest")
     print(format_layer_table(summary["layer_scores"], summary["layer_bits"]))

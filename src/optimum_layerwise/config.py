@@ -11,7 +11,6 @@ import torch
 from transformers.utils import logging
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
-from .allocation import parse_memory
 from .backends import BACKEND_BITS, BACKENDS, QuantizationBackend, get_backend
 from .corpora import dataset_fingerprint, recorded_dataset_name
 from .importance import IMPORTANCE_METHODS, check_importance, importance_scores
@@ -23,6 +22,7 @@ from .plan import (
     normalize_level_settings,
 )
 from .quality import QualityCheck
+from .units import parse_memory
 
 
 logger = logging.get_logger(__name__)

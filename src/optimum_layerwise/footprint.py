@@ -6,9 +6,11 @@ import math
 import os
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from .checksums import safetensors_header
+from .units import format_bytes
 
 
 def tensor_nbytes(module: nn.Module) -> int:
@@ -21,21 +23,60 @@ def tensor_nbytes(module: nn.Module) -> int:
     return total
 
 
-def full_precision_nbytes(model: nn.Module) -> int:
-    """Bytes the model would take with every packed Linear restored to a float weight of the model's dtype."""
-    total = tensor_nbytes(model)
+def reference_nbytes(model: nn.Module, *, dtype: torch.dtype | None = None, bits: int | None = None) -> int:
+    """Bytes the same model would take stored another way, to compare a quantized size with.
+
+    Args:
+        model (`nn.Module`):
+            A model, layer-wise quantized or not.
+        dtype (`torch.dtype`, *optional*):
+            Store every floating tensor in this dtype; by default each keeps its own (restored weights take the
+            model's dtype).
+        bits (`int`, *optional*):
+            Pack every quantized Linear at these bits with the same backend and group size (e.g. `4` for the
+            uniform 4-bit model of the same size class); by default they are restored to float weights.
+    """
     config = getattr(getattr(model, "config", None), "quantization_config", None)
-    if not hasattr(config, "quantization_backend"):
-        return total
-    backend = config.quantization_backend()
-    float_size = model.dtype.itemsize
-    for module in model.modules():
-        if backend.is_packed(module):
-            packed = tensor_nbytes(module) - (
-                module.bias.numel() * module.bias.element_size() if module.bias is not None else 0
-            )
-            total += module.in_features * module.out_features * float_size - packed
+    backend = config.quantization_backend() if hasattr(config, "quantization_backend") else None
+    packed = [module for module in model.modules() if backend is not None and backend.is_packed(module)]
+    inside_packed = {id(tensor) for module in packed for tensor in [*module.parameters(), *module.buffers()]}
+    float_dtype = dtype or model.dtype
+    seen, total = set(inside_packed), 0
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            size = float_dtype.itemsize if dtype is not None and tensor.is_floating_point() else tensor.element_size()
+            total += tensor.numel() * size
+    for module in packed:
+        if module.bias is not None:
+            total += module.bias.numel() * float_dtype.itemsize
+        if bits is None:
+            total += module.in_features * module.out_features * float_dtype.itemsize
+        else:
+            group_size = backend.layer_group_size(module.in_features, config.group_size)
+            total += backend.linear_nbytes(module.out_features, module.in_features, bits, group_size, float_dtype)
     return total
+
+
+def size_comparisons(model: nn.Module) -> dict[str, int]:
+    """The sizes a quantized model is compared with: its unquantized self in its own dtype, in bfloat16 (the dtype
+    checkpoints are usually published in) and packed at a uniform 4 bits with the same backend and group size.
+
+    Returns:
+        `dict[str, int]`: bytes by label, e.g. `{"float32": ..., "bfloat16": ..., "uniform 4-bit": ...}`.
+    """
+    own = str(model.dtype).removeprefix("torch.")
+    sizes = {own: reference_nbytes(model), "bfloat16": reference_nbytes(model, dtype=torch.bfloat16)}
+    sizes["uniform 4-bit"] = reference_nbytes(model, bits=4)
+    return sizes
+
+
+def describe_size(model: nn.Module) -> str:
+    """One line: the model's bytes against each of [`size_comparisons`], e.g.
+    `"188.3 MiB (36.7% of float32, 73.4% of bfloat16, 118.0% of uniform 4-bit)"`."""
+    size = tensor_nbytes(model)
+    ratios = ", ".join(f"{size / other:.1%} of {label}" for label, other in size_comparisons(model).items())
+    return f"{format_bytes(size)} ({ratios})"
 
 
 SAFETENSORS_DTYPE_BYTES = {

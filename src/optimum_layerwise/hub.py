@@ -57,8 +57,9 @@ from transformers.utils import logging
 from .atomic import atomic_folder
 from .checksums import CHECKSUMS_NAME, write_checksums
 from .config import layerwise_dict
-from .footprint import full_precision_nbytes, tensor_nbytes
+from .footprint import describe_size, reference_nbytes
 from .plan import average_bits
+from .units import format_bytes
 
 
 logger = logging.get_logger(__name__)
@@ -165,14 +166,6 @@ def base_model_of(model: nn.Module) -> str | None:
     return hub_model_id(getattr(model, "name_or_path", None))
 
 
-def _human(num_bytes: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if num_bytes < 1024 or unit == "GiB":
-            return f"{int(num_bytes)} B" if unit == "B" else f"{num_bytes:.1f} {unit}"
-        num_bytes /= 1024
-    raise AssertionError("unreachable")
-
-
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 _SAFE_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+:-]{0,63}")
 
@@ -274,7 +267,6 @@ def build_model_card(
         base_model = base_model_of(model)
     layer_bits, scores = plan["layer_bits"], plan.get("layer_scores")
     num_layers, avg = len(layer_bits), average_bits(layer_bits)
-    before, after = full_precision_nbytes(model), tensor_nbytes(model)
     architecture = escape_markdown((getattr(model.config, "architectures", None) or [type(model).__name__])[0])
     extra_tags = [*(getattr(model, "model_tags", None) or []), *(tags or [])]
 
@@ -312,8 +304,8 @@ def build_model_card(
         f"| precision levels | {levels} bits |",
         f"| average bits | **{avg:.2f}** over {num_layers} decoder layers |",
         f"| importance | {importance_name if scores is not None else 'none (bit map given by hand)'} |",
-        f"| memory | {_human(before)} in {_dtype_name(model)} → **{_human(after)}** packed "
-        f"({after / before:.1%} of it) |",
+        f"| memory | {format_bytes(reference_nbytes(model))} in {_dtype_name(model)} → {describe_size(model)} packed "
+        "(1 MiB = 2**20 bytes) |",
         "",
         "Only the Linear modules inside decoder layers are quantized; embeddings, `lm_head` and norms keep their "
         "precision (they are counted in the memory above).",

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
-from .allocation import allocate_bits, allocate_bits_by_cost, parse_memory
+from .allocation import allocate_bits, allocate_bits_by_cost
 from .backends import QuantizationBackend
 from .calibration import CalibrationBatch, calibration_batches, split_windows
 from .config import LayerwiseQuantizationConfig
@@ -20,6 +20,7 @@ from .layers import decoder_layers, decoder_layers_path, is_skipped, linear_modu
 from .plan import average_bits, check_layer_bits
 from .quality import QualityCheck, prepare_windows, score_windows
 from .sequential import quantize_sequentially
+from .units import parse_memory
 
 
 logger = logging.get_logger(__name__)

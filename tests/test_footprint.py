@@ -1,0 +1,34 @@
+"""The sizes a quantized model is compared with are the sizes of those models, built and measured."""
+
+import torch
+from transformers import AutoModelForCausalLM
+
+import optimum_layerwise  # noqa: F401  (registers "layerwise")
+from optimum_layerwise import LayerwiseQuantizationConfig
+from optimum_layerwise.footprint import describe_size, reference_nbytes, size_comparisons, tensor_nbytes
+
+
+def quantized(folder, layer_bits, **kwargs):
+    config = LayerwiseQuantizationConfig(bits=(8, 4, 2), layer_bits=layer_bits, group_size=32, **kwargs)
+    return AutoModelForCausalLM.from_pretrained(folder, quantization_config=config)
+
+
+def test_reference_sizes_are_the_sizes_of_those_models(tiny_checkpoint):
+    mixed = quantized(tiny_checkpoint, {0: 8, 1: 4, 2: 2, 3: 4})
+    unquantized = AutoModelForCausalLM.from_pretrained(tiny_checkpoint)
+    uniform_4bit = quantized(tiny_checkpoint, dict.fromkeys(range(4), 4))
+
+    assert reference_nbytes(mixed) == tensor_nbytes(unquantized)
+    assert reference_nbytes(mixed, dtype=torch.bfloat16) == tensor_nbytes(unquantized.to(torch.bfloat16))
+    assert reference_nbytes(mixed, bits=4) == tensor_nbytes(uniform_4bit)
+    assert reference_nbytes(unquantized) == tensor_nbytes(unquantized)  # nothing packed: nothing to restore
+
+
+def test_describe_size_states_every_basis(tiny_checkpoint):
+    model = quantized(tiny_checkpoint, {0: 8, 1: 8, 2: 4, 3: 4})
+    sizes = size_comparisons(model)
+    assert list(sizes) == ["float32", "bfloat16", "uniform 4-bit"]
+    assert sizes["float32"] > sizes["bfloat16"] > sizes["uniform 4-bit"]
+    line = describe_size(model)
+    ratio = tensor_nbytes(model) / sizes["uniform 4-bit"]
+    assert line.endswith(f"of bfloat16, {ratio:.1%} of uniform 4-bit)") and ratio > 1
