@@ -123,7 +123,7 @@ def measure_point(folder: str, dtype: str, low: int, workdir: Path, baseline: di
         "common", "quantize_and_save", folder=folder, dtype=dtype, num_low_bit_layers=low, output=str(output)
     )
     quant_config = json.loads((output / "config.json").read_text())["quantization_config"]
-    layer_bits = {int(index): bits for index, bits in quant_config["layer_bits"].items()}
+    layer_bits = {int(index): bits for index, bits in quant_config["plan"]["layer_bits"].items()}
     theory = theoretical_bytes(AutoConfig.from_pretrained(folder), dtype, layer_bits, quant_config["group_size"])
     resident = common.run_isolated("footprint", "resident_task", folder=str(output), dtype=dtype)
     disk = disk_bytes(output)

@@ -34,8 +34,8 @@ config = LayerwiseQuantizationConfig(
     group_size=args.group_size,
 )
 model = AutoModelForCausalLM.from_pretrained(path, quantization_config=config)
-plan = model.config.quantization_config
-print("bits per layer:", plan.layer_bits)
+plan = model.config.quantization_config.plan
+print("bits per layer:", dict(plan.layer_bits))
 print(f"model bytes: {tensor_nbytes(model):,} (budget {args.budget})")
 model.save_pretrained(args.output)
 tokenizer.save_pretrained(args.output)

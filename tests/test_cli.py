@@ -36,13 +36,13 @@ def test_quantize_then_inspect(tiny_checkpoint, calibration_file, tmp_path, caps
     assert "model size:" in out and (output / "config.json").is_file() and (output / "tokenizer.json").is_file()
     assert not list(tmp_path.glob(".quantized.partial-*"))
     model = AutoModelForCausalLM.from_pretrained(output)
-    assert sorted(model.config.quantization_config.layer_bits.values()) == [2, 2, 4, 4]
+    assert sorted(model.config.quantization_config.plan.layer_bits.values()) == [2, 2, 4, 4]
     assert model(torch.tensor([[5, 6, 7]])).logits.shape == (1, 3, 128)
 
     code, out, err = run_cli(capsys, "inspect", str(output), "--json")
     summary = json.loads(out)
     assert summary["average_bits"] == 3.0 and summary["backend"] == "quanto"
-    assert summary["layer_bits"] == {str(k): v for k, v in model.config.quantization_config.layer_bits.items()}
+    assert summary["layer_bits"] == {str(k): v for k, v in model.config.quantization_config.plan.layer_bits.items()}
     code, out, err = run_cli(capsys, "inspect", str(output))
     assert code == 0 and "average bits: 3.000" in out and "layer" in out
 
@@ -137,11 +137,8 @@ def test_sensitivity_then_reuse_costs(tiny_checkpoint, calibration_file, tmp_pat
     )  # fmt: skip
     assert code == 0, err
     assert "average bits: 5.000" in out
-    costs = [
-        json.loads((folder / "config.json").read_text())["quantization_config"]["layer_costs"]
-        for folder in (first, second)
-    ]
-    assert costs[0] == costs[1]  # reused, not measured again
+    saved = [json.loads((folder / "config.json").read_text())["quantization_config"] for folder in (first, second)]
+    assert saved[0]["plan"]["layer_costs"] == saved[1]["plan"]["layer_costs"] == saved[1]["layer_costs"]  # reused
     code, out, err = run_cli(
         capsys, "quantize", tiny_checkpoint, "--output", str(tmp_path / "x"), "--reuse-costs", str(tiny_checkpoint)
     )

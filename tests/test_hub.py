@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM
 import optimum_layerwise  # noqa: F401  (registers "layerwise")
 from optimum_layerwise import LayerwiseQuantizationConfig
 from optimum_layerwise.footprint import reference_nbytes, tensor_nbytes
-from optimum_layerwise.hub import (
+from optimum_layerwise.model_card import (
     HEATMAP_NAME,
     MARKER,
     build_model_card,
@@ -76,7 +76,7 @@ def offline_hub(monkeypatch):
 def test_save_pretrained_writes_the_model_card(tiny_checkpoint, tmp_path):
     model = quantize(tiny_checkpoint)
     model.layerwise_eval_results = {"perplexity (kjv)": 41.2, "piqa/acc_norm": 0.7}
-    plan = model.config.quantization_config
+    plan = model.config.quantization_config.plan
     with torch.no_grad():
         expected = model(INPUT).logits
     model.save_pretrained(tmp_path)
@@ -162,12 +162,12 @@ def test_bad_eval_results_fail_before_anything_is_written(tiny_checkpoint, tmp_p
 
 
 def test_without_matplotlib_only_the_image_is_left_out(tiny_checkpoint, tmp_path, monkeypatch, caplog):
-    from optimum_layerwise.evaluation import plots
+    from optimum_layerwise import plotting
 
     def no_matplotlib():
         raise ImportError("Plotting needs matplotlib: `pip install 'optimum-layerwise[plots]'`.")
 
-    monkeypatch.setattr(plots, "_pyplot", no_matplotlib)
+    monkeypatch.setattr(plotting, "pyplot", no_matplotlib)
     model = quantize(tiny_checkpoint)
     with caplog.at_level(logging.WARNING, logger="optimum_layerwise.hub"):
         model.save_pretrained(tmp_path)

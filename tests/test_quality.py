@@ -43,19 +43,19 @@ def test_every_quantization_ends_with_the_held_out_check(tiny_checkpoint, tmp_pa
         group_size=32,
     )
     model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, quantization_config=config)
-    quality = model.config.quantization_config.quality
+    quality = model.config.quantization_config.plan.quality
     assert quality["num_windows"] == 4 and quality["seq_len"] == 64 and quality["verdict"] in ("good", "degraded")
     assert quality["ratio"] == pytest.approx(quality["quantized"] / quality["unquantized"], rel=1e-3)
     assert "held-out perplexity" in caplog.text and "average bits" in caplog.text
     model.save_pretrained(tmp_path / "q")
     card = (tmp_path / "q" / "README.md").read_text()
     assert "perplexity ratio" in card and "held-out tokens" in card
-    saved = json.loads((tmp_path / "q" / "config.json").read_text())["quantization_config"]["quality"]
+    saved = json.loads((tmp_path / "q" / "config.json").read_text())["quantization_config"]["plan"]["quality"]
     assert saved == quality
 
 
 def test_without_data_the_check_is_said_to_be_skipped(tiny_checkpoint, caplog):
     config = LayerwiseQuantizationConfig(importance="zd", target_bits=6.0, group_size=32)
     model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, quantization_config=config)
-    assert model.config.quantization_config.quality is None
+    assert model.config.quantization_config.plan.quality is None
     assert "quality not measured: no calibration data" in caplog.text

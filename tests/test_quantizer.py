@@ -1,5 +1,6 @@
 """End to end through transformers: quantize on load, save, reload (with and without device maps)."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -39,22 +40,23 @@ def quantize(folder, **kwargs):
 def test_round_trip_every_architecture(tiny_checkpoint, token_batches, tmp_path):
     model = quantize(tiny_checkpoint, bits=(4, 2), target_bits=3.0, importance="lim", dataset=token_batches)
     config = model.config.quantization_config
-    assert sorted(config.layer_bits.values()) == [2, 2, 4, 4]
-    assert len(config.layer_scores) == 4
-    assert module_bits(model) == {index: {bits} for index, bits in config.layer_bits.items()}
+    assert sorted(config.plan.layer_bits.values()) == [2, 2, 4, 4]
+    assert len(config.plan.layer_scores) == 4
+    assert module_bits(model) == {index: {bits} for index, bits in config.plan.layer_bits.items()}
     # the two layers LIM scores highest keep 4 bits
-    ranked = sorted(range(4), key=lambda i: -config.layer_scores[i])
-    assert {config.layer_bits[i] for i in ranked[:2]} == {4}
+    ranked = sorted(range(4), key=lambda i: -config.plan.layer_scores[i])
+    assert {config.plan.layer_bits[i] for i in ranked[:2]} == {4}
     expected = logits(model)
     assert not torch.allclose(expected, logits(AutoModelForCausalLM.from_pretrained(tiny_checkpoint)), atol=1e-3)
 
     model.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())["quantization_config"]
     assert saved["quant_method"] == "layerwise"
-    assert saved["layer_bits"] == {str(i): b for i, b in config.layer_bits.items()}
+    assert saved["plan"]["layer_bits"] == {str(i): b for i, b in config.plan.layer_bits.items()}
+    assert saved["layer_bits"] is None  # the request had a budget; the bit map is the plan's
     again = AutoModelForCausalLM.from_pretrained(tmp_path)
-    assert again.config.quantization_config.layer_bits == config.layer_bits
-    assert again.config.quantization_config.layer_scores == pytest.approx(config.layer_scores)
+    assert again.config.quantization_config.plan.layer_bits == config.plan.layer_bits
+    assert again.config.quantization_config.plan.layer_scores == pytest.approx(config.plan.layer_scores)
     assert torch.equal(logits(again), expected)
     assert torch.equal(logits(AutoModelForCausalLM.from_pretrained(tmp_path, device_map="auto")), expected)
 
@@ -83,7 +85,7 @@ def test_reload_with_disk_offload(tiny_checkpoint, tmp_path):
 def test_explicit_layer_bits_skip_scoring(tiny_checkpoint):
     model = quantize(tiny_checkpoint, bits=(8, 4, 2), layer_bits={0: 8, 1: 2, 2: 4, 3: 8})
     assert module_bits(model) == {0: {8}, 1: {2}, 2: {4}, 3: {8}}
-    assert model.config.quantization_config.layer_scores is None
+    assert model.config.quantization_config.plan.layer_scores is None
 
 
 def test_memory_budget_is_met_to_the_byte(tiny_checkpoint):
@@ -93,7 +95,7 @@ def test_memory_budget_is_met_to_the_byte(tiny_checkpoint):
     layer_step = one_high - all_low
     budget = all_low + 2 * layer_step + layer_step // 2  # room for two layers at 4 bits, not three
     model = quantize(tiny_checkpoint, importance="zd", memory_budget=budget)
-    assert sorted(model.config.quantization_config.layer_bits.values()) == [2, 2, 4, 4]
+    assert sorted(model.config.quantization_config.plan.layer_bits.values()) == [2, 2, 4, 4]
     assert tensor_nbytes(model) == all_low + 2 * layer_step <= budget < tensor_nbytes(full)
     with pytest.raises(ValueError, match="below the smallest model"):
         quantize(tiny_checkpoint, importance="zd", memory_budget=all_low - 1)
@@ -102,7 +104,8 @@ def test_memory_budget_is_met_to_the_byte(tiny_checkpoint):
 def test_default_budget_is_written_down(tiny_checkpoint):
     model = quantize(tiny_checkpoint, importance="random", seed=3)
     config = model.config.quantization_config
-    assert config.target_bits == 3.0 and sorted(config.layer_bits.values()) == [2, 2, 4, 4]
+    assert config.target_bits is None and config.plan.budget == {"target_bits": 3.0}
+    assert sorted(config.plan.layer_bits.values()) == [2, 2, 4, 4]
 
 
 def test_modules_to_not_convert_stay_full_precision(tiny_checkpoint, tmp_path):
@@ -136,17 +139,22 @@ def test_checkpoint_not_matching_its_bit_map_is_refused(tiny_checkpoint, tmp_pat
     quantize(tiny_checkpoint, importance="depth", layer_bits={0: 4, 1: 4, 2: 2, 3: 2}).save_pretrained(tmp_path)
     config_path = tmp_path / "config.json"
     data = json.loads(config_path.read_text())
-    data["quantization_config"]["layer_bits"] = {"0": 2, "1": 4, "2": 2, "3": 2}
+    data["quantization_config"]["plan"]["modules"]["model.layers.0.self_attn.q_proj"]["bits"] = 2
     config_path.write_text(json.dumps(data))
-    message = r"does not match its model and quantization_config \(layer_bits, group sizes\): model.layers.0"
+    message = r"does not match its model and quantization_config \(plan: bits, group sizes\): model.layers.0"
     with pytest.raises(ValueError, match=message):
         AutoModelForCausalLM.from_pretrained(tmp_path)
 
 
 def test_save_refuses_a_model_that_contradicts_its_plan(tiny_checkpoint, tmp_path):
     model = quantize(tiny_checkpoint, importance="zd", num_low_bit_layers=2)
-    model.config.quantization_config.layer_bits[0] = 2 if model.config.quantization_config.layer_bits[0] == 4 else 4
-    with pytest.raises(ValueError, match="model.layers.0.self_attn.q_proj holds 4-bit weights but layer_bits says 2"):
+    config = model.config.quantization_config
+    wrong = config.plan.modules["model.layers.0.self_attn.q_proj"]
+    modules = {**config.plan.modules, "model.layers.0.self_attn.q_proj": dataclasses.replace(wrong, bits=8)}
+    model.config.quantization_config = model.hf_quantizer.quantization_config = config.with_plan(
+        config.plan.replace(modules=modules)
+    )
+    with pytest.raises(ValueError, match=f"q_proj holds {wrong.bits}-bit weights but the plan says 8"):
         model.save_pretrained(tmp_path / "out")
     assert not (tmp_path / "out").exists() and not os.listdir(tmp_path)  # nothing half-written that could load
 
@@ -186,8 +194,8 @@ def test_push_to_hub_uploads_the_packed_checkpoint(tiny_checkpoint, monkeypatch)
     model.push_to_hub("someone/tiny-layerwise")
     assert "model.safetensors" in uploaded
     config = json.loads(uploaded["config.json"])
-    assert config["quantization_config"]["layer_bits"] == {
-        str(i): b for i, b in model.config.quantization_config.layer_bits.items()
+    assert config["quantization_config"]["plan"]["layer_bits"] == {
+        str(i): b for i, b in model.config.quantization_config.plan.layer_bits.items()
     }
 
 
@@ -207,15 +215,17 @@ def test_import_registers_once_even_when_reimported():
 def test_sensitivity_costs_are_saved_and_reused_for_another_budget(tiny_checkpoint, token_batches, tmp_path):
     model = quantize(tiny_checkpoint, bits=(8, 4), target_bits=6.0, importance="sensitivity", dataset=token_batches)
     config = model.config.quantization_config
-    assert sorted(config.layer_costs) == [0, 1, 2, 3] and all(set(c) == {8, 4} for c in config.layer_costs.values())
-    cheapest = sorted(range(4), key=lambda i: config.layer_costs[i][4])[:2]
-    assert {config.layer_bits[i] for i in cheapest} == {4}
+    assert sorted(config.plan.layer_costs) == [0, 1, 2, 3] and all(
+        set(c) == {8, 4} for c in config.plan.layer_costs.values()
+    )
+    cheapest = sorted(range(4), key=lambda i: config.plan.layer_costs[i][4])[:2]
+    assert {config.plan.layer_bits[i] for i in cheapest} == {4}
     model.save_pretrained(tmp_path)
-    saved = json.loads((tmp_path / "config.json").read_text())["quantization_config"]["layer_costs"]
+    saved = json.loads((tmp_path / "config.json").read_text())["quantization_config"]["plan"]["layer_costs"]
     assert saved["0"]["8"] == 0.0
 
-    costs = AutoModelForCausalLM.from_pretrained(tmp_path).config.quantization_config.layer_costs
+    costs = AutoModelForCausalLM.from_pretrained(tmp_path).config.quantization_config.plan.layer_costs
     replanned = quantize(
         tiny_checkpoint, bits=(8, 4), num_low_bit_layers=3, importance="sensitivity", layer_costs=costs
     )
-    assert sorted(replanned.config.quantization_config.layer_bits.values()) == [4, 4, 4, 8]
+    assert sorted(replanned.config.quantization_config.plan.layer_bits.values()) == [4, 4, 4, 8]

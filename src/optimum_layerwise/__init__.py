@@ -22,7 +22,7 @@ _PUBLIC = {
     "compute_importance": "importance",
     "QUANT_METHOD": "config",
     "LayerwiseQuantizationConfig": "config",
-    "LayerwiseHfQuantizer": "quantizer",
+    "LayerwiseHfQuantizer": "hf_quantizer",
     "allocate_bits": "allocation",
     "parse_memory": "units",
     "register": "registration",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+from .plan import BUDGET_NAMES, check_layer_costs
 from .units import format_bytes, parse_memory
 
 
@@ -16,13 +17,56 @@ def importance_order(scores: Sequence[float]) -> list[int]:
     return sorted(range(len(scores)), key=lambda index: (-scores[index], index))
 
 
-def _check_levels(bits: Sequence[int]) -> tuple[int, ...]:
+def check_levels(bits: Sequence[int]) -> tuple[int, ...]:
+    """Check precision levels: two or three positive ints, strictly decreasing (high to low).
+
+    Raises:
+        `ValueError`: naming `bits` and what is allowed.
+    """
+    if not isinstance(bits, (list, tuple)) or not all(isinstance(b, int) and not isinstance(b, bool) for b in bits):
+        raise ValueError(f"`bits` must be a tuple of ints such as (8, 4), got {bits!r}.")
     levels = tuple(bits)
     if len(levels) not in (2, 3):
         raise ValueError(f"`bits` must give two or three precision levels, high to low, got {levels}.")
     if any(b <= 0 for b in levels) or any(high <= low for high, low in zip(levels, levels[1:])):
         raise ValueError(f"`bits` must be strictly decreasing positive integers (high to low), got {levels}.")
     return levels
+
+
+def check_budget(
+    levels: Sequence[int],
+    *,
+    target_bits: float | None = None,
+    memory_budget: int | str | None = None,
+    num_low_bit_layers: int | None = None,
+    required: bool = True,
+) -> None:
+    """Check a budget: exactly one of [`BUDGET_NAMES`] (at most one when not `required`), each of the right type and
+    within what `levels` allow.
+
+    Raises:
+        `ValueError`: naming the budget and what is allowed.
+    """
+    budgets = {"target_bits": target_bits, "memory_budget": memory_budget, "num_low_bit_layers": num_low_bit_layers}
+    given = [name for name, value in budgets.items() if value is not None]
+    if len(given) > 1 or (required and not given):
+        raise ValueError(
+            f"Give {'exactly' if required else 'at most'} one of {list(BUDGET_NAMES)}; got {given or 'none'}."
+        )
+    if target_bits is not None:
+        if isinstance(target_bits, bool) or not isinstance(target_bits, (int, float)):
+            raise ValueError(f"`target_bits` must be a number, got {target_bits!r}.")
+        if not min(levels) <= target_bits <= max(levels):
+            raise ValueError(
+                f"`target_bits` must lie in [{min(levels)}, {max(levels)}] for bits={tuple(levels)}, "
+                f"got {target_bits}."
+            )
+    if memory_budget is not None:
+        parse_memory(memory_budget)
+    if num_low_bit_layers is not None and (
+        isinstance(num_low_bit_layers, bool) or not isinstance(num_low_bit_layers, int) or num_low_bit_layers < 0
+    ):
+        raise ValueError(f"`num_low_bit_layers` must be a non-negative int, got {num_low_bit_layers!r}.")
 
 
 def _plan_bytes(plan: Mapping[int, int], layer_sizes: Sequence[Mapping[int, int]], fixed_bytes: int) -> int:
@@ -102,17 +146,15 @@ def allocate_bits(
         `ValueError`: for invalid levels, not exactly one budget, a budget outside what the levels can reach, or
         layer sizes that do not match the scores.
     """
-    levels = _check_levels(bits)
+    levels = check_levels(bits)
     num_layers = len(scores)
     if num_layers == 0:
         raise ValueError("`scores` is empty: the model has no decoder layer to allocate bits to.")
-    _check_one_budget(target_bits, memory_budget, num_low_bit_layers)
+    check_budget(levels, target_bits=target_bits, memory_budget=memory_budget, num_low_bit_layers=num_low_bit_layers)
     order = importance_order(scores)
 
     if num_low_bit_layers is not None:
-        if isinstance(num_low_bit_layers, bool) or not isinstance(num_low_bit_layers, int):
-            raise ValueError(f"`num_low_bit_layers` must be an integer, got {num_low_bit_layers!r}.")
-        if not 0 <= num_low_bit_layers <= num_layers:
+        if num_low_bit_layers > num_layers:
             raise ValueError(f"`num_low_bit_layers` must be in [0, {num_layers}], got {num_low_bit_layers}.")
         if len(levels) == 3:
             return dict(sorted(_three_level_plan(order, levels, num_low_bit_layers).items()))
@@ -122,13 +164,6 @@ def allocate_bits(
 
     fits = _budget_check(levels, num_layers, target_bits, memory_budget, layer_sizes, fixed_bytes)
     return dict(sorted(_ladder(order, levels, fits).items()))
-
-
-def _check_one_budget(target_bits, memory_budget, num_low_bit_layers) -> None:
-    budgets = {"target_bits": target_bits, "memory_budget": memory_budget, "num_low_bit_layers": num_low_bit_layers}
-    given = [name for name, value in budgets.items() if value is not None]
-    if len(given) != 1:
-        raise ValueError(f"Give exactly one of {list(budgets)}; got {given or 'none'}.")
 
 
 def _budget_check(
@@ -141,10 +176,6 @@ def _budget_check(
 ) -> Callable[[Mapping[int, int]], bool]:
     """`fits(plan) -> bool` for a `target_bits` or `memory_budget` budget, after checking the budget is reachable."""
     if target_bits is not None:
-        if not levels[-1] <= target_bits <= levels[0]:
-            raise ValueError(
-                f"`target_bits` must lie in [{levels[-1]}, {levels[0]}] for bits={levels}, got {target_bits}."
-            )
         budget_bits = target_bits * num_layers + 1e-9
         return lambda plan: sum(plan.values()) <= budget_bits
     budget = parse_memory(memory_budget)
@@ -193,16 +224,12 @@ def allocate_bits_by_cost(
     Returns:
         `dict[int, int]`: `{layer_index: bits}`.
     """
-    levels = _check_levels(bits)
+    levels = check_levels(bits)
     num_layers = len(costs)
     if sorted(costs) != list(range(num_layers)):
         raise ValueError(f"`layer_costs` must cover layers 0..{num_layers - 1}, got {sorted(costs)}.")
-    for index, layer_costs in costs.items():
-        if any(level not in layer_costs for level in levels):
-            raise ValueError(
-                f"`layer_costs[{index}]` must give a cost for every level {levels}, got {dict(layer_costs)}."
-            )
-    _check_one_budget(target_bits, memory_budget, num_low_bit_layers)
+    check_layer_costs(costs, levels)
+    check_budget(levels, target_bits=target_bits, memory_budget=memory_budget, num_low_bit_layers=num_low_bit_layers)
     if num_low_bit_layers is not None:
         scores = [costs[index][levels[-1]] for index in range(num_layers)]
         return allocate_bits(scores, levels, num_low_bit_layers=num_low_bit_layers)

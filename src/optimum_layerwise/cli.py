@@ -212,12 +212,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def format_layer_table(scores: Sequence[float] | None, layer_bits: dict[int, int] | None) -> str:
     """A terminal table of layers with their score, rank and bits."""
+    from .allocation import importance_order
+
     num_layers = len(scores) if scores is not None else len(layer_bits)
     rank = {}
     if scores is not None:
-        rank = {
-            index: position + 1 for position, index in enumerate(sorted(range(num_layers), key=lambda i: -scores[i]))
-        }
+        rank = {index: position + 1 for position, index in enumerate(importance_order(scores))}
     lines = [f"{'layer':>5}  {'score':>10}  {'rank':>4}  {'bits':>4}"]
     for index in range(num_layers):
         score = f"{scores[index]:10.5f}" if scores is not None else f"{'-':>10}"
@@ -327,7 +327,7 @@ def _score(args) -> None:
             args.json_path, json.dumps({"model": args.model, "importance": args.importance, "scores": scores})
         )
     if args.plot:
-        from .evaluation.plots import plot_importance
+        from .plotting import plot_importance
 
         with atomic_file(args.plot) as staging:
             plot_importance(scores, staging, title=f"{args.importance} importance: {args.model}")
@@ -360,8 +360,7 @@ def _quantize(args) -> None:
         desc_act=args.desc_act,
     )
     model, tokenizer = _quantize_model(args, config)
-    plan = model.config.quantization_config
-    _print_result(model, plan)
+    _print_result(model, model.config.quantization_config.plan)
     from .atomic import atomic_folder
 
     with atomic_folder(output, keep_other_files=False) as staging:
@@ -403,12 +402,11 @@ def _quantize_model(args, config):
 def _print_result(model, plan) -> None:
     """The bit map, the sizes (with their basis) and the held-out quality of a freshly quantized model."""
     from .footprint import describe_size, reference_nbytes
-    from .plan import average_bits
     from .quality import QualityCheck
 
     print(format_layer_table(plan.layer_scores, plan.layer_bits))
     dtype = str(model.dtype).removeprefix("torch.")
-    print(f"average bits: {average_bits(plan.layer_bits):.3f} over {len(plan.layer_bits)} decoder layers")
+    print(f"average bits: {plan.average_bits:.3f} over {len(plan.layer_bits)} decoder layers")
     full = format_bytes(reference_nbytes(model))
     print(f"model size: {full} in {dtype} -> {describe_size(model)}; 1 MiB = 2**20 bytes")
     if plan.quality is not None:
@@ -427,7 +425,7 @@ def read_checkpoint_summary(checkpoint: str) -> dict:
     from .config import layerwise_dict
     from .demo_models import could_be_hub_id
     from .footprint import safetensors_tensor_bytes
-    from .plan import normalize_layer_bits
+    from .plan import QuantizationPlan, upgrade_saved_config
 
     folder = Path(checkpoint)
     if folder.is_dir():
@@ -453,15 +451,18 @@ def read_checkpoint_summary(checkpoint: str) -> dict:
     quantization = layerwise_dict(saved)
     if quantization is None:
         raise CommandError(f"{checkpoint} is not a layer-wise checkpoint (quant_method={saved.get('quant_method')!r})")
+    quantization = upgrade_saved_config(quantization)
+    if quantization.get("plan") is None:
+        raise CommandError(f"{checkpoint} has no layer-wise plan: it was not saved after quantization")
     try:
-        layer_bits = normalize_layer_bits(quantization.get("layer_bits") or {})
+        plan = QuantizationPlan.from_dict(quantization["plan"])
     except ValueError as error:
         raise CommandError(f"{checkpoint}: {error}") from None
+    layer_bits, scores = dict(plan.layer_bits), plan.layer_scores
     if not layer_bits:
-        raise CommandError(f"{checkpoint} has no layer-wise bit map (layer_bits is empty): not a finished checkpoint")
-    scores = quantization.get("layer_scores")
-    if scores is not None and (not isinstance(scores, list) or len(scores) != len(layer_bits)):
-        raise CommandError(f"{checkpoint}: layer_scores does not give one score per decoder layer")
+        raise CommandError(f"{checkpoint} has no layer-wise bit map (plan.layer_bits is empty)")
+    if scores is not None and len(scores) != len(layer_bits):
+        raise CommandError(f"{checkpoint}: plan.layer_scores does not give one score per decoder layer")
     return {
         "checkpoint": checkpoint,
         "architecture": (config.get("architectures") or ["?"])[0],
@@ -470,9 +471,11 @@ def read_checkpoint_summary(checkpoint: str) -> dict:
         "group_size": quantization.get("group_size"),
         "importance": quantization.get("importance"),
         "layer_bits": layer_bits,
-        "layer_scores": scores,
-        "layer_costs": quantization.get("layer_costs"),
-        "average_bits": sum(layer_bits.values()) / len(layer_bits),
+        "layer_scores": list(scores) if scores is not None else None,
+        "layer_costs": quantization["plan"].get("layer_costs"),
+        "budget": dict(plan.budget),
+        "quality": quantization["plan"].get("quality"),
+        "average_bits": plan.average_bits,
         "tensor_bytes": sum(tensor_bytes.values()),
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
 from collections.abc import Mapping, Sequence
@@ -11,24 +12,25 @@ import torch
 from transformers.utils import logging
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
+from .allocation import check_budget, check_levels
 from .backends import BACKEND_BITS, BACKENDS, QuantizationBackend, get_backend
 from .corpora import dataset_fingerprint, recorded_dataset_name
-from .importance import IMPORTANCE_METHODS, check_importance, importance_scores
+from .importance.registry import check_importance, importance_scores, missing_data_message, needs_calibration_data
 from .plan import (
-    normalize_group_size_overrides,
+    BUDGET_NAMES,
+    QuantizationPlan,
+    check_layer_bits,
+    check_layer_costs,
     normalize_layer_bits,
     normalize_layer_costs,
-    normalize_layer_scores,
-    normalize_level_settings,
+    upgrade_saved_config,
 )
 from .quality import QualityCheck
-from .units import parse_memory
 
 
 logger = logging.get_logger(__name__)
 
 QUANT_METHOD = "layerwise"
-BUDGET_FIELDS = ("target_bits", "memory_budget", "num_low_bit_layers", "layer_bits")
 
 
 def default_num_samples(backend: str) -> int:
@@ -68,8 +70,10 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
 
     Pass it as `quantization_config=` to `AutoModelForCausalLM.from_pretrained` after `import optimum_layerwise`.
     The model is loaded, every decoder layer is scored, bits are allocated to meet the budget and each layer's Linear
-    modules are quantized by `backend` at their layer's bit width. Afterwards the config carries the plan
-    (`layer_bits`, `layer_scores`), which `save_pretrained` writes to `config.json`.
+    modules are quantized by `backend` at their layer's bit width. The config you pass is not changed: the quantized
+    model's `config.quantization_config` is a new one holding the request and its `plan` (a
+    [`~optimum_layerwise.plan.QuantizationPlan`]: bits, group size and zero-point mode of every quantized Linear, the
+    scores, the budget met and the held-out quality), which `save_pretrained` writes to `config.json`.
 
     Args:
         bits (`tuple[int, ...]`, *optional*, defaults to `(8, 4)`):
@@ -117,41 +121,29 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             `"gate_proj"`). Embeddings and `lm_head` are never quantized.
         seed (`int`, *optional*, defaults to 0):
             Seed of `importance="random"` and of the calibration subset, in `[0, 2**63)`.
-        layer_scores (`list[float]`, *optional*):
-            Importance score of each decoder layer, filled in after quantization. With `layer_bits` it marks a
-            finished plan, as read back from a saved checkpoint.
         layer_costs (`dict[int, dict[int, float]]`, *optional*):
-            Measured cost of each decoder layer at each level (`importance="sensitivity"` or `"sensitivity_kl"`),
-            filled in after quantization. Pass the `layer_costs` of a saved checkpoint of the same model to plan
-            for another budget without measuring again; bits are then allocated by cost.
+            Measured cost of each decoder layer at each level. Pass the `plan.layer_costs` of a model quantized with
+            `importance="sensitivity"` (or `"sensitivity_kl"`) to plan the same model for another budget without
+            measuring again; bits are then allocated by cost.
         sym (`bool`, *optional*, defaults to `True`), desc_act (`bool`, *optional*, defaults to `False`):
             GPT-Q only: symmetric zero-points, and quantizing columns in order of decreasing activation (act-order).
-        dynamic (`dict[str, dict[str, int]]`, *optional*):
-            GPT-Q only, filled in after quantization: GPTQModel's per-module overrides (regex to `{"bits": b}`) for
-            the decoder layers below the top level, so that GPTQModel, vLLM and SGLang load the checkpoint.
-        level_settings (`dict[int, dict]`, *optional*):
-            Filled in after quantization: the settings each bit width was actually quantized with,
-            `{bits: {"sym": bool, "group_size": int | None}}` (e.g. optimum-quanto's int4 is asymmetric, its int8
-            symmetric per output channel).
-        group_size_overrides (`dict[str, int | None]`, *optional*):
-            Filled in after quantization: the Linear modules whose group size differs from their level's (a group
-            size that does not divide the layer's input size falls back, see `group_size`), by full module name.
         dataset_sha256 (`str`, *optional*):
             sha256 of a local calibration file or folder, computed when `dataset` is one.
         quality_windows (`int`, *optional*, defaults to 4):
             Windows of `seq_len` held-out calibration tokens (not used to calibrate) on which the model is scored
-            before and after quantizing; `0` skips the check. Its result is in `quality` and the model card.
-        quality (`dict`, *optional*):
-            Filled in after quantization: the held-out check, `{"dataset", "num_windows", "seq_len",
-            "unquantized", "quantized", "ratio", "verdict"}` (perplexities; verdict `"good"`, `"degraded"` above a
-            ratio of 1.3, `"collapsed"` above 2).
+            before and after quantizing; `0` skips the check. Its result is in `plan.quality` and the model card:
+            `{"dataset", "num_windows", "seq_len", "unquantized", "quantized", "ratio", "verdict"}` (perplexities;
+            verdict `"good"`, `"degraded"` above a ratio of 1.3, `"collapsed"` above 2).
+        plan ([`~optimum_layerwise.plan.QuantizationPlan`] or `dict`, *optional*):
+            Set on the config a quantization returns (and read from `config.json` on loading); not an input.
         verify (`bool`, *optional*, defaults to `False`):
             Loading only, never saved: pass `LayerwiseQuantizationConfig(verify=True)` as `quantization_config=` when
             loading a saved checkpoint to check every tensor and `config.json` against the checkpoint's sha256
             manifest first (reads all weight files once).
 
     With `backend="gptq"` the saved `quantization_config` is a standard GPT-Q one (`quant_method="gptq"`, the top
-    level as `bits`, the lower layers in `dynamic`) with this config under the key `"layerwise"`.
+    level as `bits`, the lower layers in `dynamic`, derived from the plan) with this config under the key
+    `"layerwise"`.
     """
 
     def __init__(
@@ -170,16 +162,12 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         group_size: int | None = 128,
         modules_to_not_convert: list[str] | None = None,
         seed: int = 0,
-        layer_scores: list[float] | None = None,
         layer_costs: dict[int, dict[int, float]] | None = None,
         sym: bool = True,
         desc_act: bool = False,
-        dynamic: dict[str, dict[str, int]] | None = None,
-        level_settings: dict[int, dict[str, Any]] | None = None,
-        group_size_overrides: dict[str, int | None] | None = None,
         dataset_sha256: str | None = None,
         quality_windows: int = 4,
-        quality: dict[str, Any] | None = None,
+        plan: QuantizationPlan | Mapping[str, Any] | None = None,
         verify: bool = False,
         **kwargs,
     ):
@@ -200,53 +188,43 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         self.group_size = group_size
         self.modules_to_not_convert = modules_to_not_convert
         self.seed = seed
-        self.layer_scores = normalize_layer_scores(layer_scores) if layer_scores is not None else None
         self.layer_costs = normalize_layer_costs(layer_costs) if layer_costs is not None else None
         self.sym = sym
         self.desc_act = desc_act
-        self.dynamic = dynamic
-        self.level_settings = normalize_level_settings(level_settings) if level_settings else None
-        self.group_size_overrides = (
-            normalize_group_size_overrides(group_size_overrides) if group_size_overrides else None
-        )
         self.quality_windows = quality_windows
-        self.quality = QualityCheck.from_dict(quality).to_dict() if quality is not None else None
+        self.plan = QuantizationPlan.from_dict(plan) if isinstance(plan, Mapping) else plan
         self.verify = verify
         self.post_init()
-
-    @property
-    def is_finished_plan(self) -> bool:
-        """Whether the config describes an already quantized model (bit map and scores known)."""
-        return self.layer_bits is not None and self.layer_scores is not None
 
     def post_init(self):
         r"""Check every argument; raise a `ValueError` naming the parameter and what is allowed."""
         if not isinstance(self.backend, str) or self.backend not in BACKEND_BITS:
             raise ValueError(f"`backend` must be one of {sorted(BACKEND_BITS)}, got {self.backend!r}.")
         supported = BACKEND_BITS[self.backend]
-        if not isinstance(self.bits, tuple) or not all(
-            isinstance(b, int) and not isinstance(b, bool) for b in self.bits
-        ):
-            raise ValueError(f"`bits` must be a tuple of ints such as (4, 2), got {self.bits!r}.")
-        if len(self.bits) not in (2, 3):
-            raise ValueError(f"`bits` must give two or three precision levels, high to low, got {self.bits}.")
+        check_levels(self.bits)
         unsupported = [b for b in self.bits if b not in supported]
         if unsupported:
             raise ValueError(f"`bits` {unsupported} not supported by backend={self.backend!r}; allowed: {supported}.")
-        if any(high <= low for high, low in zip(self.bits, self.bits[1:])):
-            raise ValueError(f"`bits` must be strictly decreasing (high to low), got {self.bits}.")
-        self._check_budget()
+        check_budget(
+            self.bits,
+            target_bits=self.target_bits,
+            memory_budget=self.memory_budget,
+            num_low_bit_layers=self.num_low_bit_layers,
+            required=False,
+        )
+        given = self.requested_budget()
+        if self.layer_bits is not None and given:
+            raise ValueError(f"Give `layer_bits` or a budget ({', '.join(given)}), not both.")
         check_importance(self.importance)
         if self.layer_costs is not None:
-            missing = {
-                index: sorted(costs) for index, costs in self.layer_costs.items() if set(costs) != set(self.bits)
-            }
-            if missing:
-                raise ValueError(f"`layer_costs` must give a cost for each level {self.bits}; got {missing}.")
-        if self.layer_bits is not None:
-            wrong = {index: b for index, b in self.layer_bits.items() if b not in self.bits}
-            if wrong:
-                raise ValueError(f"`layer_bits` uses bit widths {wrong} that are not among `bits`={self.bits}.")
+            check_layer_costs(self.layer_costs, self.bits)
+        for name, layer_bits in (("layer_bits", self.layer_bits), ("plan", getattr(self.plan, "layer_bits", None))):
+            if layer_bits is not None:
+                check_layer_bits(layer_bits, None, self.bits, parameter=name)
+        if self.plan is not None and not isinstance(self.plan, QuantizationPlan):
+            raise ValueError(f"`plan` must be a QuantizationPlan or its dict, got {type(self.plan).__name__}.")
+        if self.plan is not None and self.plan.quality is not None:
+            QualityCheck.from_dict(self.plan.quality)
         for name in ("num_samples", "seq_len", "quality_windows"):
             value = getattr(self, name)
             minimum = 0 if name == "quality_windows" else 1
@@ -271,13 +249,6 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             raise ValueError(
                 f"`modules_to_not_convert` must be a list of module names, got {self.modules_to_not_convert!r}."
             )
-        if self.dynamic is not None and (
-            not isinstance(self.dynamic, Mapping)
-            or not all(isinstance(key, str) and isinstance(value, Mapping) for key, value in self.dynamic.items())
-        ):
-            raise ValueError(
-                f"`dynamic` must map module regexes to overrides such as {{'bits': 2}}, got {self.dynamic!r:.80}."
-            )
         self._check_backend_options()
         if self.dataset is not None and not isinstance(self.dataset, (str, list, tuple, torch.Tensor)):
             raise ValueError(
@@ -296,12 +267,9 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
 
     def check_quantizable(self) -> None:
         """Raise a `ValueError` if this config cannot quantize a model (as opposed to loading a saved one)."""
-        needs_data = isinstance(self.importance, str) and IMPORTANCE_METHODS[self.importance].needs_data
+        needs_data = needs_calibration_data(self.importance)
         if needs_data and self.dataset is None and self.layer_bits is None and self.layer_costs is None:
-            raise ValueError(
-                f"importance={self.importance!r} needs calibration data: pass `dataset` (a list of texts with "
-                "`tokenizer`, token-id sequences or a text file path), or choose a data-free importance such as 'zd'."
-            )
+            raise ValueError(missing_data_message(self.importance))
         if self.dataset is None and BACKENDS[self.backend].requires_calibration:
             raise ValueError(
                 f"backend={self.backend!r} quantizes each layer from calibration data: pass `dataset` (a corpus name "
@@ -313,30 +281,22 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         options = {"sym": self.sym, "desc_act": self.desc_act} if self.backend == "gptq" else {}
         return get_backend(self.backend, **options)
 
-    def _check_budget(self) -> None:
-        given = [name for name in BUDGET_FIELDS if getattr(self, name) is not None]
-        if len(given) > 1 and not self.is_finished_plan:
-            raise ValueError(f"Give at most one budget among {list(BUDGET_FIELDS)}; got {given}.")
-        if self.target_bits is not None:
-            if isinstance(self.target_bits, bool) or not isinstance(self.target_bits, (int, float)):
-                raise ValueError(f"`target_bits` must be a number, got {self.target_bits!r}.")
-            if not min(self.bits) <= self.target_bits <= max(self.bits):
-                raise ValueError(
-                    f"`target_bits` must lie in [{min(self.bits)}, {max(self.bits)}] for bits={self.bits}, "
-                    f"got {self.target_bits}."
-                )
-        if self.memory_budget is not None:
-            parse_memory(self.memory_budget)
-        if self.num_low_bit_layers is not None and (
-            isinstance(self.num_low_bit_layers, bool)
-            or not isinstance(self.num_low_bit_layers, int)
-            or self.num_low_bit_layers < 0
-        ):
-            raise ValueError(f"`num_low_bit_layers` must be a non-negative int, got {self.num_low_bit_layers!r}.")
+    def requested_budget(self) -> dict[str, Any]:
+        """The budget given, as `{name: value}` (empty when none of `target_bits`, `memory_budget` and
+        `num_low_bit_layers` is set)."""
+        return {name: getattr(self, name) for name in BUDGET_NAMES if getattr(self, name) is not None}
 
-    def default_target_bits(self) -> float:
-        """The budget used when none is given: the mean of the highest and lowest level."""
-        return (max(self.bits) + min(self.bits)) / 2
+    def budget(self) -> dict[str, Any]:
+        """The budget a quantization meets: the one given, else `target_bits` at the mean of the highest and lowest
+        level (half of the layers at the low level for two levels)."""
+        return self.requested_budget() or {"target_bits": (max(self.bits) + min(self.bits)) / 2}
+
+    def with_plan(self, plan: QuantizationPlan) -> LayerwiseQuantizationConfig:
+        """A copy of this config (same request, same tokenizer and calibration data) holding `plan`."""
+        result = copy.copy(self)
+        result.plan = plan
+        result.post_init()
+        return result
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], return_unused_kwargs: bool = False, **kwargs):
@@ -344,7 +304,8 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         if config_dict.get("quant_method") == "gptq":
             if "layerwise" not in config_dict:
                 raise ValueError("This GPT-Q quantization_config was not written by optimum-layerwise.")
-            config_dict = {**config_dict["layerwise"], "dynamic": config_dict.get("dynamic")}
+            config_dict = config_dict["layerwise"]
+        config_dict = upgrade_saved_config(config_dict)
         known = {key: value for key, value in config_dict.items() if key in _ARGUMENTS}
         ignored = sorted(set(config_dict) - set(known))
         if ignored:
@@ -375,7 +336,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             "desc_act": self.desc_act,
             "checkpoint_format": "gptq",
             "pack_dtype": "int32",
-            "dynamic": self.dynamic,
+            "dynamic": self._gptq_dynamic(),
             "layerwise": layerwise,
         }
 
@@ -396,22 +357,20 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             "group_size": self.group_size,
             "modules_to_not_convert": self.modules_to_not_convert,
             "seed": self.seed,
-            "layer_scores": self.layer_scores,
             "layer_costs": (
                 {str(i): {str(b): c for b, c in costs.items()} for i, costs in self.layer_costs.items()}
                 if self.layer_costs
                 else None
             ),
             **({"sym": self.sym, "desc_act": self.desc_act} if self.backend == "gptq" else {}),
-            "level_settings": (
-                {str(bits): settings for bits, settings in self.level_settings.items()}
-                if self.level_settings
-                else None
-            ),
-            "group_size_overrides": self.group_size_overrides,
             "quality_windows": self.quality_windows,
-            "quality": self.quality,
+            "plan": self.plan.to_dict() if self.plan is not None else None,
         }
+
+    def _gptq_dynamic(self) -> dict[str, dict[str, int]] | None:
+        if self.plan is None or not self.plan.layers_path:
+            return None
+        return self.quantization_backend().dynamic_overrides(self.plan.layer_bits, self.bits[0], self.plan.layers_path)
 
 
 _ARGUMENTS = tuple(

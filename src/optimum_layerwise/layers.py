@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from torch import nn
 
@@ -92,3 +92,32 @@ def vocab_size(model: nn.Module) -> int | None:
     """Number of token ids the model's input embedding accepts (`None` when it has none)."""
     embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     return getattr(embeddings, "num_embeddings", None)
+
+
+def quantizable_linears(
+    model: nn.Module, skip: Iterable[str]
+) -> Iterator[tuple[int, nn.Module, dict[str, nn.Linear]]]:
+    """Yield `(index, layer, {name: Linear})` for every decoder layer, leaving out `skip`.
+
+    Raises:
+        `ValueError`: when `skip` leaves a decoder layer without any Linear module to quantize.
+    """
+    path = decoder_layers_path(model)
+    for index, layer in enumerate(model.get_submodule(path)):
+        linears = linear_modules(layer, skip, prefix=f"{path}.{index}")
+        if not linears:
+            raise ValueError(
+                f"Decoder layer {index} has no Linear module left to quantize (see `modules_to_not_convert`)."
+            )
+        yield index, layer, linears
+
+
+def linear_shapes(model: nn.Module, skip: Iterable[str]) -> list[tuple[int, str, int]]:
+    """`(layer_index, full_module_name, in_features)` of every Linear to quantize, as
+    [`~optimum_layerwise.plan.resolve_modules`] takes them."""
+    path = decoder_layers_path(model)
+    return [
+        (index, f"{path}.{index}.{name}", linear.in_features)
+        for index, _, linears in quantizable_linears(model, skip)
+        for name, linear in linears.items()
+    ]

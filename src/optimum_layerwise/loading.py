@@ -9,9 +9,8 @@ import torch
 from torch import nn
 
 from .config import LayerwiseQuantizationConfig
-from .layers import decoder_layers, decoder_layers_path, set_submodule
-from .plan import check_layer_bits
-from .quantize import quantizable_linears
+from .layers import decoder_layers, decoder_layers_path, linear_shapes, quantizable_linears, set_submodule
+from .plan import QuantizationPlan, check_layer_bits, resolve_modules
 
 
 _SAFETENSORS_DTYPES = {
@@ -30,46 +29,61 @@ _FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 
 def replace_with_packed_modules(
     model: nn.Module, config: LayerwiseQuantizationConfig, skip: list[str]
-) -> dict[str, tuple[tuple[int, ...], torch.dtype | None]]:
-    """Swap every quantized Linear of the (meta) model for an empty packed module of its saved bit width.
+) -> tuple[QuantizationPlan, dict[str, tuple[tuple[int, ...], torch.dtype | None]]]:
+    """Swap every quantized Linear of the (meta) model for an empty packed module, as the saved plan says.
 
     Args:
         model (`PreTrainedModel`):
             The model skeleton, on the meta device.
         config ([`LayerwiseQuantizationConfig`]):
-            The saved config; must hold `layer_bits`.
+            The saved config; must hold a `plan`.
         skip (`list[str]`):
             Linear modules that were kept in full precision.
 
     Returns:
-        `dict`: expected `(shape, dtype)` of every packed tensor, by its state-dict name (`None` dtype = float).
+        `tuple`: the plan (with its modules resolved, for a checkpoint saved before plans listed them), and the
+        expected `(shape, dtype)` of every packed tensor by its state-dict name (`None` dtype = float).
+
+    Raises:
+        `ValueError`: when the checkpoint has no plan, or its plan does not match the model's modules.
     """
-    if config.layer_bits is None:
-        raise ValueError(
-            "This checkpoint's quantization_config has no `layer_bits`: it was not saved after quantization."
-        )
-    check_layer_bits(config.layer_bits, len(decoder_layers(model)), config.bits)
+    plan = config.plan
+    if plan is None:
+        raise ValueError("This checkpoint's quantization_config has no `plan`: it was not saved after quantization.")
+    check_layer_bits(plan.layer_bits, len(decoder_layers(model)), config.bits, "plan.layer_bits")
     backend = config.quantization_backend()
     backend.require()
-    path = decoder_layers_path(model)
+    shapes = linear_shapes(model, skip)
+    if not plan.modules:  # saved before plans listed their modules: the same rule resolves them
+        modules = resolve_modules(shapes, plan.layer_bits, backend, config.group_size)
+        plan = plan.replace(layers_path=decoder_layers_path(model), modules=modules)
+    _check_plan_modules(plan, {name for _, name, _ in shapes})
     expected = {}
-    overrides = config.group_size_overrides or {}
     for index, layer, linears in quantizable_linears(model, skip):
-        bits = config.layer_bits[index]
-        level = (config.level_settings or {}).get(bits)
         for name, linear in linears.items():
-            full_name = f"{path}.{index}.{name}"
-            if level is None:  # written before the applied settings were recorded: the rule that was applied then
-                group_size = backend.layer_group_size(linear.in_features, config.group_size)
-            else:
-                group_size = overrides.get(full_name, level["group_size"])
+            full_name = f"{plan.layers_path}.{index}.{name}"
+            settings = plan.modules[full_name]
+            bits, group_size = settings.bits, settings.group_size
             module = backend.empty_linear(
                 linear.in_features, linear.out_features, bits, group_size, linear.bias is not None, linear.weight.dtype
             )
             set_submodule(layer, name, module)
             specs = backend.tensor_specs(linear.out_features, linear.in_features, bits, group_size)
-            expected.update({f"{path}.{index}.{name}.{tensor}": spec for tensor, spec in specs.items()})
-    return expected
+            expected.update({f"{full_name}.{tensor}": spec for tensor, spec in specs.items()})
+    return plan, expected
+
+
+def _check_plan_modules(plan: QuantizationPlan, model_modules: set[str]) -> None:
+    missing, unknown = sorted(model_modules - set(plan.modules)), sorted(set(plan.modules) - model_modules)
+    if missing or unknown:
+        details = [
+            f"not in the plan: {missing[:3]}" if missing else "",
+            f"not in the model: {unknown[:3]}" if unknown else "",
+        ]
+        raise ValueError(
+            "The checkpoint's plan does not match the model's Linear modules (another architecture, or "
+            f"`modules_to_not_convert` changed): {'; '.join(d for d in details if d)}."
+        )
 
 
 def expected_tensors(
@@ -121,7 +135,7 @@ def check_checkpoint(
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise ValueError(
-            "The checkpoint does not match its model and quantization_config (layer_bits, group sizes): "
+            "The checkpoint does not match its model and quantization_config (plan: bits, group sizes): "
             + "; ".join(problems[:3])
             + more
             + "."

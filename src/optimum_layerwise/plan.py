@@ -1,13 +1,26 @@
-"""The bit plan: which precision each decoder layer gets, written down completely.
+"""The quantization plan as a value: which bits, group size and zero-point mode every quantized Linear gets.
 
-This module imports neither torch nor transformers. Every setting that decides the packed format of a layer is
-computed here, explicitly, so that a saved checkpoint can be checked against its config before any tensor loads.
+A [`QuantizationPlan`] is made once per quantization (by `optimum_layerwise.planning`), applied by the quantizer,
+saved in `config.json` and read back by the loader, which rebuilds every packed module from it alone. The helpers
+below read and check the values a plan is made of. This module imports neither torch nor transformers.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import types
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+
+if TYPE_CHECKING:
+    from .backends import QuantizationBackend
+
+PLAN_FORMAT = 2
+BUDGET_NAMES = ("target_bits", "memory_budget", "num_low_bit_layers")
+# what configs saved before the plan became a value held at their top level
+LEGACY_PLAN_FIELDS = ("layer_scores", "dynamic", "level_settings", "group_size_overrides", "quality")
 
 
 def effective_group_size(in_features: int, group_size: int | None) -> int | None:
@@ -88,6 +101,17 @@ def normalize_layer_costs(layer_costs: Mapping) -> dict[int, dict[int, float]]:
     return dict(sorted(normalized.items()))
 
 
+def check_layer_costs(layer_costs: Mapping[int, Mapping[int, float]], levels: tuple[int, ...]) -> None:
+    """Check that normalized costs give a cost for exactly the levels `levels` in every layer.
+
+    Raises:
+        `ValueError`: naming the layers whose levels differ.
+    """
+    wrong = {index: sorted(costs) for index, costs in layer_costs.items() if set(costs) != set(levels)}
+    if wrong:
+        raise ValueError(f"`layer_costs` must give a cost for each level {tuple(levels)}; got {wrong}.")
+
+
 def average_bits(layer_bits: Mapping[int, int]) -> float:
     """Average bit width over decoder layers (each layer counts once, as in the paper's §3.2)."""
     if not layer_bits:
@@ -95,32 +119,37 @@ def average_bits(layer_bits: Mapping[int, int]) -> float:
     return sum(layer_bits.values()) / len(layer_bits)
 
 
-def check_layer_bits(layer_bits: Mapping[int, int], num_layers: int, levels: tuple[int, ...]) -> None:
+def check_layer_bits(
+    layer_bits: Mapping[int, int], num_layers: int | None, levels: tuple[int, ...], parameter: str = "layer_bits"
+) -> None:
     """Check that a bit map covers exactly the model's decoder layers with the configured levels.
 
     Args:
         layer_bits (`Mapping[int, int]`):
             Normalized bit map (see [`normalize_layer_bits`]).
-        num_layers (`int`):
-            Number of decoder layers of the model.
+        num_layers (`int`, *optional*):
+            Number of decoder layers of the model; `None` checks the bit widths only (no model at hand).
         levels (`tuple[int, ...]`):
             Allowed bit widths.
+        parameter (`str`, *optional*, defaults to `"layer_bits"`):
+            Name used in error messages.
 
     Raises:
         `ValueError`: naming the layers that the model lacks or that the map leaves out, or a bit width that is not
         one of `levels`.
     """
-    unknown = sorted(index for index in layer_bits if index >= num_layers)
+    unknown = [] if num_layers is None else sorted(index for index in layer_bits if index >= num_layers)
     if unknown:
         raise ValueError(
-            f"`layer_bits` names layers {unknown} but the model has {num_layers} decoder layers (0..{num_layers - 1})."
+            f"`{parameter}` names layers {unknown} but the model has {num_layers} decoder layers "
+            f"(0..{num_layers - 1})."
         )
-    missing = sorted(set(range(num_layers)) - set(layer_bits))
+    missing = [] if num_layers is None else sorted(set(range(num_layers)) - set(layer_bits))
     if missing:
-        raise ValueError(f"`layer_bits` must give a bit width for every decoder layer; missing layers {missing}.")
+        raise ValueError(f"`{parameter}` must give a bit width for every decoder layer; missing layers {missing}.")
     wrong = {index: bits for index, bits in layer_bits.items() if bits not in levels}
     if wrong:
-        raise ValueError(f"`layer_bits` uses bit widths {wrong} that are not among `bits`={tuple(levels)}.")
+        raise ValueError(f"`{parameter}` uses bit widths {wrong} that are not among `bits`={tuple(levels)}.")
 
 
 def normalize_layer_scores(layer_scores) -> list[float]:
@@ -187,3 +216,190 @@ def normalize_group_size_overrides(overrides: Mapping) -> dict[str, int | None]:
     return {
         name: _check_group_size_value(value, f"group_size_overrides[{name!r}]") for name, value in overrides.items()
     }
+
+
+@dataclass(frozen=True)
+class ModulePlan:
+    """How one Linear module is quantized.
+
+    Args:
+        bits (`int`): Bit width of its weights.
+        group_size (`int`, *optional*): Columns per quantization group; `None` = one group per output channel.
+        sym (`bool`): Symmetric quantization (no zero-points).
+    """
+
+    bits: int
+    group_size: int | None
+    sym: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bits": self.bits, "group_size": self.group_size, "sym": self.sym}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], name: str) -> ModulePlan:
+        """Read a saved entry, checking every value.
+
+        Raises:
+            `ValueError`: naming the module and the value that is wrong.
+        """
+        if not isinstance(data, Mapping) or set(data) != {"bits", "group_size", "sym"}:
+            raise ValueError(f"`plan.modules[{name!r}]` must be {{'bits', 'group_size', 'sym'}}, got {data!r:.80}.")
+        bits = data["bits"]
+        if isinstance(bits, bool) or not isinstance(bits, int) or bits < 1:
+            raise ValueError(f"`plan.modules[{name!r}]['bits']` must be a positive int, got {bits!r:.40}.")
+        if not isinstance(data["sym"], bool):
+            raise ValueError(f"`plan.modules[{name!r}]['sym']` must be True or False, got {data['sym']!r:.40}.")
+        group_size = _check_group_size_value(data["group_size"], f"plan.modules[{name!r}]['group_size']")
+        return cls(bits, group_size, data["sym"])
+
+
+def _frozen(mapping: Mapping) -> Mapping:
+    return types.MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True)
+class QuantizationPlan:
+    """Everything a layer-wise quantization decided, as an immutable value.
+
+    Args:
+        layers_path (`str`):
+            Module path of the decoder layers, e.g. `"model.layers"`.
+        layer_bits (`Mapping[int, int]`):
+            Bit width of each decoder layer, as allocated.
+        modules (`Mapping[str, ModulePlan]`):
+            Every quantized Linear by full module name, with the settings it is packed with. Empty only for a plan
+            read from a checkpoint older than this format, until [`resolve_modules`] fills it in at load time.
+        layer_scores (`tuple[float, ...]`, *optional*):
+            Importance of each decoder layer (higher = more important); `None` for a bit map given by hand.
+        layer_costs (`Mapping[int, Mapping[int, float]]`, *optional*):
+            Measured cost of each decoder layer at each level, when bits were allocated by cost.
+        budget (`Mapping[str, Any]`):
+            The budget that was met, e.g. `{"target_bits": 6.0}` (empty for a bit map given by hand).
+        quality (`Mapping[str, Any]`, *optional*):
+            The held-out check that ended the quantization (see `optimum_layerwise.quality.QualityCheck`).
+    """
+
+    layers_path: str
+    layer_bits: Mapping[int, int]
+    modules: Mapping[str, ModulePlan]
+    layer_scores: tuple[float, ...] | None = None
+    layer_costs: Mapping[int, Mapping[int, float]] | None = None
+    budget: Mapping[str, Any] = field(default_factory=dict)
+    quality: Mapping[str, Any] | None = None
+
+    def __post_init__(self):
+        freeze = {
+            "layer_bits": _frozen(normalize_layer_bits(self.layer_bits)),
+            "modules": _frozen(dict(sorted(self.modules.items()))),
+            "budget": _frozen(self.budget),
+        }
+        if self.layer_scores is not None:
+            freeze["layer_scores"] = tuple(normalize_layer_scores(list(self.layer_scores)))
+        if self.layer_costs is not None:
+            costs = normalize_layer_costs(self.layer_costs)
+            freeze["layer_costs"] = _frozen({index: _frozen(level) for index, level in costs.items()})
+        if self.quality is not None:
+            freeze["quality"] = _frozen(self.quality)
+        for name, value in freeze.items():
+            object.__setattr__(self, name, value)
+
+    def __deepcopy__(self, memo) -> QuantizationPlan:
+        return self  # immutable: copies of a config share their plan
+
+    def __reduce__(self):
+        return (QuantizationPlan.from_dict, (self.to_dict(),))
+
+    def replace(self, **changes: Any) -> QuantizationPlan:
+        """A new plan with some fields changed."""
+        values = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return QuantizationPlan(**{**values, **changes})
+
+    @property
+    def average_bits(self) -> float:
+        """Average bit width over decoder layers (paper §3.2)."""
+        return average_bits(self.layer_bits)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict, as saved under `"plan"` in the layer-wise `quantization_config`."""
+        return {
+            "format": PLAN_FORMAT,
+            "layers_path": self.layers_path,
+            "layer_bits": {str(index): bits for index, bits in self.layer_bits.items()},
+            "layer_scores": list(self.layer_scores) if self.layer_scores is not None else None,
+            "layer_costs": (
+                {str(i): {str(b): c for b, c in costs.items()} for i, costs in self.layer_costs.items()}
+                if self.layer_costs is not None
+                else None
+            ),
+            "budget": dict(self.budget),
+            "modules": {name: module.to_dict() for name, module in self.modules.items()},
+            "quality": dict(self.quality) if self.quality is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QuantizationPlan:
+        """Read [`to_dict`]'s output back, checking every value.
+
+        Raises:
+            `ValueError`: for a plan of another format or a malformed entry, naming it.
+        """
+        if not isinstance(data, Mapping) or data.get("format") != PLAN_FORMAT:
+            found = data.get("format") if isinstance(data, Mapping) else type(data).__name__
+            raise ValueError(f"`plan` must be a layer-wise plan of format {PLAN_FORMAT}, got format {found!r:.40}.")
+        if not isinstance(data.get("layers_path"), str) or not isinstance(data.get("modules"), Mapping):
+            raise ValueError("`plan` needs `layers_path` (a module path) and `modules` (a mapping of module names).")
+        if not isinstance(data.get("budget") or {}, Mapping):
+            raise ValueError(f"`plan.budget` must be a mapping, got {data.get('budget')!r:.40}.")
+        return cls(
+            layers_path=data["layers_path"],
+            layer_bits=normalize_layer_bits(data.get("layer_bits"), "plan.layer_bits"),
+            modules={name: ModulePlan.from_dict(entry, name) for name, entry in data["modules"].items()},
+            layer_scores=data.get("layer_scores"),
+            layer_costs=data.get("layer_costs"),
+            budget=data.get("budget") or {},
+            quality=data.get("quality"),
+        )
+
+
+def resolve_modules(
+    linears: Iterable[tuple[int, str, int]],
+    layer_bits: Mapping[int, int],
+    backend: QuantizationBackend,
+    group_size: int | None,
+) -> dict[str, ModulePlan]:
+    """The settings of every Linear for a bit map: the one place a requested group size becomes a module's.
+
+    Args:
+        linears (`Iterable[tuple[int, str, int]]`):
+            `(layer_index, full_module_name, in_features)` of every Linear to quantize.
+        layer_bits (`Mapping[int, int]`):
+            Bits of each decoder layer.
+        backend ([`~optimum_layerwise.backends.QuantizationBackend`]):
+            Decides each level's settings ([`~QuantizationBackend.level_settings`]) and how a group size adapts to a
+            layer's width ([`~QuantizationBackend.layer_group_size`]).
+        group_size (`int`, *optional*):
+            Requested group size.
+    """
+    return {
+        name: backend.module_plan(in_features, layer_bits[index], group_size) for index, name, in_features in linears
+    }
+
+
+def upgrade_saved_config(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """A config saved before the plan was a value (its results at the top level) in today's form: the bit map, scores,
+    costs and quality become a `plan` whose modules the loader resolves from the model. Other dicts are returned
+    as they are."""
+    if "plan" in saved or saved.get("layer_bits") is None or not any(key in saved for key in LEGACY_PLAN_FIELDS):
+        return dict(saved)
+    plan = {
+        "format": PLAN_FORMAT,
+        "layers_path": "",
+        "layer_bits": saved["layer_bits"],
+        "layer_scores": saved.get("layer_scores"),
+        "layer_costs": saved.get("layer_costs"),
+        "budget": {name: saved[name] for name in BUDGET_NAMES if saved.get(name) is not None},
+        "modules": {},
+        "quality": saved.get("quality"),
+    }
+    request = {key: value for key, value in saved.items() if key not in (*LEGACY_PLAN_FIELDS, "layer_bits")}
+    return {**request, "layer_costs": None, "plan": plan}

@@ -18,7 +18,7 @@ from transformers.quantizers.auto import (
 from transformers.utils.quantization_config import GPTQConfig, QuantoConfig
 
 from .config import QUANT_METHOD, LayerwiseQuantizationConfig
-from .quantizer import LayerwiseHfQuantizer
+from .hf_quantizer import LayerwiseHfQuantizer
 
 
 class GPTQConfigOrLayerwise(GPTQConfig):

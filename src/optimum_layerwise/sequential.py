@@ -10,7 +10,7 @@ outputs of the already quantized layers before it. Padding positions are left ou
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from transformers.utils import logging
 from .backends import QuantizationBackend
 from .calibration import CalibrationBatch
 from .layers import decoder_layers, set_submodule
+from .plan import QuantizationPlan
 
 
 @dataclass
@@ -73,27 +74,24 @@ def _first(output: Any) -> torch.Tensor:
 
 def quantize_sequentially(
     model: nn.Module,
-    layer_bits: Mapping[int, int],
+    plan: QuantizationPlan,
     batches: Sequence[CalibrationBatch],
     backend: QuantizationBackend,
     linears_per_layer: Sequence[dict[str, nn.Linear]],
-    group_size: int | None,
 ) -> None:
     """Quantize every decoder layer's Linear modules in place with a calibrated backend (GPT-Q).
 
     Args:
         model (`PreTrainedModel`):
             The full-precision model.
-        layer_bits (`Mapping[int, int]`):
-            Bits of each decoder layer.
+        plan ([`~optimum_layerwise.plan.QuantizationPlan`]):
+            The settings of every Linear module.
         batches (`Sequence[CalibrationBatch]`):
             Calibration batches.
         backend ([`~optimum_layerwise.backends.QuantizationBackend`]):
             A backend with `requires_calibration`.
         linears_per_layer (`Sequence[dict[str, nn.Linear]]`):
             For each decoder layer, the Linear modules to quantize by name inside the layer.
-        group_size (`int`, *optional*):
-            Requested group size.
     """
     layers = decoder_layers(model)
     with torch.no_grad():
@@ -102,10 +100,9 @@ def quantize_sequentially(
         masks = [batch.attention_mask.bool() for batch in batches]
         for index in logging.tqdm(range(len(layers)), desc=f"Quantizing layers ({backend.name})", unit="layer"):
             layer, linears = layers[index], linears_per_layer[index]
+            settings = {name: plan.modules[f"{plan.layers_path}.{index}.{name}"] for name in linears}
             calibrators = {
-                name: backend.calibrator(
-                    linear, layer_bits[index], backend.layer_group_size(linear.in_features, group_size)
-                )
+                name: backend.calibrator(linear, settings[name].bits, settings[name].group_size)
                 for name, linear in linears.items()
             }
             current: dict[str, torch.Tensor] = {}

@@ -30,7 +30,7 @@ class LayerVersions:
         backend (`str` or [`~optimum_layerwise.backends.QuantizationBackend`]):
             Backend that builds the quantized versions.
         group_size (`int`, *optional*):
-            Requested group size (the backend's `layer_group_size` adapts it to each layer).
+            Requested group size (the backend's `module_plan` adapts it to each layer and level).
         skip (`Sequence[str]`, *optional*):
             Linear modules that always stay in full precision.
         simulate (`bool`, *optional*, defaults to `False`):
@@ -56,14 +56,15 @@ class LayerVersions:
         self.cache: dict[tuple[int, int], dict[str, nn.Module]] = {}
         self.full_precision_nbytes = tensor_nbytes(model)
 
+    def _group_size(self, linear: nn.Linear, bits: int) -> int | None:
+        return self.backend.module_plan(linear.in_features, bits, self.group_size).group_size
+
     def quantized(self, index: int, bits: int) -> dict[str, nn.Module]:
         """The packed Linear modules of layer `index` at `bits` (quantized once, then cached)."""
         if (index, bits) not in self.cache:
             with torch.no_grad():
                 packed = {
-                    name: self.backend.quantize_linear(
-                        linear, bits, self.backend.layer_group_size(linear.in_features, self.group_size)
-                    )
+                    name: self.backend.quantize_linear(linear, bits, self._group_size(linear, bits))
                     for name, linear in self.originals[index].items()
                 }
                 if self.simulate:
@@ -87,7 +88,7 @@ class LayerVersions:
                     linear.out_features,
                     linear.in_features,
                     layer_bits[index],
-                    self.backend.layer_group_size(linear.in_features, self.group_size),
+                    self._group_size(linear, layer_bits[index]),
                     weight.dtype,
                 )
                 total += packed - weight.numel() * weight.element_size()

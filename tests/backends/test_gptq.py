@@ -45,7 +45,7 @@ def test_mixed_bits_round_trip(tiny_checkpoint, tmp_path, token_batches, bits, i
     )
     model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, quantization_config=config)
     assert model.dtype == torch.float32  # TorchLinear computes in the activations' dtype: float32 is fast on CPU
-    plan = model.config.quantization_config.layer_bits
+    plan = model.config.quantization_config.plan.layer_bits
     assert sorted(plan.values()).count(bits[-1]) == 2
     packed = packed_modules(model)
     assert len(packed) == 7 * len(plan)
@@ -70,7 +70,7 @@ def test_mixed_bits_round_trip(tiny_checkpoint, tmp_path, token_batches, bits, i
     assert "GPTQModel, vLLM and SGLang load it" in (tmp_path / "README.md").read_text()
 
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, device_map="auto")
-    assert reloaded.config.quantization_config.layer_bits == plan
+    assert reloaded.config.quantization_config.plan.layer_bits == plan
     assert torch.equal(logits(reloaded), expected)
 
     from gptqmodel import BACKEND, GPTQModel
@@ -140,7 +140,7 @@ def test_gptq_beats_round_to_nearest_at_the_same_bit_map_on_the_demo_model():
             seq_len=512,
         )
         model = AutoModelForCausalLM.from_pretrained(path, quantization_config=config)
-        plans[backend] = model.config.quantization_config.layer_bits
+        plans[backend] = model.config.quantization_config.plan.layer_bits
         results[backend] = perplexity(model, "kjv", tokenizer, num_windows=8).perplexity
         del model
     assert plans["gptq"] == plans["quanto"] and sorted(plans["gptq"].values()).count(2) == 15

@@ -1,7 +1,8 @@
 import torch
 
 from conftest import build_tiny_model, build_tiny_tokenizer
-from optimum_layerwise.evaluation.sweep import SweepSettings, pruned, run_sweep, save_sweep, summarize
+from optimum_layerwise.evaluation.summary import summarize
+from optimum_layerwise.evaluation.sweep import SweepSettings, pruned, run_sweep, save_sweep
 
 
 def test_two_point_sweep_on_a_tiny_model(tmp_path):

@@ -84,5 +84,5 @@ def test_three_level_allocation_by_cost():
     costs = {i: {8: 0.0, 4: 0.01 * (i + 1), 2: 0.1 * (i + 1)} for i in range(4)}
     plan = allocate_bits_by_cost(costs, (8, 4, 2), target_bits=4.0)
     assert sum(plan.values()) <= 16 and plan[3] >= plan[0]
-    with pytest.raises(ValueError, match="layer_costs\\[0\\]"):
+    with pytest.raises(ValueError, match=r"must give a cost for each level \(8, 4\); got \{0: \[8\]\}"):
         allocate_bits_by_cost({0: {8: 0.0}}, (8, 4), target_bits=6)

@@ -61,7 +61,7 @@ def assert_complete(folder, allowed):
     assert verify_checksums(folder) == []
     assert saved_layer_bits(folder) in allowed
     model = AutoModelForCausalLM.from_pretrained(folder)
-    assert model.config.quantization_config.layer_bits in allowed
+    assert model.config.quantization_config.plan.layer_bits in allowed
     assert card_layer_bits(folder) == saved_layer_bits(folder)  # the card describes the weights beside it
 
 

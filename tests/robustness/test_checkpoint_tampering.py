@@ -117,8 +117,8 @@ def test_verify_at_load_passes_on_an_intact_checkpoint(saved, tiny_checkpoint):
 
 
 def test_layer_bits_null_says_the_checkpoint_is_unfinished(saved):
-    edit_config(saved, lambda config: config.update(layer_bits=None))
-    with pytest.raises(ValueError, match="has no `layer_bits`: it was not saved after quantization"):
+    edit_config(saved, lambda config: config.update(plan=None))
+    with pytest.raises(ValueError, match="has no `plan`: it was not saved after quantization"):
         AutoModelForCausalLM.from_pretrained(saved)
 
 

@@ -81,7 +81,7 @@ def test_a_checkpoint_needs_overwrite_and_is_replaced_whole(tiny_checkpoint, tmp
     one_line_error(code, err, "pass --overwrite")
     code, _, err = quantize_to(capsys, tiny_checkpoint, output, "--overwrite", "--num-low-bit-layers", "1")
     assert code == 0, err
-    layer_bits = json.loads((output / "config.json").read_text())["quantization_config"]["layer_bits"]
+    layer_bits = json.loads((output / "config.json").read_text())["quantization_config"]["plan"]["layer_bits"]
     assert sorted(layer_bits.values()) == [4, 8, 8, 8]
     assert [entry.name for entry in tmp_path.iterdir()] == ["out"]  # no staging folder left
 
@@ -159,15 +159,15 @@ def broken_checkpoints():
     return {
         "unknown dtype": (unknown_dtype, "unknown dtype"),
         "empty layer_bits": (
-            config_edit(lambda c: c["quantization_config"].update(layer_bits={})),
-            "layer_bits is empty",
+            config_edit(lambda c: c["quantization_config"]["plan"].update(layer_bits={})),
+            "plan.layer_bits is empty",
         ),
         "string quantization_config": (
             config_edit(lambda c: c.update(quantization_config="layerwise")),
             "its quantization_config is a str",
         ),
         "bad layer_bits key": (
-            config_edit(lambda c: c["quantization_config"].update(layer_bits={"x": 4})),
+            config_edit(lambda c: c["quantization_config"]["plan"].update(layer_bits={"x": 4})),
             "keys must be decoder-layer indices",
         ),
         "config not JSON": (lambda folder: (folder / "config.json").write_text("{"), "is not valid JSON"),

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from optimum_layerwise import LayerwiseQuantizationConfig
+from optimum_layerwise.plan import ModulePlan, QuantizationPlan
 
 
 JSON_VALUES = st.recursive(
@@ -59,11 +60,10 @@ def test_plausible_arguments_build_or_raise_value_error(kwargs):
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(ARGUMENTS + ["layer_scores", "layer_costs", "level_settings", "dynamic"]), JSON_VALUES)
+@given(st.sampled_from(ARGUMENTS + ["plan", "layer_scores", "level_settings", "dynamic"]), JSON_VALUES)
 def test_any_json_value_in_a_saved_config_loads_or_raises_value_error(name, value):
-    saved = LayerwiseQuantizationConfig(
-        bits=(4, 2), importance="zd", layer_bits={0: 4, 1: 2}, layer_scores=[0.5, 0.1]
-    ).to_dict()
+    plan = QuantizationPlan("model.layers", {0: 4, 1: 2}, {"model.layers.0.q": ModulePlan(4, 32, False)}, [0.5, 0.1])
+    saved = LayerwiseQuantizationConfig(bits=(4, 2), importance="zd").with_plan(plan).to_dict()
     saved[name] = value
     try:
         config = LayerwiseQuantizationConfig.from_dict(json.loads(json.dumps(saved)))

@@ -17,7 +17,7 @@ def test_importance_as_a_mapping_is_read_by_layer(tiny_checkpoint):
     config = LayerwiseQuantizationConfig(bits=(4, 2), importance=scores, num_low_bit_layers=2, group_size=32)
     assert config.importance == [0.1, 0.2, 0.8, 0.9]
     model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, quantization_config=config)
-    assert model.config.quantization_config.layer_bits == {0: 2, 1: 2, 2: 4, 3: 4}
+    assert model.config.quantization_config.plan.layer_bits == {0: 2, 1: 2, 2: 4, 3: 4}
     assert compute_importance(model, {"1": 5.0, "0": 7.0, "2": 1.0, "3": 0.0}) == [7.0, 5.0, 1.0, 0.0]
 
 
@@ -120,13 +120,14 @@ def test_the_saved_config_says_what_was_applied(tiny_checkpoint):
     model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, quantization_config=config)
     saved = model.config.quantization_config.to_dict()
     assert "sym" not in saved and "desc_act" not in saved  # GPT-Q options, not applied by quanto
-    assert saved["level_settings"] == {"8": {"sym": True, "group_size": None}, "4": {"sym": False, "group_size": 128}}
-    overrides = saved["group_size_overrides"]
-    assert overrides["model.layers.1.mlp.down_proj"] == 32 and overrides["model.layers.1.self_attn.q_proj"] is None
-    assert not any(name.startswith(("model.layers.0.", "model.layers.3.")) for name in overrides)
+    modules = saved["plan"]["modules"]
+    assert modules["model.layers.0.mlp.down_proj"] == {"bits": 8, "group_size": None, "sym": True}
+    assert modules["model.layers.1.mlp.down_proj"] == {"bits": 4, "group_size": 32, "sym": False}
+    assert modules["model.layers.1.mlp.up_proj"] == {"bits": 4, "group_size": None, "sym": False}  # 64 inputs
+    assert len(modules) == 4 * 7
     for name, module in model.named_modules():
-        if name in overrides:
-            assert module.group_size == overrides[name]
+        if name in modules:
+            assert (module.bits, module.group_size) == (modules[name]["bits"], modules[name]["group_size"])
 
 
 def test_a_config_without_budget_or_data_is_fine_for_loading_only():

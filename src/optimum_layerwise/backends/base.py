@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..plan import effective_group_size
+from ..plan import ModulePlan, effective_group_size
 
 
 class QuantizationBackend(ABC):
@@ -44,6 +44,12 @@ class QuantizationBackend(ABC):
     def level_settings(self, bits: int, group_size: int | None) -> dict[str, Any]:
         """The settings `bits`-bit weights are actually quantized with for a requested `group_size`:
         `{"sym": bool, "group_size": int | None}` (before any per-layer fallback of the group size)."""
+
+    def module_plan(self, in_features: int, bits: int, group_size: int | None) -> ModulePlan:
+        """The settings a Linear with `in_features` inputs is packed with at `bits` for a requested `group_size`: its
+        level's settings ([`level_settings`]) with the group size adapted to the layer ([`layer_group_size`])."""
+        level = self.level_settings(bits, group_size)
+        return ModulePlan(bits, self.layer_group_size(in_features, level["group_size"]), level["sym"])
 
     @abstractmethod
     def is_packed(self, module: nn.Module) -> bool:

@@ -1,61 +1,12 @@
-"""Figures in the style of the paper (matplotlib is an optional dependency: `pip install optimum-layerwise[plots]`)."""
+"""Sweep figures like the paper's Figure 2 (matplotlib is optional: `pip install optimum-layerwise[plots]`)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
 
-
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise ImportError("Plotting needs matplotlib: `pip install 'optimum-layerwise[plots]'`.") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_importance(
-    scores: Sequence[float],
-    path: str | os.PathLike,
-    *,
-    layer_bits: Mapping[int, int] | None = None,
-    title: str = "Layer importance",
-) -> None:
-    """Heatmap of layer importance like the paper's Figure 1: layers in model order (top row) and sorted from most
-    to least important (bottom row), coloured by score (green = important, red = not).
-
-    Args:
-        scores (`Sequence[float]`):
-            One score per decoder layer, higher = more important.
-        path (`str` or `os.PathLike`):
-            Where to write the PNG.
-        layer_bits (`Mapping[int, int]`, *optional*):
-            When given, each cell is annotated with the layer's bit width.
-        title (`str`, *optional*):
-            Figure title.
-    """
-    plt = _pyplot()
-    import numpy as np
-
-    values = np.asarray(scores, dtype=float)
-    order = np.argsort(-values, kind="stable")
-    figure, axes = plt.subplots(2, 1, figsize=(max(6.0, 0.32 * len(values) + 1.5), 2.6), constrained_layout=True)
-    for axis, indices, label in ((axes[0], np.arange(len(values)), "model order"), (axes[1], order, "sorted")):
-        image = axis.imshow(
-            values[indices][None, :], cmap="RdYlGn", aspect="auto", vmin=values.min(), vmax=values.max()
-        )
-        axis.set_yticks([0], [label])
-        axis.set_xticks(range(len(values)), [str(i) for i in indices], fontsize=7)
-        if layer_bits is not None:
-            for column, index in enumerate(indices):
-                axis.text(column, 0, str(layer_bits[int(index)]), ha="center", va="center", fontsize=7)
-    axes[0].set_title(title)
-    figure.colorbar(image, ax=axes, shrink=0.8, label="score")
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+from ..plotting import pyplot
+from .summary import summarize
 
 
 def plot_sweep(
@@ -77,9 +28,7 @@ def plot_sweep(
         log_scale (`bool`, *optional*, defaults to `True`):
             Logarithmic y axis (perplexity spans orders of magnitude at 2 bits).
     """
-    from .sweep import summarize
-
-    plt = _pyplot()
+    plt = pyplot()
     pruned = [row for row in rows if row["kind"] == "pruned"]
     figure, axes = plt.subplots(
         1, 2 if pruned else 1, figsize=(13 if pruned else 7.5, 4.8), constrained_layout=True, squeeze=False

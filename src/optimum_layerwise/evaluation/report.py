@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .sweep import summarize
+from .summary import summarize
 
 
 def retention_limit(points: list[dict[str, Any]], retention: float = 0.9) -> float | None:

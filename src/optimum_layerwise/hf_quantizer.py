@@ -1,4 +1,4 @@
-"""`LayerwiseHfQuantizer`: the transformers hooks, kept thin (work is done in quantize.py and loading.py)."""
+"""`LayerwiseHfQuantizer`: the transformers hooks, kept thin (the work is done in quantize.py and loading.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from transformers.quantizers.base import HfQuantizer
 from transformers.utils import logging
 
-from .layers import decoder_layers, decoder_layers_path
+from .layers import decoder_layers
 from .loading import check_checkpoint, expected_tensors, replace_with_packed_modules, verify_checkpoint_files
 from .quality import QualityCheck
 from .quantize import quantize_model
@@ -46,7 +46,9 @@ class LayerwiseHfQuantizer(HfQuantizer):
         if not self.pre_quantized:
             decoder_layers(model)  # fail before the weights load if the architecture is not supported
             return
-        packed = replace_with_packed_modules(model, self.quantization_config, self._skip(model))
+        plan, packed = replace_with_packed_modules(model, self.quantization_config, self._skip(model))
+        if plan is not self.quantization_config.plan:  # resolved from a checkpoint that did not list its modules
+            self.quantization_config = self.quantization_config.with_plan(plan)
         if checkpoint_files:
             if self.quantization_config.verify:
                 verify_checkpoint_files(checkpoint_files, getattr(model.config, "_name_or_path", None))
@@ -59,36 +61,40 @@ class LayerwiseHfQuantizer(HfQuantizer):
                 if backend.is_packed(module):
                     backend.finish_loading(module)
         else:
-            quantize_model(model, self.quantization_config, skip=self._skip(model))
-        from .hub import attach_model_card, set_eval_results  # save_pretrained/push_to_hub also write the card
+            # a new config holding the plan; the one passed to from_pretrained stays as it was
+            self.quantization_config = quantize_model(model, self.quantization_config, skip=self._skip(model))
+        from .hub import attach_model_card  # save_pretrained/push_to_hub also write the card
+        from .model_card import set_eval_results
 
         attach_model_card(model, pre_quantized=self.pre_quantized)
-        if not self.pre_quantized and self.quantization_config.quality is not None:
-            set_eval_results(model, QualityCheck.from_dict(self.quantization_config.quality).eval_results())
+        quality = self.quantization_config.plan.quality
+        if not self.pre_quantized and quality is not None:
+            set_eval_results(model, QualityCheck.from_dict(quality).eval_results())
         return model
 
     def get_state_dict_and_metadata(self, model):
         """Refuse to save (before anything is written) a model whose modules do not match its plan; give the packed
         tensors in the backend's checkpoint layout."""
-        layer_bits = self.quantization_config.layer_bits
-        if layer_bits is None:
-            raise ValueError("Cannot save: the model has no layer-wise plan (`layer_bits` is missing).")
+        plan = self.quantization_config.plan
+        if plan is None:
+            raise ValueError("Cannot save: the model has no layer-wise plan.")
         backend = self.quantization_config.quantization_backend()
-        path = decoder_layers_path(model)
-        replaced = {}
-        for index, layer in enumerate(decoder_layers(model)):
-            for module_name, module in layer.named_modules(prefix=f"{path}.{index}"):
-                if not backend.is_packed(module):
-                    continue
-                if module.bits != layer_bits[index]:
-                    raise ValueError(
-                        f"Cannot save: module {module_name} holds {module.bits}-bit weights but layer_bits says "
-                        f"{layer_bits[index]} for decoder layer {index}."
-                    )
-                tensors = backend.checkpoint_tensors(module)
-                replaced.update({f"{module_name}.{name}": tensor for name, tensor in tensors.items()})
-        if not replaced:
-            return None, {}
+        replaced, packed = {}, set()
+        for module_name, module in decoder_layers(model).named_modules(prefix=plan.layers_path):
+            if not backend.is_packed(module):
+                continue
+            planned = plan.modules.get(module_name)
+            if planned is None or module.bits != planned.bits:
+                raise ValueError(
+                    f"Cannot save: module {module_name} holds {module.bits}-bit weights but the plan says "
+                    f"{planned.bits if planned else 'it is not quantized'}."
+                )
+            tensors = backend.checkpoint_tensors(module)
+            replaced.update({f"{module_name}.{name}": tensor for name, tensor in tensors.items()})
+            packed.add(module_name)
+        unpacked = sorted(set(plan.modules) - packed)
+        if unpacked:
+            raise ValueError(f"Cannot save: the plan quantizes {unpacked[:3]}, which the model holds unquantized.")
         return {**model.state_dict(), **replaced}, {}
 
     def is_serializable(self) -> bool:

@@ -1,0 +1,150 @@
+"""From a model and a request to a [`~optimum_layerwise.plan.QuantizationPlan`]: sizes, scores, allocation.
+
+Nothing here changes the model or the request: the model's layers are measured (and, for the sensitivity methods,
+quantized one at a time and put back), and the result is a new plan value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+from transformers.utils import logging
+
+from .allocation import allocate_bits, allocate_bits_by_cost
+from .backends import QuantizationBackend
+from .calibration import CalibrationBatch
+from .config import LayerwiseQuantizationConfig
+from .footprint import tensor_nbytes
+from .importance import IMPORTANCE_METHODS, measure_layer_costs, score_layers
+from .importance.sensitivity import costs_to_scores
+from .layers import decoder_layers, decoder_layers_path, linear_shapes, quantizable_linears
+from .plan import QuantizationPlan, check_layer_bits, resolve_modules
+from .units import parse_memory
+
+
+logger = logging.get_logger(__name__)
+
+
+def layer_sizes(
+    model: nn.Module,
+    levels: Sequence[int],
+    backend: QuantizationBackend,
+    group_size: int | None,
+    skip: Sequence[str],
+) -> tuple[list[dict[int, int]], int]:
+    """Exact bytes of every decoder layer at every level, and the bytes outside the decoder layers.
+
+    Returns:
+        `tuple[list[dict[int, int]], int]`: `([{bits: bytes}, ...], fixed_bytes)`.
+    """
+    sizes = []
+    for _, layer, linears in quantizable_linears(model, skip):
+        weights = sum(linear.weight.numel() * linear.weight.element_size() for linear in linears.values())
+        rest = tensor_nbytes(layer) - weights
+        sizes.append(
+            {
+                bits: rest
+                + sum(
+                    backend.linear_nbytes(
+                        linear.out_features,
+                        linear.in_features,
+                        bits,
+                        backend.module_plan(linear.in_features, bits, group_size).group_size,
+                        linear.weight.dtype,
+                    )
+                    for linear in linears.values()
+                )
+                for bits in levels
+            }
+        )
+    fixed = tensor_nbytes(model) - tensor_nbytes(decoder_layers(model))
+    return sizes, fixed
+
+
+def _allocate(
+    model: nn.Module,
+    config: LayerwiseQuantizationConfig,
+    backend: QuantizationBackend,
+    skip: Sequence[str],
+    batches: Sequence[CalibrationBatch],
+    budget: dict,
+) -> tuple[dict[int, int], list[float], dict | None]:
+    """Scores and bit map under `budget`; costs too when bits are allocated by measured cost."""
+    sizes, fixed = layer_sizes(model, config.bits, backend, config.group_size, skip)
+    if "memory_budget" in budget:
+        largest = fixed + sum(size[max(config.bits)] for size in sizes)
+        if parse_memory(budget["memory_budget"]) >= largest:
+            logger.warning(f"memory_budget={budget['memory_budget']} fits every layer at {max(config.bits)} bits.")
+    allocation = {**budget, "layer_sizes": sizes, "fixed_bytes": fixed}
+    method = IMPORTANCE_METHODS.get(config.importance) if isinstance(config.importance, str) else None
+    costs = config.layer_costs
+    if costs is None and method is not None and method.measure is not None:
+        costs = measure_layer_costs(
+            model,
+            batches,
+            config.bits,
+            measure=method.measure,
+            backend=backend,
+            group_size=config.group_size,
+            skip=skip,
+        )
+    if costs is not None:
+        if len(costs) != len(sizes):
+            raise ValueError(
+                f"`layer_costs` covers {len(costs)} layers but the model has {len(sizes)} decoder layers."
+            )
+        return allocate_bits_by_cost(costs, config.bits, **allocation), costs_to_scores(costs), costs
+    scores = score_layers(
+        model,
+        config.importance,
+        batches,
+        seed=config.seed,
+        skip=skip,
+        bits=config.bits,
+        backend=config.backend,
+        group_size=config.group_size,
+    )
+    return allocate_bits(scores, config.bits, **allocation), scores, None
+
+
+def make_plan(
+    model: nn.Module,
+    config: LayerwiseQuantizationConfig,
+    backend: QuantizationBackend,
+    skip: Sequence[str],
+    batches: Sequence[CalibrationBatch] = (),
+) -> QuantizationPlan:
+    """The plan for quantizing `model` as `config` asks: its explicit `layer_bits`, or scores and an allocation
+    within its budget (see [`LayerwiseQuantizationConfig.budget`]).
+
+    Args:
+        model (`PreTrainedModel`):
+            The full-precision model.
+        config ([`LayerwiseQuantizationConfig`]):
+            The request; not modified.
+        backend ([`~optimum_layerwise.backends.QuantizationBackend`]):
+            The backend that will pack the modules.
+        skip (`Sequence[str]`):
+            Linear modules kept in full precision.
+        batches (`Sequence[CalibrationBatch]`, *optional*):
+            Calibration batches for the data-driven importance methods (shared with GPT-Q's calibration).
+    """
+    num_layers = len(decoder_layers(model))
+    if config.layer_bits is not None:
+        check_layer_bits(config.layer_bits, num_layers, config.bits)
+        layer_bits, scores, costs, budget = dict(config.layer_bits), None, None, {}
+    else:
+        budget = config.budget()
+        if budget != config.requested_budget():
+            name, value = next(iter(budget.items()))
+            logger.info(f"No budget given: using {name}={value} (mean of the highest and lowest level).")
+        layer_bits, scores, costs = _allocate(model, config, backend, skip, batches, budget)
+    return QuantizationPlan(
+        layers_path=decoder_layers_path(model),
+        layer_bits=layer_bits,
+        modules=resolve_modules(linear_shapes(model, skip), layer_bits, backend, config.group_size),
+        layer_scores=scores,
+        layer_costs=costs,
+        budget=budget,
+    )
