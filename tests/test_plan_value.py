@@ -2,6 +2,8 @@
 own plan, and the plan written to config.json is the one the loader builds the model from."""
 
 import json
+import subprocess
+import sys
 
 import torch
 from transformers import AutoModelForCausalLM
@@ -87,3 +89,14 @@ def test_the_loader_builds_each_module_from_its_plan_entry(tmp_path):
     tokens = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
         assert torch.equal(reloaded(tokens).logits, model(tokens).logits)
+
+
+def test_loading_reaches_neither_planning_nor_scoring():
+    code = (
+        "import sys, optimum_layerwise.loading, optimum_layerwise.config\n"
+        "heavy = ['planning', 'quantize', 'sequential', 'importance.scoring', 'importance.lim', 'evaluation']\n"
+        "loaded = [name for name in heavy if 'optimum_layerwise.' + name in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
