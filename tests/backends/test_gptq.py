@@ -59,7 +59,7 @@ def test_mixed_bits_round_trip(tiny_checkpoint, tmp_path, token_batches, bits, i
     build_tiny_tokenizer().save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())["quantization_config"]
     assert saved["quant_method"] == "gptq" and saved["checkpoint_format"] == "gptq" and saved["bits"] == bits[0]
-    assert saved["layerwise"]["layer_bits"] == {str(i): b for i, b in plan.items()}
+    assert saved["layerwise"]["plan"]["layer_bits"] == {str(i): b for i, b in plan.items()}
     for index, layer_bits in plan.items():  # every layer's bits follow from `bits` and the `dynamic` overrides
         name = f"model.layers.{index}.mlp.down_proj"
         overrides = [o["bits"] for p, o in saved["dynamic"].items() if re.match(p.removeprefix("+:"), name)]
@@ -109,7 +109,11 @@ def test_a_checkpoint_contradicting_its_bit_map_is_refused(tiny_checkpoint, tmp_
     AutoModelForCausalLM.from_pretrained(tiny_checkpoint, quantization_config=config).save_pretrained(tmp_path)
     path = tmp_path / "config.json"
     data = json.loads(path.read_text())
-    data["quantization_config"]["layerwise"]["layer_bits"]["1"] = 4
+    saved_plan = data["quantization_config"]["layerwise"]["plan"]
+    saved_plan["layer_bits"]["1"] = 4
+    for name, entry in saved_plan["modules"].items():
+        if name.startswith("model.layers.1."):
+            entry["bits"] = 4
     path.write_text(json.dumps(data))
     message = r"model\.layers\.1\.\S+\.qweight is \(\d+, \d+\) I32, the model needs \(\d+, \d+\) I32"
     with pytest.raises(ValueError, match=message):
