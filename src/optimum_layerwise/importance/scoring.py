@@ -51,8 +51,27 @@ def score_layers(
     backend: str = "quanto",
     group_size: int | None = 128,
 ) -> list[float]:
-    """Score every decoder layer of `model` on calibration batches prepared by the caller (see
-    [`compute_importance`] for the arguments); `batches` may be `None` for data-free methods."""
+    """Score every decoder layer of `model` on calibration batches prepared by the caller; higher = more important.
+
+    Args:
+        model (`PreTrainedModel`):
+            A causal LM in full precision (Llama, Mistral, Qwen2, Gemma3, ...).
+        method (`str` or `Sequence[float]`):
+            A name of [`~optimum_layerwise.importance.IMPORTANCE_METHODS`], or the scores themselves (checked against
+            the model's depth).
+        batches (`Sequence[CalibrationBatch]`, *optional*):
+            Calibration batches for the data-driven methods; `None` for data-free ones.
+        seed (`int`, *optional*, defaults to 0):
+            Seed of `"random"`.
+        skip (`Sequence[str]`, *optional*):
+            Linear modules that are not quantized (`modules_to_not_convert`); ZD leaves them out.
+        bits (`Sequence[int]`, *optional*, defaults to `(8, 4)`), backend (`str`, *optional*, defaults to `"quanto"`),
+        group_size (`int`, *optional*, defaults to 128):
+            The quantization the sensitivity methods measure (use the one you will quantize with).
+
+    Returns:
+        `list[float]`: one score per decoder layer.
+    """
     if not isinstance(method, str):
         method = importance_scores(method)
     check_importance(method)
@@ -86,18 +105,13 @@ def compute_importance(
     seq_len: int = 512,
     batch_size: int = 8,
     seed: int = 0,
-    skip: Sequence[str] = (),
-    bits: Sequence[int] = (8, 4),
-    backend: str = "quanto",
-    group_size: int | None = 128,
+    **scoring: Any,
 ) -> list[float]:
-    """Score every decoder layer of `model`; higher = more important.
+    """Score every decoder layer of `model` from raw calibration data; higher = more important.
 
     Args:
-        model (`PreTrainedModel`):
-            A causal LM in full precision (Llama, Mistral, Qwen2, Gemma3, ...).
-        method (`str` or `Sequence[float]`):
-            One of `"lim"`, `"reverse_lim"`, `"zd"`, `"reverse_zd"`, `"random"`, `"depth"`, or the scores themselves.
+        model (`PreTrainedModel`), method (`str` or `Sequence[float]`):
+            As for [`score_layers`].
         dataset (*optional*):
             Calibration data for data-driven methods: a list of strings (with `tokenizer`), token-id sequences, or a
             text file path (see [`~optimum_layerwise.calibration.token_windows`]).
@@ -109,11 +123,8 @@ def compute_importance(
             Windows per forward pass.
         seed (`int`, *optional*, defaults to 0):
             Seed of `"random"` and of the calibration subset.
-        skip (`Sequence[str]`, *optional*):
-            Linear modules that are not quantized (`modules_to_not_convert`); ZD leaves them out.
-        bits (`Sequence[int]`, *optional*, defaults to `(8, 4)`), backend (`str`, *optional*, defaults to `"quanto"`),
-        group_size (`int`, *optional*, defaults to 128):
-            The quantization the sensitivity methods measure (use the one you will quantize with).
+        **scoring:
+            `skip`, `bits`, `backend`, `group_size`: as for [`score_layers`].
 
     Returns:
         `list[float]`: one score per decoder layer.
@@ -130,6 +141,4 @@ def compute_importance(
                 seed=seed,
                 vocab_size=vocab_size(model),
             )
-    return score_layers(
-        model, method, batches, seed=seed, skip=skip, bits=bits, backend=backend, group_size=group_size
-    )
+    return score_layers(model, method, batches, seed=seed, **scoring)
