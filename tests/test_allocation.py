@@ -81,7 +81,8 @@ def test_memory_budget_below_all_low_is_an_error():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(bits=(4,), target_bits=4), "two or three"),
+        (dict(bits=(4,), target_bits=4), "two to four"),
+        (dict(bits=(8, 4, 3, 2), num_low_bit_layers=1), "two or three levels"),
         (dict(bits=(2, 4), target_bits=3), "strictly decreasing"),
         (dict(bits=(4, 2), target_bits=5), "target_bits"),
         (dict(bits=(4, 2), target_bits=1.5), "target_bits"),

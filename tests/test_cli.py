@@ -185,7 +185,7 @@ def test_the_cli_and_the_pure_modules_need_neither_torch_nor_transformers():
         "import sys\n"
         "sys.modules['torch'] = None; sys.modules['transformers'] = None  # importing either now fails\n"
         "import optimum_layerwise\n"
-        "from optimum_layerwise import allocate_bits, atomic, checksums, plan, units\n"
+        "from optimum_layerwise import allocate_bits, atomic, checksums, knapsack, plan, units\n"
         "from optimum_layerwise.importance import IMPORTANCE_METHODS, needs_calibration_data\n"
         "assert needs_calibration_data('sensitivity') and IMPORTANCE_METHODS['sensitivity'].measure == 'output'\n"
         "p = plan.QuantizationPlan('model.layers', {0: 8}, {'model.layers.0.q': plan.ModulePlan(8, None, True)})\n"

@@ -82,8 +82,9 @@ def test_memory_strings_are_kept_as_given():
     [
         (dict(bits=(4, 3)), r"`bits` \[3\] not supported by backend='quanto'"),
         (dict(bits=(2, 4)), "strictly decreasing"),
-        (dict(bits=(4,)), "two or three"),
-        (dict(bits=(8, 4, 2, 2)), "two or three"),
+        (dict(bits=(4,)), "two to four"),
+        (dict(bits=(8, 4, 2, 2)), "strictly decreasing"),
+        (dict(bits=(8, 4, 3, 2, 1), backend="gptq"), "two to four"),
         (dict(bits="4,2"), "tuple of ints"),
         (dict(backend="awq"), "`backend` must be one of"),
         (dict(target_bits=9.0), r"`target_bits` must lie in \[4, 8\]"),

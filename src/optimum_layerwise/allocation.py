@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+from .knapsack import cheapest_choice
 from .plan import BUDGET_NAMES, check_layer_costs
 from .units import format_bytes, parse_memory
 
@@ -18,7 +19,7 @@ def importance_order(scores: Sequence[float]) -> list[int]:
 
 
 def check_levels(bits: Sequence[int]) -> tuple[int, ...]:
-    """Check precision levels: two or three positive ints, strictly decreasing (high to low).
+    """Check precision levels: two to four positive ints, strictly decreasing (high to low).
 
     Raises:
         `ValueError`: naming `bits` and what is allowed.
@@ -26,8 +27,8 @@ def check_levels(bits: Sequence[int]) -> tuple[int, ...]:
     if not isinstance(bits, (list, tuple)) or not all(isinstance(b, int) and not isinstance(b, bool) for b in bits):
         raise ValueError(f"`bits` must be a tuple of ints such as (8, 4), got {bits!r}.")
     levels = tuple(bits)
-    if len(levels) not in (2, 3):
-        raise ValueError(f"`bits` must give two or three precision levels, high to low, got {levels}.")
+    if not 2 <= len(levels) <= 4:
+        raise ValueError(f"`bits` must give two to four precision levels, high to low, got {levels}.")
     if any(b <= 0 for b in levels) or any(high <= low for high, low in zip(levels, levels[1:])):
         raise ValueError(f"`bits` must be strictly decreasing positive integers (high to low), got {levels}.")
     return levels
@@ -115,11 +116,11 @@ def allocate_bits(
     applied to exact byte counts: layers are raised to `high` in importance order while the whole model (decoder
     layers at their level + `fixed_bytes`) stays within the budget.
 
-    Three levels `(high, middle, low)`:
-    - `num_low_bit_layers=2x` gives the paper's appendix A.2 shape: the `2x` least important layers at `low`, the `x`
-      most important at `high`, the rest at `middle`.
-    - `target_bits` / `memory_budget` fill the levels like a ladder: every layer starts at `low`, layers are raised to
-      `middle` in importance order while the budget allows, then the most important ones to `high`. This keeps as
+    Three or four levels, e.g. `(high, middle, low)`:
+    - `num_low_bit_layers=2x` (three levels only) gives the paper's appendix A.2 shape: the `2x` least important layers
+      at `low`, the `x` most important at `high`, the rest at `middle`.
+    - `target_bits` / `memory_budget` fill the levels like a ladder: every layer starts at the lowest level, layers are
+      raised one level in importance order while the budget allows, then again to the next level. This keeps as
       many layers as possible off the lowest level (the paper's A.2 found trading middle layers for high+low ones
       worse than staying uniform at the same average).
 
@@ -127,7 +128,7 @@ def allocate_bits(
         scores (`Sequence[float]`):
             Importance of each decoder layer, higher = more important.
         bits (`Sequence[int]`):
-            Two or three precision levels, strictly decreasing, e.g. `(4, 2)` or `(8, 4, 2)`.
+            Two to four precision levels, strictly decreasing, e.g. `(4, 2)`, `(8, 4, 2)` or `(8, 4, 3, 2)`.
         target_bits (`float`, *optional*):
             Average bits per decoder layer, within `[min(bits), max(bits)]`.
         memory_budget (`int` or `str`, *optional*):
@@ -156,6 +157,10 @@ def allocate_bits(
     if num_low_bit_layers is not None:
         if num_low_bit_layers > num_layers:
             raise ValueError(f"`num_low_bit_layers` must be in [0, {num_layers}], got {num_low_bit_layers}.")
+        if len(levels) == 4:
+            raise ValueError(
+                "`num_low_bit_layers` takes two or three levels; give four with `target_bits` or `memory_budget`."
+            )
         if len(levels) == 3:
             return dict(sorted(_three_level_plan(order, levels, num_low_bit_layers).items()))
         num_high = num_layers - num_low_bit_layers
@@ -209,10 +214,10 @@ def allocate_bits_by_cost(
 ) -> dict[int, int]:
     """Choose a bit width per decoder layer that keeps the summed measured cost low within the budget.
 
-    Every layer starts at the top level; while the model is over budget, the single one-level demotion with the
-    smallest cost increase per byte (or per bit, for `target_bits`) saved is applied: the greedy used for
-    multiple-choice knapsacks, exact for two levels with layers of equal size. `num_low_bit_layers` puts the layers
-    with the smallest cost at the lowest level (three levels: the appendix A.2 shape, see [`allocate_bits`]).
+    The cheapest bit map within the budget, exactly: the summed measured cost is minimised over every choice of one
+    level per layer whose bytes (or bits, for `target_bits`) fit ([`~optimum_layerwise.knapsack.cheapest_choice`], a
+    multiple-choice knapsack solved by dynamic programming), for any number of levels. `num_low_bit_layers` puts the
+    layers with the smallest cost at the lowest level (three levels: the appendix A.2 shape, see [`allocate_bits`]).
 
     Args:
         costs (`Mapping[int, Mapping[int, float]]`):
@@ -233,19 +238,10 @@ def allocate_bits_by_cost(
     if num_low_bit_layers is not None:
         scores = [costs[index][levels[-1]] for index in range(num_layers)]
         return allocate_bits(scores, levels, num_low_bit_layers=num_low_bit_layers)
-    fits = _budget_check(levels, num_layers, target_bits, memory_budget, layer_sizes, fixed_bytes)
-
-    def size(index: int, level: int) -> float:
-        return level if target_bits is not None else layer_sizes[index][level]
-
-    plan = dict.fromkeys(range(num_layers), levels[0])
-    while not fits(plan):
-        candidates = []
-        for index, level in plan.items():
-            if level != levels[-1]:
-                lower = levels[levels.index(level) + 1]
-                saved = max(size(index, level) - size(index, lower), 1e-12)
-                candidates.append(((costs[index][lower] - costs[index][level]) / saved, index, lower))
-        _, index, lower = min(candidates)
-        plan[index] = lower
-    return plan
+    _budget_check(levels, num_layers, target_bits, memory_budget, layer_sizes, fixed_bytes)  # reachable, well formed
+    if target_bits is not None:
+        sizes, capacity = [{level: level for level in levels}] * num_layers, target_bits * num_layers + 1e-9
+    else:
+        sizes, capacity = [dict(layer_sizes[i]) for i in range(num_layers)], parse_memory(memory_budget) - fixed_bytes
+    choice = cheapest_choice(sizes, [costs[index] for index in range(num_layers)], capacity)
+    return dict(enumerate(choice))

@@ -77,7 +77,9 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
 
     Args:
         bits (`tuple[int, ...]`, *optional*, defaults to `(8, 4)`):
-            Precision levels, high to low: two levels such as `(8, 4)` or `(4, 2)`, or three such as `(8, 4, 2)`.
+            Precision levels, high to low: two such as `(8, 4)` or `(4, 2)`, three such as `(8, 4, 2)`, or four such as
+            `(8, 4, 3, 2)` (GPT-Q). With the sensitivity importance the cheapest bit map within the budget is found
+            exactly among all levels.
             `"quanto"` supports 2, 4 and 8 bits; `"gptq"` 2, 3, 4 and 8. The default is the measured best choice
             with round-to-nearest on the offline models (docs/results.md): 2-bit layers at group size 128 collapse
             small models, so `(4, 2)` is for large models or `backend="gptq"`.
