@@ -13,7 +13,6 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from optimum_layerwise.allocation import importance_order
-from optimum_layerwise.calibration import calibration_batches
 from optimum_layerwise.demo_models import resolve_model
 from optimum_layerwise.importance import compute_importance
 
