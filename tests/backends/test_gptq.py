@@ -149,3 +149,19 @@ def test_gptq_beats_round_to_nearest_at_the_same_bit_map_on_the_demo_model():
         del model
     assert plans["gptq"] == plans["quanto"] and sorted(plans["gptq"].values()).count(2) == 15
     assert results["gptq"] < results["quanto"], results
+
+
+def test_four_levels_allocated_by_measured_cost_round_trip(tiny_checkpoint, tmp_path, token_batches):
+    """GPT-Q's 8/4/3/2: the exact solver picks among all four levels by cost, and the checkpoint reloads as made."""
+    config = LayerwiseQuantizationConfig(
+        bits=(8, 4, 3, 2), backend="gptq", importance="sensitivity", dataset=token_batches, group_size=32,
+        target_bits=4.25,
+    )  # fmt: skip
+    model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, quantization_config=config)
+    plan = model.config.quantization_config.plan
+    assert plan.average_bits <= 4.25 and set(plan.layer_costs[0]) == {8, 4, 3, 2}
+    assert {module.bits for module in packed_modules(model).values()} == set(plan.layer_bits.values())
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert reloaded.config.quantization_config.plan == plan
+    assert torch.equal(logits(reloaded), logits(model))
