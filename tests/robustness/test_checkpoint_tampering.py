@@ -161,3 +161,29 @@ def test_a_planted_base_model_is_dropped(saved):
     model = AutoModelForCausalLM.from_pretrained(saved)
     assert model.layerwise_base_model is None
     json.loads((saved / "config.json").read_text())  # untouched
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda plan: plan["modules"].pop("model.layers.2.mlp.up_proj"),
+            r"not in the plan: \['model.layers.2.mlp.up_proj'\]",
+        ),
+        (
+            lambda plan: plan["modules"].update(
+                {"model.layers.9.mlp.up_proj": {"bits": 4, "group_size": 32, "sym": False}}
+            ),
+            r"not in the model: \['model.layers.9.mlp.up_proj'\]",
+        ),
+        (
+            lambda plan: plan["modules"]["model.layers.0.mlp.up_proj"].update(sym="no"),
+            r"\['sym'\]` must be True or False",
+        ),
+        (lambda plan: plan.update(format=3), "format 2, got format 3"),
+    ],
+)
+def test_a_plan_that_does_not_match_the_model_is_refused(saved, edit, message):
+    edit_config(saved, lambda config: edit(config["plan"]))
+    with pytest.raises(ValueError, match=message):
+        AutoModelForCausalLM.from_pretrained(saved)
