@@ -43,8 +43,10 @@ def test_quantize_then_inspect(tiny_checkpoint, calibration_file, tmp_path, caps
     summary = json.loads(out)
     assert summary["average_bits"] == 3.0 and summary["backend"] == "quanto"
     assert summary["layer_bits"] == {str(k): v for k, v in model.config.quantization_config.plan.layer_bits.items()}
+    assert summary["budget"] == {"target_bits": 3.0} and summary["quality"]["num_windows"] >= 1
     code, out, err = run_cli(capsys, "inspect", str(output))
-    assert code == 0 and "average bits: 3.000" in out and "layer" in out
+    assert code == 0 and "average bits: 3.000  budget: target_bits=3.0" in out and "layer" in out
+    assert "quality: held-out perplexity" in out
 
 
 def test_score_writes_json_and_heatmap(tiny_checkpoint, calibration_file, tmp_path, capsys):

@@ -520,7 +520,12 @@ def _inspect(args) -> None:
         return
     print(f"checkpoint: {summary['checkpoint']} ({summary['architecture']})")
     print(f"backend: {summary['backend']}  bits: {summary['bits']}  group size: {summary['group_size']}")
-    print(f"importance: {summary['importance']}  average bits: {summary['average_bits']:.3f}")
+    budget = ", ".join(f"{name}={value}" for name, value in summary["budget"].items()) or "a bit map given by hand"
+    print(f"importance: {summary['importance']}  average bits: {summary['average_bits']:.3f}  budget: {budget}")
+    if summary["quality"]:
+        from .quality import QualityCheck
+
+        print("quality: " + QualityCheck.from_dict(summary["quality"]).summary())
     print(f"tensors: {format_bytes(summary['tensor_bytes'])}")
     if summary.get("verified"):
         print("checksums: every tensor and config.json match the saved sha256 manifest")
