@@ -14,6 +14,7 @@ from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from .allocation import check_budget, check_levels
 from .backends import BACKEND_BITS, BACKENDS, QuantizationBackend, get_backend
+from .backends.gptq import gptq_group_size
 from .corpora import dataset_fingerprint, recorded_dataset_name
 from .importance.registry import check_importance, importance_scores, missing_data_message, needs_calibration_data
 from .plan import (
@@ -333,7 +334,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         return {
             "quant_method": "gptq",
             "bits": self.bits[0],
-            "group_size": -1 if self.group_size is None else self.group_size,
+            "group_size": gptq_group_size(self.group_size),
             "sym": self.sym,
             "desc_act": self.desc_act,
             "checkpoint_format": "gptq",

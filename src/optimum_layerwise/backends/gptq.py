@@ -37,6 +37,11 @@ def gptq_dynamic(layer_bits: Mapping[int, int], base_bits: int, layers_path: str
     }
 
 
+def gptq_group_size(group_size: int | None) -> int:
+    """GPT-Q's spelling of a group size (in its config and its quantizer): `-1` for one group per output channel."""
+    return -1 if group_size is None else group_size
+
+
 def _group(in_features: int, group_size: int | None) -> int:
     return in_features if group_size is None else group_size
 
@@ -60,8 +65,9 @@ class GptqCalibrator:
         self.linear = linear
         self.bits, self.group_size, self.sym, self.desc_act = bits, group_size, sym, desc_act
         self.damp_percent = damp_percent
-        group = -1 if group_size is None else group_size
-        self.gptq = GPTQ(linear, qcfg=QuantizeConfig(bits=bits, group_size=group, sym=sym, desc_act=desc_act))
+        self.gptq = GPTQ(
+            linear, qcfg=QuantizeConfig(bits=bits, group_size=gptq_group_size(group_size), sym=sym, desc_act=desc_act)
+        )
         self.gptq.quantizer.configure(bits=bits, sym=sym, perchannel=True)
 
     def add_batch(self, inputs: torch.Tensor) -> None:
@@ -70,8 +76,9 @@ class GptqCalibrator:
 
     def finish(self) -> nn.Module:
         """Run GPT-Q (round-to-nearest on GPT-Q's grid when no input was added) and return the packed module."""
-        group = -1 if self.group_size is None else self.group_size
-        results = self.gptq.fasterquant(percdamp=self.damp_percent, group_size=group, actorder=self.desc_act)
+        results = self.gptq.fasterquant(
+            percdamp=self.damp_percent, group_size=gptq_group_size(self.group_size), actorder=self.desc_act
+        )
         scale, zero, g_idx = results[:3]
         self.gptq.free()
         linear = self.linear
