@@ -172,52 +172,6 @@ def _check_group_size_value(value, parameter: str) -> int | None:
     return value
 
 
-def normalize_level_settings(level_settings: Mapping) -> dict[int, dict]:
-    """Turn saved per-level settings (`{"4": {"sym": false, "group_size": 128}}`) into `{4: {...}}`.
-
-    Raises:
-        `ValueError`: if the structure is not `{bits: {"sym": bool, "group_size": int | None}}`.
-    """
-    if not isinstance(level_settings, Mapping):
-        raise ValueError(f"`level_settings` must map bits to settings, got {level_settings!r:.80}.")
-    normalized = {}
-    for bits, settings in level_settings.items():
-        if not isinstance(settings, Mapping) or set(settings) != {"sym", "group_size"}:
-            raise ValueError(f"`level_settings[{bits!r}]` must be {{'sym': bool, 'group_size': int | None}}.")
-        if not isinstance(settings["sym"], bool):
-            raise ValueError(f"`level_settings[{bits!r}]['sym']` must be True or False, got {settings['sym']!r:.40}.")
-        normalized[_as_int(bits, "level_settings")] = {
-            "sym": settings["sym"],
-            "group_size": _check_group_size_value(settings["group_size"], f"level_settings[{bits!r}]['group_size']"),
-        }
-    return dict(sorted(normalized.items(), reverse=True))
-
-
-def _as_int(value, parameter: str) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"`{parameter}` keys must be integers, got {value!r}.")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"`{parameter}` keys must be integers, got {value!r:.40}.") from None
-    if str(number) != str(value).strip():
-        raise ValueError(f"`{parameter}` keys must be integers, got {value!r:.40}.")
-    return number
-
-
-def normalize_group_size_overrides(overrides: Mapping) -> dict[str, int | None]:
-    """Check saved per-module group sizes (`{"model.layers.0.mlp.down_proj": 64}`).
-
-    Raises:
-        `ValueError`: if the structure is not `{module name: int | None}`.
-    """
-    if not isinstance(overrides, Mapping) or not all(isinstance(name, str) for name in overrides):
-        raise ValueError(f"`group_size_overrides` must map module names to group sizes, got {overrides!r:.80}.")
-    return {
-        name: _check_group_size_value(value, f"group_size_overrides[{name!r}]") for name, value in overrides.items()
-    }
-
-
 @dataclass(frozen=True)
 class ModulePlan:
     """How one Linear module is quantized.
