@@ -6,7 +6,7 @@ scales and zero-points, plus what stays unquantized inside the layer), so a memo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from .knapsack import cheapest_choice
 from .plan import BUDGET_NAMES, check_layer_costs
@@ -167,22 +167,27 @@ def allocate_bits(
         rank = {index: position for position, index in enumerate(order)}
         return {index: levels[0] if rank[index] < num_high else levels[-1] for index in range(num_layers)}
 
-    fits = _budget_check(levels, num_layers, target_bits, memory_budget, layer_sizes, fixed_bytes)
+    _check_reachable(levels, num_layers, memory_budget, layer_sizes, fixed_bytes)
+    budget = target_bits * num_layers + 1e-9 if target_bits is not None else parse_memory(memory_budget)
+
+    def fits(plan: Mapping[int, int]) -> bool:
+        used = sum(plan.values()) if target_bits is not None else _plan_bytes(plan, layer_sizes, fixed_bytes)
+        return used <= budget
+
     return dict(sorted(_ladder(order, levels, fits).items()))
 
 
-def _budget_check(
+def _check_reachable(
     levels: tuple[int, ...],
     num_layers: int,
-    target_bits: float | None,
     memory_budget: int | str | None,
     layer_sizes: Sequence[Mapping[int, int]] | None,
     fixed_bytes: int,
-) -> Callable[[Mapping[int, int]], bool]:
-    """`fits(plan) -> bool` for a `target_bits` or `memory_budget` budget, after checking the budget is reachable."""
-    if target_bits is not None:
-        budget_bits = target_bits * num_layers + 1e-9
-        return lambda plan: sum(plan.values()) <= budget_bits
+) -> None:
+    """Check that a `memory_budget` comes with a size for every layer and level, and that it fits the smallest model
+    (a `target_bits` within the levels, checked by [`check_budget`], is always reachable)."""
+    if memory_budget is None:
+        return
     budget = parse_memory(memory_budget)
     if layer_sizes is None:
         raise ValueError("`memory_budget` needs `layer_sizes` (bytes of each decoder layer at every level).")
@@ -199,7 +204,6 @@ def _budget_check(
             f"`memory_budget`={budget} bytes is below the smallest model these levels allow: {lowest} bytes "
             f"({format_bytes(lowest)}) with every decoder layer at {levels[-1]} bits."
         )
-    return lambda plan: _plan_bytes(plan, layer_sizes, fixed_bytes) <= budget
 
 
 def allocate_bits_by_cost(
@@ -238,7 +242,7 @@ def allocate_bits_by_cost(
     if num_low_bit_layers is not None:
         scores = [costs[index][levels[-1]] for index in range(num_layers)]
         return allocate_bits(scores, levels, num_low_bit_layers=num_low_bit_layers)
-    _budget_check(levels, num_layers, target_bits, memory_budget, layer_sizes, fixed_bytes)  # reachable, well formed
+    _check_reachable(levels, num_layers, memory_budget, layer_sizes, fixed_bytes)
     if target_bits is not None:
         sizes, capacity = [{level: level for level in levels}] * num_layers, target_bits * num_layers + 1e-9
     else:
