@@ -401,14 +401,12 @@ def _quantize_model(args, config):
 
 def _print_result(model, plan) -> None:
     """The bit map, the sizes (with their basis) and the held-out quality of a freshly quantized model."""
-    from .footprint import describe_size, reference_nbytes
+    from .footprint import describe_size
     from .quality import QualityCheck
 
     print(format_layer_table(plan.layer_scores, plan.layer_bits))
-    dtype = str(model.dtype).removeprefix("torch.")
     print(f"average bits: {plan.average_bits:.3f} over {len(plan.layer_bits)} decoder layers")
-    full = format_bytes(reference_nbytes(model))
-    print(f"model size: {full} in {dtype} -> {describe_size(model)}; 1 MiB = 2**20 bytes")
+    print(f"model size: {describe_size(model)}; 1 MiB = 2**20 bytes")
     if plan.quality is not None:
         print("quality: " + QualityCheck.from_dict(plan.quality).summary())
     else:

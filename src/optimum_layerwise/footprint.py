@@ -71,12 +71,13 @@ def size_comparisons(model: nn.Module) -> dict[str, int]:
     return sizes
 
 
-def describe_size(model: nn.Module) -> str:
-    """One line: the model's bytes against each of [`size_comparisons`], e.g.
-    `"188.3 MiB (36.7% of float32, 73.4% of bfloat16, 118.0% of uniform 4-bit)"`."""
-    size = tensor_nbytes(model)
-    ratios = ", ".join(f"{size / other:.1%} of {label}" for label, other in size_comparisons(model).items())
-    return f"{format_bytes(size)} ({ratios})"
+def describe_size(model: nn.Module, arrow: str = "->") -> str:
+    """One line: the unquantized size, then the model's bytes against each of [`size_comparisons`], e.g.
+    `"513.1 MiB in float32 -> 188.3 MiB (36.7% of float32, 73.4% of bfloat16, 113.0% of uniform 4-bit)"`."""
+    size, comparisons = tensor_nbytes(model), size_comparisons(model)
+    own, unquantized = next(iter(comparisons.items()))
+    ratios = ", ".join(f"{size / other:.1%} of {label}" for label, other in comparisons.items())
+    return f"{format_bytes(unquantized)} in {own} {arrow} {format_bytes(size)} ({ratios})"
 
 
 SAFETENSORS_DTYPE_BYTES = {

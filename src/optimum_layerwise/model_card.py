@@ -47,10 +47,9 @@ from transformers.utils import logging
 from .allocation import importance_order
 from .config import LayerwiseQuantizationConfig
 from .corpora import recorded_dataset_name
-from .footprint import describe_size, reference_nbytes
+from .footprint import describe_size
 from .importance.registry import needs_calibration_data
 from .plan import BUDGET_NAMES
-from .units import format_bytes
 
 
 logger = logging.get_logger(__name__)
@@ -176,11 +175,6 @@ def _format_value(value: float | int | str) -> str:
     return escape_markdown(value)
 
 
-def _dtype_name(model: nn.Module) -> str:
-    dtype = getattr(model, "dtype", None)
-    return str(dtype).removeprefix("torch.") if dtype is not None else "full precision"
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # The card
 
@@ -296,8 +290,7 @@ def build_model_card(
         f"| precision levels | {levels} bits |",
         f"| average bits | **{avg:.2f}** over {num_layers} decoder layers |",
         f"| importance | {importance_name if scores is not None else 'none (bit map given by hand)'} |",
-        f"| memory | {format_bytes(reference_nbytes(model))} in {_dtype_name(model)} → {describe_size(model)} packed "
-        "(1 MiB = 2**20 bytes) |",
+        f"| memory | {describe_size(model, arrow='→')} packed (1 MiB = 2**20 bytes) |",
         "",
         "Only the Linear modules inside decoder layers are quantized; embeddings, `lm_head` and norms keep their "
         "precision (they are counted in the memory above).",
