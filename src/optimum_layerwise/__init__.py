@@ -9,9 +9,7 @@ transformers; the public names below load their module on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from .lazy_exports import lazy_attributes
 from .lazy_registration import register_with_transformers
 
 
@@ -28,18 +26,7 @@ _PUBLIC = {
     "register": "registration",
 }
 __all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _PUBLIC:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_PUBLIC])
+__getattr__, __dir__ = lazy_attributes(__name__, _PUBLIC)
 
 
 register_with_transformers()

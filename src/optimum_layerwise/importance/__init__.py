@@ -17,8 +17,7 @@ the full measured costs (see [`~optimum_layerwise.allocation.allocate_bits_by_co
 
 from __future__ import annotations
 
-from typing import Any
-
+from ..lazy_exports import lazy_attributes
 from .registry import (
     IMPORTANCE_METHODS,
     ImportanceMethod,
@@ -29,21 +28,16 @@ from .registry import (
 )
 
 
-_LAZY = {
-    "compute_importance": "scoring",
-    "score_layers": "scoring",
-    "measure_layer_costs": "sensitivity",
-    "costs_to_scores": "sensitivity",
-}
-
-
-def __getattr__(name: str) -> Any:
-    """The scorers import torch: loaded on first use, so that the names above can be checked without it."""
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the scorers import torch: loaded on first use, so that the names above can be checked without it
+__getattr__, __dir__ = lazy_attributes(
+    __name__,
+    {
+        "compute_importance": "scoring",
+        "score_layers": "scoring",
+        "measure_layer_costs": "sensitivity",
+        "costs_to_scores": "sensitivity",
+    },
+)
 
 
 __all__ = [
