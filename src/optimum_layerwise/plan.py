@@ -7,6 +7,7 @@ below read and check the values a plan is made of. This module imports neither t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import types
 from collections.abc import Iterable, Mapping
@@ -264,9 +265,8 @@ class QuantizationPlan:
         return (QuantizationPlan.from_dict, (self.to_dict(),))
 
     def replace(self, **changes: Any) -> QuantizationPlan:
-        """A new plan with some fields changed."""
-        values = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        return QuantizationPlan(**{**values, **changes})
+        """A new plan with some fields changed (checked and frozen like any plan)."""
+        return dataclasses.replace(self, **changes)
 
     @property
     def average_bits(self) -> float:
