@@ -221,11 +221,11 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         check_importance(self.importance)
         if self.layer_costs is not None:
             check_layer_costs(self.layer_costs, self.bits)
-        for name, layer_bits in (("layer_bits", self.layer_bits), ("plan", getattr(self.plan, "layer_bits", None))):
-            if layer_bits is not None:
-                check_layer_bits(layer_bits, None, self.bits, parameter=name)
         if self.plan is not None and not isinstance(self.plan, QuantizationPlan):
             raise ValueError(f"`plan` must be a QuantizationPlan or its dict, got {type(self.plan).__name__}.")
+        for name, layer_bits in (("layer_bits", self.layer_bits), ("plan", self.plan and self.plan.layer_bits)):
+            if layer_bits is not None:
+                check_layer_bits(layer_bits, None, self.bits, parameter=name)
         if self.plan is not None and self.plan.quality is not None:
             QualityCheck.from_dict(self.plan.quality)
         for name in ("num_samples", "seq_len", "quality_windows"):
