@@ -150,11 +150,12 @@ def test_save_refuses_a_model_that_contradicts_its_plan(tiny_checkpoint, tmp_pat
     model = quantize(tiny_checkpoint, importance="zd", num_low_bit_layers=2)
     config = model.config.quantization_config
     wrong = config.plan.modules["model.layers.0.self_attn.q_proj"]
-    modules = {**config.plan.modules, "model.layers.0.self_attn.q_proj": dataclasses.replace(wrong, bits=8)}
+    other = 6 - wrong.bits  # the other level of (4, 2): a plan the checks of the config accept
+    modules = {**config.plan.modules, "model.layers.0.self_attn.q_proj": dataclasses.replace(wrong, bits=other)}
     model.config.quantization_config = model.hf_quantizer.quantization_config = config.with_plan(
         config.plan.replace(modules=modules)
     )
-    with pytest.raises(ValueError, match=f"q_proj holds {wrong.bits}-bit weights but the plan says 8"):
+    with pytest.raises(ValueError, match=f"q_proj holds {wrong.bits}-bit weights but the plan says {other}"):
         model.save_pretrained(tmp_path / "out")
     assert not (tmp_path / "out").exists() and not os.listdir(tmp_path)  # nothing half-written that could load
 

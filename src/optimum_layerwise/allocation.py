@@ -215,8 +215,10 @@ def allocate_bits_by_cost(
     num_low_bit_layers: int | None = None,
     layer_sizes: Sequence[Mapping[int, int]] | None = None,
     fixed_bytes: int = 0,
+    num_weights: Sequence[int] | None = None,
 ) -> dict[int, int]:
-    """Choose a bit width per decoder layer that keeps the summed measured cost low within the budget.
+    """Choose a bit width per decoder layer (or per block or module) that keeps the summed measured cost low within
+    the budget.
 
     The cheapest bit map within the budget, exactly: the summed measured cost is minimised over every choice of one
     level per layer whose bytes (or bits, for `target_bits`) fit ([`~optimum_layerwise.knapsack.cheapest_choice`], a
@@ -229,9 +231,12 @@ def allocate_bits_by_cost(
             [`~optimum_layerwise.importance.sensitivity.measure_layer_costs`] (the top level costs 0).
         bits, target_bits, memory_budget, num_low_bit_layers, layer_sizes, fixed_bytes:
             As for [`allocate_bits`].
+        num_weights (`Sequence[int]`, *optional*):
+            Number of quantized weights of each item, when the items are blocks or modules of different sizes:
+            `target_bits` is then the average over weights rather than over items.
 
     Returns:
-        `dict[int, int]`: `{layer_index: bits}`.
+        `dict[int, int]`: `{item_index: bits}`.
     """
     levels = check_levels(bits)
     num_layers = len(costs)
@@ -244,7 +249,9 @@ def allocate_bits_by_cost(
         return allocate_bits(scores, levels, num_low_bit_layers=num_low_bit_layers)
     _check_reachable(levels, num_layers, memory_budget, layer_sizes, fixed_bytes)
     if target_bits is not None:
-        sizes, capacity = [{level: level for level in levels}] * num_layers, target_bits * num_layers + 1e-9
+        weights = [1] * num_layers if num_weights is None else list(num_weights)
+        sizes = [{level: level * weight for level in levels} for weight in weights]
+        capacity = target_bits * sum(weights) * (1 + 1e-12)
     else:
         sizes, capacity = [dict(layer_sizes[i]) for i in range(num_layers)], parse_memory(memory_budget) - fixed_bytes
     choice = cheapest_choice(sizes, [costs[index] for index in range(num_layers)], capacity)

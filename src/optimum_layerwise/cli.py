@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .atomic import atomic_file, atomic_write_text
-from .units import format_bytes
+from .units import format_bits, format_bytes
 
 
 DEFAULT_CALIBRATION = "shakespeare"
@@ -210,7 +210,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def format_layer_table(scores: Sequence[float] | None, layer_bits: dict[int, int] | None) -> str:
+def format_layer_table(scores: Sequence[float] | None, layer_bits: dict[int, int | float] | None) -> str:
     """A terminal table of layers with their score, rank and bits."""
     from .allocation import importance_order
 
@@ -221,7 +221,7 @@ def format_layer_table(scores: Sequence[float] | None, layer_bits: dict[int, int
     lines = [f"{'layer':>5}  {'score':>10}  {'rank':>4}  {'bits':>4}"]
     for index in range(num_layers):
         score = f"{scores[index]:10.5f}" if scores is not None else f"{'-':>10}"
-        bits = str(layer_bits[index]) if layer_bits is not None else "-"
+        bits = format_bits(layer_bits[index]) if layer_bits is not None else "-"
         lines.append(f"{index:>5}  {score}  {rank.get(index, '-'):>4}  {bits:>4}")
     return "\n".join(lines)
 

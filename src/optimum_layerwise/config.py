@@ -16,14 +16,22 @@ from .allocation import check_budget, check_levels
 from .backends import BACKEND_BITS, BACKENDS, QuantizationBackend, get_backend
 from .backends.gptq import gptq_group_size
 from .corpora import dataset_fingerprint, recorded_dataset_name
-from .importance.registry import check_importance, importance_scores, missing_data_message, needs_calibration_data
+from .importance.registry import (
+    IMPORTANCE_METHODS,
+    check_importance,
+    importance_scores,
+    missing_data_message,
+    needs_calibration_data,
+)
 from .plan import (
     BUDGET_NAMES,
     QuantizationPlan,
+    check_granularity,
     check_layer_bits,
     check_layer_costs,
     normalize_layer_bits,
     normalize_layer_costs,
+    normalize_unit_costs,
     upgrade_saved_config,
 )
 from .quality import QualityCheck
@@ -137,6 +145,16 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             before and after quantizing; `0` skips the check. Its result is in `plan.quality` and the model card:
             `{"dataset", "num_windows", "seq_len", "unquantized", "quantized", "ratio", "verdict"}` (perplexities;
             verdict `"good"`, `"degraded"` above a ratio of 1.3, `"collapsed"` above 2).
+        unit_costs (`dict[str, dict[int, float]]`, *optional*):
+            Measured cost of each block or module (by full name) at each level: the `plan.unit_costs` of a model
+            quantized at the same `"block"` or `"module"` granularity, to plan the same model for another budget
+            without measuring again.
+        granularity (`str`, *optional*, defaults to `"layer"`):
+            What one bit width is chosen for: each decoder layer (`"layer"`, the paper), the attention and the MLP
+            block of each layer (`"block"`), or each Linear module (`"module"`, as llama.cpp's mixes do). Below a
+            layer, bits are allocated by measured cost (`importance="sensitivity"` or `"sensitivity_kl"`, each block
+            or module measured alone) within `target_bits` (then the average over quantized weights) or
+            `memory_budget`.
         plan ([`~optimum_layerwise.plan.QuantizationPlan`] or `dict`, *optional*):
             Set on the config a quantization returns (and read from `config.json` on loading); not an input.
         verify (`bool`, *optional*, defaults to `False`):
@@ -170,6 +188,8 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         desc_act: bool = False,
         dataset_sha256: str | None = None,
         quality_windows: int = 4,
+        unit_costs: dict[str, dict[int, float]] | None = None,
+        granularity: str = "layer",
         plan: QuantizationPlan | Mapping[str, Any] | None = None,
         verify: bool = False,
         **kwargs,
@@ -195,6 +215,8 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         self.sym = sym
         self.desc_act = desc_act
         self.quality_windows = quality_windows
+        self.unit_costs = normalize_unit_costs(unit_costs) if unit_costs is not None else None
+        self.granularity = granularity
         self.plan = QuantizationPlan.from_dict(plan) if isinstance(plan, Mapping) else plan
         self.verify = verify
         self.post_init()
@@ -221,11 +243,15 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         check_importance(self.importance)
         if self.layer_costs is not None:
             check_layer_costs(self.layer_costs, self.bits)
+        if self.unit_costs is not None:
+            check_layer_costs(self.unit_costs, self.bits, parameter="unit_costs")
         if self.plan is not None and not isinstance(self.plan, QuantizationPlan):
             raise ValueError(f"`plan` must be a QuantizationPlan or its dict, got {type(self.plan).__name__}.")
-        for name, layer_bits in (("layer_bits", self.layer_bits), ("plan", self.plan and self.plan.layer_bits)):
-            if layer_bits is not None:
-                check_layer_bits(layer_bits, None, self.bits, parameter=name)
+        if self.layer_bits is not None:
+            check_layer_bits(self.layer_bits, None, self.bits)
+        if self.plan is not None:
+            self.plan.check_levels(self.bits)
+        self._check_granularity()
         if self.plan is not None and self.plan.quality is not None:
             QualityCheck.from_dict(self.plan.quality)
         for name in ("num_samples", "seq_len", "quality_windows"):
@@ -259,6 +285,26 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
                 f"{type(self.dataset).__name__}."
             )
 
+    def _check_granularity(self) -> None:
+        check_granularity(self.granularity)
+        if self.granularity == "layer":
+            if self.unit_costs is not None:
+                raise ValueError("`unit_costs` are costs of blocks or modules: give granularity='block' or 'module'.")
+            return
+        method = IMPORTANCE_METHODS.get(self.importance) if isinstance(self.importance, str) else None
+        if method is None or method.measure is None:
+            measured = [name for name, method in IMPORTANCE_METHODS.items() if method.measure is not None]
+            raise ValueError(
+                f"granularity={self.granularity!r} allocates bits by the measured cost of each unit: `importance` "
+                f"must be one of {measured}, got {self.importance!r:.60}."
+            )
+        per_layer = [name for name in ("layer_bits", "layer_costs", "num_low_bit_layers") if getattr(self, name)]
+        if per_layer:
+            raise ValueError(
+                f"granularity={self.granularity!r} takes `target_bits` or `memory_budget`; {per_layer} describe "
+                "whole layers (use granularity='layer')."
+            )
+
     def _check_backend_options(self) -> None:
         for name in ("sym", "desc_act"):
             if not isinstance(getattr(self, name), bool):
@@ -271,7 +317,8 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
     def check_quantizable(self) -> None:
         """Raise a `ValueError` if this config cannot quantize a model (as opposed to loading a saved one)."""
         needs_data = needs_calibration_data(self.importance)
-        if needs_data and self.dataset is None and self.layer_bits is None and self.layer_costs is None:
+        measured = self.layer_costs is not None or self.unit_costs is not None
+        if needs_data and self.dataset is None and self.layer_bits is None and not measured:
             raise ValueError(missing_data_message(self.importance))
         if self.dataset is None and BACKENDS[self.backend].requires_calibration:
             raise ValueError(
@@ -367,13 +414,19 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             ),
             **({"sym": self.sym, "desc_act": self.desc_act} if self.backend == "gptq" else {}),
             "quality_windows": self.quality_windows,
+            "unit_costs": (
+                {name: {str(b): c for b, c in costs.items()} for name, costs in self.unit_costs.items()}
+                if self.unit_costs
+                else None
+            ),
+            "granularity": self.granularity,
             "plan": self.plan.to_dict() if self.plan is not None else None,
         }
 
     def _gptq_dynamic(self) -> dict[str, dict[str, int]] | None:
         if self.plan is None or not self.plan.layers_path:
             return None
-        return self.quantization_backend().dynamic_overrides(self.plan.layer_bits, self.bits[0], self.plan.layers_path)
+        return self.quantization_backend().dynamic_overrides(self.plan, self.bits[0])
 
 
 _ARGUMENTS = tuple(

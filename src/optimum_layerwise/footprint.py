@@ -53,8 +53,9 @@ def reference_nbytes(model: nn.Module, *, dtype: torch.dtype | None = None, bits
         if bits is None:
             total += module.in_features * module.out_features * float_dtype.itemsize
         else:
-            group_size = backend.module_plan(module.in_features, bits, config.group_size).group_size
-            total += backend.linear_nbytes(module.out_features, module.in_features, bits, group_size, float_dtype)
+            total += backend.packed_nbytes(
+                module.out_features, module.in_features, bits, config.group_size, float_dtype
+            )
     return total
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -121,3 +122,36 @@ def linear_shapes(model: nn.Module, skip: Iterable[str]) -> list[tuple[int, str,
         for index, _, linears in quantizable_linears(model, skip)
         for name, linear in linears.items()
     ]
+
+
+@dataclass(frozen=True)
+class AllocationUnit:
+    """Linear modules of one decoder layer that get one bit width together.
+
+    Args:
+        layer (`int`): Index of the decoder layer.
+        name (`str`): Full dotted name of what the unit is: the layer, one of its blocks, or the module itself.
+        members (`tuple[str, ...]`): The unit's Linear modules, by name relative to the layer.
+    """
+
+    layer: int
+    name: str
+    members: tuple[str, ...]
+
+
+def allocation_units(model: nn.Module, skip: Iterable[str], granularity: str) -> list[AllocationUnit]:
+    """What bits are allocated to, in layer order: each decoder layer (`"layer"`), each block of a layer, i.e. the
+    first component of its Linear modules' names such as `self_attn` and `mlp` (`"block"`), or each Linear
+    (`"module"`)."""
+    path = decoder_layers_path(model)
+    units = []
+    for index, _, linears in quantizable_linears(model, skip):
+        groups: dict[str, list[str]] = {}
+        for name in linears:
+            key = {"layer": "", "block": name.split(".")[0], "module": name}[granularity]
+            groups.setdefault(key, []).append(name)
+        units += [
+            AllocationUnit(index, f"{path}.{index}.{key}" if key else f"{path}.{index}", tuple(members))
+            for key, members in groups.items()
+        ]
+    return units

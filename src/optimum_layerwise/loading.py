@@ -50,11 +50,11 @@ def replace_with_packed_modules(
     plan = config.plan
     if plan is None:
         raise ValueError("This checkpoint's quantization_config has no `plan`: it was not saved after quantization.")
-    check_layer_bits(plan.layer_bits, len(decoder_layers(model)), config.bits, "plan.layer_bits")
     backend = config.quantization_backend()
     backend.require()
     shapes = linear_shapes(model, skip)
     if not plan.modules:  # saved before plans listed their modules: the same rule resolves them
+        check_layer_bits(plan.layer_bits, len(decoder_layers(model)), config.bits, "plan.layer_bits")
         modules = resolve_modules(shapes, plan.layer_bits, backend, config.group_size)
         plan = plan.replace(layers_path=decoder_layers_path(model), modules=modules)
     _check_plan_modules(plan, {name for _, name, _ in shapes})

@@ -50,6 +50,7 @@ from .corpora import recorded_dataset_name
 from .footprint import describe_size
 from .importance.registry import needs_calibration_data
 from .plan import BUDGET_NAMES
+from .units import format_bits
 
 
 logger = logging.get_logger(__name__)
@@ -67,6 +68,7 @@ _TRANSFORMERS_PLACEHOLDER = (
     "automatically generated."
 )
 BASE_TAGS = ("optimum-layerwise", "layerwise-quantization")
+GRANULARITY_NAMES = {"layer": "decoder layer", "block": "block (attention, MLP)", "module": "Linear module"}
 PAPER = "https://arxiv.org/abs/2406.17415"
 REPOSITORY = "https://github.com/optimum-layerwise/optimum-layerwise"
 
@@ -206,6 +208,8 @@ def _recipe(config: LayerwiseQuantizationConfig) -> str:
             if importance == "random":
                 arguments.append(f"seed={config.seed}")
     arguments.append(f"group_size={config.group_size}")
+    if plan.granularity != "layer":
+        arguments.append(f"granularity={plan.granularity!r}")
     if config.modules_to_not_convert:
         arguments.append(f"modules_to_not_convert={config.modules_to_not_convert!r}")
     lines = []
@@ -287,7 +291,7 @@ def build_model_card(
     lines += [
         f"| architecture | {architecture} |",
         f"| backend | {config.backend} (group size {config.group_size or 'per channel'}) |",
-        f"| precision levels | {levels} bits |",
+        f"| precision levels | {levels} bits, chosen per {GRANULARITY_NAMES[plan.granularity]} |",
         f"| average bits | **{avg:.2f}** over {num_layers} decoder layers |",
         f"| importance | {importance_name if scores is not None else 'none (bit map given by hand)'} |",
         f"| memory | {describe_size(model, arrow='→')} packed (1 MiB = 2**20 bytes) |",
@@ -318,6 +322,12 @@ def build_model_card(
         lines += [f"| {_format_value(name)} | {_format_value(value)} |" for name, value in results.items()]
         lines.append("")
     lines += ["## Bits per layer", ""]
+    if plan.granularity != "layer":
+        lines += [
+            f"Bits were chosen per {GRANULARITY_NAMES[plan.granularity]}: a layer's bits below are the mean over its "
+            "weights; `plan.modules` in `config.json` gives every module's.",
+            "",
+        ]
     if scores is not None:
         rank = {index: position + 1 for position, index in enumerate(importance_order(scores))}
         lines += [
@@ -326,10 +336,10 @@ def build_model_card(
             "| layer | bits | importance | rank |",
             "|---:|---:|---:|---:|",
         ]
-        lines += [f"| {i} | {bits} | {scores[i]:.6g} | {rank[i]} |" for i, bits in layer_bits.items()]
+        lines += [f"| {i} | {format_bits(bits)} | {scores[i]:.6g} | {rank[i]} |" for i, bits in layer_bits.items()]
     else:
         lines += ["| layer | bits |", "|---:|---:|"]
-        lines += [f"| {i} | {bits} |" for i, bits in layer_bits.items()]
+        lines += [f"| {i} | {format_bits(bits)} |" for i, bits in layer_bits.items()]
     lines.append("")
     if heatmap and scores is not None:
         lines += [

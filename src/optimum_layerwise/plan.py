@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 PLAN_FORMAT = 2
 BUDGET_NAMES = ("target_bits", "memory_budget", "num_low_bit_layers")
+# what one bit width is chosen for: a whole decoder layer (the paper), its attention or MLP block, or each Linear
+GRANULARITIES = ("layer", "block", "module")
 # what configs saved before the plan became a value held at their top level
 LEGACY_PLAN_FIELDS = ("layer_scores", "dynamic", "level_settings", "group_size_overrides", "quality")
 
@@ -48,7 +50,9 @@ def effective_group_size(in_features: int, group_size: int | None) -> int | None
     return size if in_features % size == 0 else None
 
 
-def normalize_layer_bits(layer_bits: Mapping[int | str, int], parameter: str = "layer_bits") -> dict[int, int]:
+def normalize_layer_bits(
+    layer_bits: Mapping[int | str, int], parameter: str = "layer_bits", fractional: bool = False
+) -> dict[int, int | float]:
     """Turn a bit map read from JSON (string keys) or given by a user into `{layer_index: bits}`.
 
     Args:
@@ -56,12 +60,15 @@ def normalize_layer_bits(layer_bits: Mapping[int | str, int], parameter: str = "
             Map from decoder-layer index (int, or its string form as JSON writes it) to a bit width.
         parameter (`str`, *optional*, defaults to `"layer_bits"`):
             Name used in error messages.
+        fractional (`bool`, *optional*, defaults to `False`):
+            Accept any positive number of bits (the mean bits of a layer whose modules have different widths).
 
     Returns:
-        `dict[int, int]`: the same map with int keys and int values, sorted by layer index.
+        `dict[int, int | float]`: the same map with int keys, sorted by layer index.
 
     Raises:
-        `ValueError`: if a key is not a non-negative integer or a value is not an integer.
+        `ValueError`: if a key is not a non-negative integer or a value is not an integer (or a positive number when
+        `fractional`).
     """
     if not isinstance(layer_bits, Mapping):
         raise ValueError(f"`{parameter}` must be a mapping {{layer_index: bits}}, got {type(layer_bits).__name__}.")
@@ -73,7 +80,11 @@ def normalize_layer_bits(layer_bits: Mapping[int | str, int], parameter: str = "
             raise ValueError(f"`{parameter}` keys must be decoder-layer indices, got {key!r}.") from None
         if index < 0 or str(index) != str(key).strip():
             raise ValueError(f"`{parameter}` keys must be non-negative integers, got {key!r}.")
-        if isinstance(value, bool) or not isinstance(value, int):
+        if fractional:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"`{parameter}[{index}]` must be a positive number of bits, got {value!r}.")
+            value = int(value) if float(value).is_integer() else float(value)
+        elif isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"`{parameter}[{index}]` must be an integer number of bits, got {value!r}.")
         normalized[index] = value
     return dict(sorted(normalized.items()))
@@ -85,32 +96,50 @@ def normalize_layer_costs(layer_costs: Mapping) -> dict[int, dict[int, float]]:
     Raises:
         `ValueError`: if the structure is not `{layer: {bits: finite cost}}`.
     """
-    if not isinstance(layer_costs, Mapping):
+    return _normalize_costs(layer_costs, "layer_costs", int, "layer")
+
+
+def normalize_unit_costs(unit_costs: Mapping) -> dict[str, dict[int, float]]:
+    """Turn measured costs of allocation units (blocks or modules, by full module name) read from JSON into
+    `{name: {bits: cost}}`.
+
+    Raises:
+        `ValueError`: if the structure is not `{module name: {bits: finite cost}}`.
+    """
+    return _normalize_costs(unit_costs, "plan.unit_costs", str, "module name")
+
+
+def _normalize_costs(costs: Mapping, parameter: str, key: type, key_name: str) -> dict:
+    if not isinstance(costs, Mapping):
         raise ValueError(
-            f"`layer_costs` must be a mapping {{layer: {{bits: cost}}}}, got {type(layer_costs).__name__}."
+            f"`{parameter}` must be a mapping {{{key_name}: {{bits: cost}}}}, got {type(costs).__name__}."
         )
     normalized = {}
-    for layer, costs in layer_costs.items():
-        if not isinstance(costs, Mapping):
-            raise ValueError(f"`layer_costs[{layer!r}]` must map bits to a cost, got {costs!r}.")
+    for unit, unit_costs in costs.items():
+        if not isinstance(unit_costs, Mapping):
+            raise ValueError(f"`{parameter}[{unit!r}]` must map bits to a cost, got {unit_costs!r}.")
         try:
-            normalized[int(layer)] = {int(bits): float(cost) for bits, cost in costs.items()}
+            normalized[key(unit)] = {int(bits): float(cost) for bits, cost in unit_costs.items()}
         except (TypeError, ValueError):
-            raise ValueError(f"`layer_costs[{layer!r}]` must map integer bits to numbers, got {costs!r}.") from None
-        if not all(math.isfinite(cost) for cost in normalized[int(layer)].values()):
-            raise ValueError(f"`layer_costs[{layer!r}]` holds a non-finite cost.")
+            raise ValueError(
+                f"`{parameter}[{unit!r}]` must map integer bits to numbers, got {unit_costs!r}."
+            ) from None
+        if not all(math.isfinite(cost) for cost in normalized[key(unit)].values()):
+            raise ValueError(f"`{parameter}[{unit!r}]` holds a non-finite cost.")
     return dict(sorted(normalized.items()))
 
 
-def check_layer_costs(layer_costs: Mapping[int, Mapping[int, float]], levels: tuple[int, ...]) -> None:
-    """Check that normalized costs give a cost for exactly the levels `levels` in every layer.
+def check_layer_costs(
+    layer_costs: Mapping[Any, Mapping[int, float]], levels: tuple[int, ...], parameter: str = "layer_costs"
+) -> None:
+    """Check that normalized costs give a cost for exactly the levels `levels` in every layer (or unit).
 
     Raises:
         `ValueError`: naming the layers whose levels differ.
     """
     wrong = {index: sorted(costs) for index, costs in layer_costs.items() if set(costs) != set(levels)}
     if wrong:
-        raise ValueError(f"`layer_costs` must give a cost for each level {tuple(levels)}; got {wrong}.")
+        raise ValueError(f"`{parameter}` must give a cost for each level {tuple(levels)}; got {wrong}.")
 
 
 def average_bits(layer_bits: Mapping[int, int]) -> float:
@@ -167,6 +196,12 @@ def normalize_layer_scores(layer_scores) -> list[float]:
     return [float(score) for score in layer_scores]
 
 
+def check_granularity(granularity: Any, parameter: str = "granularity") -> None:
+    """Raise a `ValueError` naming `parameter` unless `granularity` is one of [`GRANULARITIES`]."""
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"`{parameter}` must be one of {GRANULARITIES}, got {granularity!r:.40}.")
+
+
 def _check_group_size_value(value, parameter: str) -> int | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ValueError(f"`{parameter}` must be a positive int or None, got {value!r:.40}.")
@@ -219,8 +254,9 @@ class QuantizationPlan:
     Args:
         layers_path (`str`):
             Module path of the decoder layers, e.g. `"model.layers"`.
-        layer_bits (`Mapping[int, int]`):
-            Bit width of each decoder layer, as allocated.
+        layer_bits (`Mapping[int, int | float]`):
+            Bit width of each decoder layer, as allocated; at `"block"` or `"module"` granularity, the mean bits of
+            the layer's quantized weights (weighted by their number of parameters).
         modules (`Mapping[str, ModulePlan]`):
             Every quantized Linear by full module name, with the settings it is packed with. Empty only for a plan
             read from a checkpoint older than this format, until [`resolve_modules`] fills it in at load time.
@@ -232,6 +268,11 @@ class QuantizationPlan:
             The budget that was met, e.g. `{"target_bits": 6.0}` (empty for a bit map given by hand).
         quality (`Mapping[str, Any]`, *optional*):
             The held-out check that ended the quantization (see `optimum_layerwise.quality.QualityCheck`).
+        granularity (`str`, *optional*, defaults to `"layer"`):
+            What one bit width was chosen for: `"layer"`, `"block"` (attention / MLP of a layer) or `"module"`.
+        unit_costs (`Mapping[str, Mapping[int, float]]`, *optional*):
+            At `"block"` or `"module"` granularity, the measured cost of each block or module (by full name) at each
+            level.
     """
 
     layers_path: str
@@ -241,10 +282,14 @@ class QuantizationPlan:
     layer_costs: Mapping[int, Mapping[int, float]] | None = None
     budget: Mapping[str, Any] = field(default_factory=dict)
     quality: Mapping[str, Any] | None = None
+    granularity: str = "layer"
+    unit_costs: Mapping[str, Mapping[int, float]] | None = None
 
     def __post_init__(self):
+        check_granularity(self.granularity, "plan.granularity")
+        fractional = self.granularity != "layer"
         freeze = {
-            "layer_bits": _frozen(normalize_layer_bits(self.layer_bits)),
+            "layer_bits": _frozen(normalize_layer_bits(self.layer_bits, "plan.layer_bits", fractional)),
             "modules": _frozen(dict(sorted(self.modules.items()))),
             "budget": _frozen(self.budget),
         }
@@ -253,6 +298,9 @@ class QuantizationPlan:
         if self.layer_costs is not None:
             costs = normalize_layer_costs(self.layer_costs)
             freeze["layer_costs"] = _frozen({index: _frozen(level) for index, level in costs.items()})
+        if self.unit_costs is not None:
+            costs = normalize_unit_costs(self.unit_costs)
+            freeze["unit_costs"] = _frozen({name: _frozen(level) for name, level in costs.items()})
         if self.quality is not None:
             freeze["quality"] = _frozen(self.quality)
         for name, value in freeze.items():
@@ -267,6 +315,19 @@ class QuantizationPlan:
     def replace(self, **changes: Any) -> QuantizationPlan:
         """A new plan with some fields changed (checked and frozen like any plan)."""
         return dataclasses.replace(self, **changes)
+
+    def check_levels(self, levels: tuple[int, ...]) -> None:
+        """Check that every bit width of the plan is one of `levels`.
+
+        Raises:
+            `ValueError`: naming the layers or modules whose bits are not among `levels`.
+        """
+        if self.granularity == "layer":
+            check_layer_bits(self.layer_bits, None, levels, parameter="plan.layer_bits")
+        wrong = {name: module.bits for name, module in self.modules.items() if module.bits not in levels}
+        if wrong:
+            shown = dict(list(wrong.items())[:3])
+            raise ValueError(f"`plan.modules` uses bit widths {shown} that are not among `bits`={tuple(levels)}.")
 
     @property
     def average_bits(self) -> float:
@@ -288,6 +349,12 @@ class QuantizationPlan:
             "budget": dict(self.budget),
             "modules": {name: module.to_dict() for name, module in self.modules.items()},
             "quality": dict(self.quality) if self.quality is not None else None,
+            "granularity": self.granularity,
+            "unit_costs": (
+                {name: {str(b): c for b, c in costs.items()} for name, costs in self.unit_costs.items()}
+                if self.unit_costs is not None
+                else None
+            ),
         }
 
     @classmethod
@@ -306,12 +373,14 @@ class QuantizationPlan:
             raise ValueError(f"`plan.budget` must be a mapping, got {data.get('budget')!r:.40}.")
         return cls(
             layers_path=data["layers_path"],
-            layer_bits=normalize_layer_bits(data.get("layer_bits"), "plan.layer_bits"),
+            layer_bits=data.get("layer_bits"),
             modules={name: ModulePlan.from_dict(entry, name) for name, entry in data["modules"].items()},
             layer_scores=data.get("layer_scores"),
             layer_costs=data.get("layer_costs"),
             budget=data.get("budget") or {},
             quality=data.get("quality"),
+            granularity=data.get("granularity", "layer"),
+            unit_costs=data.get("unit_costs"),
         )
 
 

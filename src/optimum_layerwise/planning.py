@@ -6,7 +6,7 @@ quantized one at a time and put back), and the result is a new plan value.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from torch import nn
 from transformers.utils import logging
@@ -16,9 +16,9 @@ from .backends import QuantizationBackend
 from .calibration import CalibrationBatch
 from .config import LayerwiseQuantizationConfig
 from .footprint import tensor_nbytes
-from .importance import IMPORTANCE_METHODS, measure_layer_costs, score_layers
+from .importance import IMPORTANCE_METHODS, measure_layer_costs, measure_unit_costs, score_layers
 from .importance.sensitivity import costs_to_scores
-from .layers import decoder_layers, decoder_layers_path, linear_shapes, quantizable_linears
+from .layers import allocation_units, decoder_layers, decoder_layers_path, linear_shapes, quantizable_linears
 from .plan import QuantizationPlan, check_layer_bits, resolve_modules
 from .units import parse_memory
 
@@ -42,24 +42,81 @@ def layer_sizes(
     for _, layer, linears in quantizable_linears(model, skip):
         weights = sum(linear.weight.numel() * linear.weight.element_size() for linear in linears.values())
         rest = tensor_nbytes(layer) - weights
-        sizes.append(
-            {
-                bits: rest
-                + sum(
-                    backend.linear_nbytes(
-                        linear.out_features,
-                        linear.in_features,
-                        bits,
-                        backend.module_plan(linear.in_features, bits, group_size).group_size,
-                        linear.weight.dtype,
-                    )
-                    for linear in linears.values()
-                )
-                for bits in levels
-            }
-        )
+        sizes.append({bits: rest + _packed_nbytes(linears.values(), bits, backend, group_size) for bits in levels})
     fixed = tensor_nbytes(model) - tensor_nbytes(decoder_layers(model))
     return sizes, fixed
+
+
+def _packed_nbytes(
+    linears: Iterable[nn.Linear], bits: int, backend: QuantizationBackend, group_size: int | None
+) -> int:
+    return sum(
+        backend.packed_nbytes(linear.out_features, linear.in_features, bits, group_size, linear.weight.dtype)
+        for linear in linears
+    )
+
+
+def _unit_plan(
+    model: nn.Module,
+    config: LayerwiseQuantizationConfig,
+    backend: QuantizationBackend,
+    skip: Sequence[str],
+    batches: Sequence[CalibrationBatch],
+    budget: dict,
+) -> QuantizationPlan:
+    """The plan at `"block"` or `"module"` granularity: the cost of every unit at every level is measured, and the
+    cheapest choice of one level per unit within the budget is found exactly."""
+    path = decoder_layers_path(model)
+    units = allocation_units(model, skip, config.granularity)
+    linears = [[model.get_submodule(f"{path}.{unit.layer}.{name}") for name in unit.members] for unit in units]
+    num_weights = [sum(linear.weight.numel() for linear in members) for members in linears]
+    sizes = [
+        {bits: _packed_nbytes(members, bits, backend, config.group_size) for bits in config.bits}
+        for members in linears
+    ]
+    unquantized = sum(
+        linear.weight.numel() * linear.weight.element_size() for members in linears for linear in members
+    )
+    costs = config.unit_costs or measure_unit_costs(
+        model,
+        batches,
+        config.bits,
+        granularity=config.granularity,
+        measure=IMPORTANCE_METHODS[config.importance].measure,
+        backend=backend,
+        group_size=config.group_size,
+        skip=skip,
+    )
+    if set(costs) != {unit.name for unit in units}:
+        raise ValueError(
+            f"`unit_costs` names {len(costs)} units but the model has {len(units)} at granularity="
+            f"{config.granularity!r} (e.g. {units[0].name!r}): measure them on this model."
+        )
+    choice = allocate_bits_by_cost(
+        {position: costs[unit.name] for position, unit in enumerate(units)},
+        config.bits,
+        **budget,
+        layer_sizes=sizes,
+        fixed_bytes=tensor_nbytes(model) - unquantized,
+        num_weights=num_weights,
+    )
+    modules, weighted_bits, layer_weights, scores = {}, {}, {}, {}
+    for position, (unit, members) in enumerate(zip(units, linears)):
+        bits = choice[position]
+        for name, linear in zip(unit.members, members):
+            modules[f"{path}.{unit.layer}.{name}"] = backend.module_plan(linear.in_features, bits, config.group_size)
+        weighted_bits[unit.layer] = weighted_bits.get(unit.layer, 0) + bits * num_weights[position]
+        layer_weights[unit.layer] = layer_weights.get(unit.layer, 0) + num_weights[position]
+        scores[unit.layer] = scores.get(unit.layer, 0.0) + max(costs[unit.name].values())
+    return QuantizationPlan(
+        layers_path=path,
+        layer_bits={index: weighted_bits[index] / layer_weights[index] for index in sorted(weighted_bits)},
+        modules=modules,
+        layer_scores=[scores[index] for index in sorted(scores)],
+        budget=budget,
+        granularity=config.granularity,
+        unit_costs=costs,
+    )
 
 
 def _allocate(
@@ -108,6 +165,14 @@ def _allocate(
     return allocate_bits(scores, config.bits, **allocation), scores, None
 
 
+def _budget(config: LayerwiseQuantizationConfig) -> dict:
+    budget = config.budget()
+    if budget != config.requested_budget():
+        name, value = next(iter(budget.items()))
+        logger.info(f"No budget given: using {name}={value} (mean of the highest and lowest level).")
+    return budget
+
+
 def make_plan(
     model: nn.Module,
     config: LayerwiseQuantizationConfig,
@@ -131,14 +196,13 @@ def make_plan(
             Calibration batches for the data-driven importance methods (shared with GPT-Q's calibration).
     """
     num_layers = len(decoder_layers(model))
+    if config.granularity != "layer":
+        return _unit_plan(model, config, backend, skip, batches, _budget(config))
     if config.layer_bits is not None:
         check_layer_bits(config.layer_bits, num_layers, config.bits)
         layer_bits, scores, costs, budget = dict(config.layer_bits), None, None, {}
     else:
-        budget = config.budget()
-        if budget != config.requested_budget():
-            name, value = next(iter(budget.items()))
-            logger.info(f"No budget given: using {name}={value} (mean of the highest and lowest level).")
+        budget = _budget(config)
         layer_bits, scores, costs = _allocate(model, config, backend, skip, batches, budget)
     return QuantizationPlan(
         layers_path=decoder_layers_path(model),

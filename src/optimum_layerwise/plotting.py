@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
+from .units import format_bits
+
 
 def pyplot():
     """matplotlib's pyplot with the file-only Agg backend, or an `ImportError` naming the extra to install."""
@@ -55,7 +57,7 @@ def plot_importance(
         axis.set_xticks(range(len(values)), [str(i) for i in indices], fontsize=7)
         if layer_bits is not None:
             for column, index in enumerate(indices):
-                axis.text(column, 0, str(layer_bits[int(index)]), ha="center", va="center", fontsize=7)
+                axis.text(column, 0, format_bits(layer_bits[int(index)]), ha="center", va="center", fontsize=7)
     axes[0].set_title(title)
     figure.colorbar(image, ax=axes, shrink=0.8, label="score")
     figure.savefig(path, dpi=120)

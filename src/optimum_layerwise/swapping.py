@@ -84,21 +84,18 @@ class LayerVersions:
         for index in kept:
             for linear in self.originals[index].values():
                 weight = linear.weight
-                packed = self.backend.linear_nbytes(
-                    linear.out_features,
-                    linear.in_features,
-                    layer_bits[index],
-                    self._group_size(linear, layer_bits[index]),
-                    weight.dtype,
+                bits = layer_bits[index]
+                packed = self.backend.packed_nbytes(
+                    linear.out_features, linear.in_features, bits, self.group_size, weight.dtype
                 )
                 total += packed - weight.numel() * weight.element_size()
         return total
 
-    def put(self, index: int, bits: int | None) -> None:
-        """Put layer `index` at `bits` (`None` = full precision)."""
+    def put(self, index: int, bits: int | None, names: Sequence[str] | None = None) -> None:
+        """Put layer `index` (only its Linear modules `names`, when given) at `bits` (`None` = full precision)."""
         modules = self.originals[index] if bits is None else self.quantized(index, bits)
-        for name, module in modules.items():
-            set_submodule(self.layers[index], name, module)
+        for name in modules if names is None else names:
+            set_submodule(self.layers[index], name, modules[name])
 
     def apply(self, layer_bits: Mapping[int, int] | None) -> None:
         """Put every layer at its bits (`None` = every layer in full precision)."""

@@ -70,3 +70,9 @@ def format_bytes(num_bytes: float) -> str:
             return f"{int(num_bytes)} B" if unit == "B" else f"{num_bytes:.1f} {unit}"
         num_bytes /= 1024
     raise AssertionError("unreachable")
+
+
+def format_bits(bits: int | float) -> str:
+    """A bit width as shown in tables: `"4"` for a whole layer at 4 bits, `"4.57"` for the mean bits of a layer whose
+    blocks or modules have different widths."""
+    return str(bits) if isinstance(bits, int) else f"{bits:.2f}"

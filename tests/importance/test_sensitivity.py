@@ -5,7 +5,7 @@ from conftest import build_tiny_model
 from optimum_layerwise import compute_importance
 from optimum_layerwise.allocation import allocate_bits_by_cost
 from optimum_layerwise.calibration import calibration_batches
-from optimum_layerwise.importance.sensitivity import costs_to_scores, measure_layer_costs
+from optimum_layerwise.importance.sensitivity import costs_to_scores, measure_layer_costs, measure_unit_costs
 
 
 def make_fragile(layer):
@@ -29,10 +29,14 @@ def test_costs_find_the_fragile_layer(measure, token_batches):
         assert torch.equal(model(token_batches[:1]).logits, before)  # the model is restored
 
 
-def test_output_measure_matches_a_direct_computation(token_batches):
+@pytest.mark.parametrize(
+    "granularity, unit, members",
+    [("layer", "model.layers.1", None), ("module", "model.layers.1.self_attn.v_proj", ["self_attn.v_proj"])],
+)
+def test_output_measure_matches_a_direct_computation(granularity, unit, members, token_batches):
     model = build_tiny_model("qwen2")
     batches = calibration_batches(token_batches[:2], batch_size=2)
-    costs = measure_layer_costs(model, batches, (4, 2), group_size=32)
+    costs = measure_unit_costs(model, batches, (4, 2), granularity=granularity, group_size=32)
     # direct: capture layer 1's input, run it in full precision and with its Linear modules quantized at 2 bits
     captured = {}
     handle = model.model.layers[1].register_forward_hook(
@@ -44,12 +48,12 @@ def test_output_measure_matches_a_direct_computation(token_batches):
     from optimum_layerwise.swapping import LayerVersions
 
     versions = LayerVersions(model, "quanto", 32)
-    versions.put(1, 2)
+    versions.put(1, 2, members)
     with torch.no_grad():
         quantized = model.model.layers[1](*captured["args"], **captured["kwargs"])
     versions.put(1, None)
-    expected = ((quantized - captured["out"]).norm() / captured["out"].norm()).item()
-    assert costs[1][2] == pytest.approx(expected, rel=1e-4)
+    expected = ((quantized - captured["out"]).norm() / captured["out"].norm()).item() ** 2
+    assert costs[unit][2] == pytest.approx(expected, rel=1e-4)
 
 
 def test_one_forward_pass_plus_one_layer_pass_per_level(token_batches):
@@ -60,6 +64,36 @@ def test_one_forward_pass_plus_one_layer_pass_per_level(token_batches):
     model.lm_head.register_forward_hook(lambda *_: calls.__setitem__("lm_head", calls["lm_head"] + 1))
     measure_layer_costs(model, calibration_batches(token_batches, batch_size=6), (4, 2), group_size=32)
     assert calls == {"model": 1, "layer0": 2, "lm_head": 0}
+
+
+def test_module_costs_find_the_fragile_module(token_batches):
+    model = build_tiny_model("llama")
+    make_fragile(model.model.layers[2])
+    batches = calibration_batches(token_batches, batch_size=3)
+    costs = measure_unit_costs(model, batches, (4, 2), granularity="module", group_size=32)
+    assert len(costs) == 4 * 7 and all(costs[name][4] == 0.0 < costs[name][2] for name in costs)
+    assert max(costs, key=lambda name: costs[name][2]).startswith("model.layers.2.mlp.")  # up/down, amplified by x40
+
+
+@pytest.mark.parametrize("measure", ["output", "kl"])
+def test_block_costs_find_the_fragile_block(measure, token_batches):
+    model = build_tiny_model("llama")
+    make_fragile(model.model.layers[2])
+    batches = calibration_batches(token_batches, batch_size=3)
+    costs = measure_unit_costs(model, batches, (4, 2), granularity="block", measure=measure, group_size=32)
+    assert list(costs) == [f"model.layers.{i}.{block}" for i in range(4) for block in ("self_attn", "mlp")]
+    assert max(costs, key=lambda name: costs[name][2]) == "model.layers.2.mlp"
+
+
+def test_module_costs_rerun_the_layer_once_per_module_and_level(token_batches):
+    model = build_tiny_model("llama")
+    calls = {"model": 0, "layer0": 0}
+    model.model.register_forward_hook(lambda *_: calls.__setitem__("model", calls["model"] + 1))
+    model.model.layers[0].register_forward_hook(lambda *_: calls.__setitem__("layer0", calls["layer0"] + 1))
+    measure_unit_costs(
+        model, calibration_batches(token_batches, batch_size=6), (8, 4, 2), granularity="module", group_size=32
+    )
+    assert calls == {"model": 1, "layer0": 1 + 7 * 2}
 
 
 def test_sensitivity_scores_through_compute_importance(token_batches):

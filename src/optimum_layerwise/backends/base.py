@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ..plan import ModulePlan, effective_group_size
+from ..plan import ModulePlan, QuantizationPlan, effective_group_size
 
 
 class QuantizationBackend(ABC):
@@ -64,11 +63,9 @@ class QuantizationBackend(ABC):
         module). Only backends with `requires_calibration` have one."""
         raise NotImplementedError(f"backend={self.name!r} quantizes without calibration data.")
 
-    def dynamic_overrides(
-        self, layer_bits: Mapping[int, int], base_bits: int, layers_path: str
-    ) -> dict[str, dict[str, int]] | None:
+    def dynamic_overrides(self, plan: QuantizationPlan, base_bits: int) -> dict[str, dict[str, int]] | None:
         """Per-module overrides that the backend's checkpoint format uses to describe a mixed bit map (default: none,
-        the bit map is only in `layer_bits`)."""
+        the bit map is only in the plan)."""
         return None
 
     def finish_loading(self, module: nn.Module) -> None:
@@ -104,6 +101,14 @@ class QuantizationBackend(ABC):
             math.prod(shape) * (torch.empty((), dtype=dtype).element_size() if dtype is not None else float_size)
             for shape, dtype in self.tensor_specs(out_features, in_features, bits, group_size).values()
         )
+
+    def packed_nbytes(
+        self, out_features: int, in_features: int, bits: int, group_size: int | None, float_dtype: torch.dtype
+    ) -> int:
+        """Exact bytes of a Linear of this shape packed at `bits` for a requested `group_size` (adapted to the layer
+        as [`module_plan`] does), see [`linear_nbytes`]."""
+        effective = self.module_plan(in_features, bits, group_size).group_size
+        return self.linear_nbytes(out_features, in_features, bits, effective, float_dtype)
 
     def require(self) -> None:
         """Raise an `ImportError` naming the pip command when the backend's library is missing."""

@@ -12,28 +12,39 @@ import copy
 import importlib.util
 import math
 import re
-from collections.abc import Mapping
 
 import torch
 from torch import nn
 
+from ..plan import QuantizationPlan
 from .base import QuantizationBackend
 
 
 PACK_BITS = 32  # GPT-Q packs into int32 words
 
 
-def gptq_dynamic(layer_bits: Mapping[int, int], base_bits: int, layers_path: str) -> dict[str, dict[str, int]]:
-    """GPTQModel's `dynamic` overrides for a bit map: per bit width other than `base_bits`, one positive regex over
-    the modules of the decoder layers at that width, e.g. `{"+:^model\\.layers\\.(3|7)\\..*": {"bits": 2}}`."""
-    layers_by_bits: dict[int, list[int]] = {}
-    for index, bits in sorted(layer_bits.items()):
-        if bits != base_bits:
-            layers_by_bits.setdefault(bits, []).append(index)
-    prefix = re.escape(layers_path)
+def gptq_dynamic(plan: QuantizationPlan, base_bits: int) -> dict[str, dict[str, int]]:
+    """GPTQModel's `dynamic` overrides for a plan: per bit width other than `base_bits`, one positive regex over the
+    modules at that width, naming a whole decoder layer when all its modules have it, else each module, e.g.
+    `{"+:^model\\.layers\\.(3\\..*|5\\.self_attn\\.q_proj)$": {"bits": 2}}`."""
+    prefix = f"{plan.layers_path}."
+    layers: dict[int, dict[str, int]] = {}
+    for name, module in plan.modules.items():
+        index, _, relative = name.removeprefix(prefix).partition(".")
+        layers.setdefault(int(index), {})[relative] = module.bits
+    alternatives: dict[int, list[str]] = {}
+    for index, modules in sorted(layers.items()):
+        widths = set(modules.values())
+        if len(widths) == 1:
+            alternatives.setdefault(widths.pop(), []).append(f"{index}\\..*")
+            continue
+        for relative, bits in modules.items():
+            alternatives.setdefault(bits, []).append(f"{index}\\.{re.escape(relative)}")
+    escaped = re.escape(plan.layers_path)
     return {
-        f"+:^{prefix}\\.({'|'.join(map(str, indices))})\\..*": {"bits": bits}
-        for bits, indices in sorted(layers_by_bits.items(), reverse=True)
+        f"+:^{escaped}\\.({'|'.join(names)})$": {"bits": bits}
+        for bits, names in sorted(alternatives.items(), reverse=True)
+        if bits != base_bits
     }
 
 
@@ -181,11 +192,9 @@ class GptqBackend(QuantizationBackend):
     def dequantized_weight(self, module: nn.Module) -> torch.Tensor:
         return module.dequantize_weight().T
 
-    def dynamic_overrides(
-        self, layer_bits: Mapping[int, int], base_bits: int, layers_path: str
-    ) -> dict[str, dict[str, int]]:
+    def dynamic_overrides(self, plan: QuantizationPlan, base_bits: int) -> dict[str, dict[str, int]]:
         """GPTQModel's `dynamic` entries (see [`gptq_dynamic`]), which GPTQModel, vLLM and SGLang read."""
-        return gptq_dynamic(layer_bits, base_bits, layers_path)
+        return gptq_dynamic(plan, base_bits)
 
     def finish_loading(self, module: nn.Module) -> None:
         """Convert freshly loaded standard ("v1") zero-points to gptqmodel's in-memory layout and initialise."""

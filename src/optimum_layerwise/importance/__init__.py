@@ -35,6 +35,7 @@ __getattr__, __dir__ = lazy_attributes(
         "compute_importance": "scoring",
         "score_layers": "scoring",
         "measure_layer_costs": "sensitivity",
+        "measure_unit_costs": "sensitivity",
         "costs_to_scores": "sensitivity",
     },
 )
@@ -48,6 +49,7 @@ __all__ = [
     "costs_to_scores",
     "importance_scores",
     "measure_layer_costs",
+    "measure_unit_costs",
     "missing_data_message",
     "needs_calibration_data",
     "score_layers",

@@ -1,15 +1,18 @@
-"""Measured sensitivity: what quantizing each decoder layer alone actually costs, at every level below the top.
+"""Measured sensitivity: what quantizing each decoder layer (or each block or Linear of a layer) alone actually costs,
+at every level below the top.
 
 Two measures:
 
-- `"output"` (cheap): the relative error `‖L_q(x) − L(x)‖ / ‖L(x)‖` of the layer's output when only that layer is
-  quantized, on the layer's real calibration inputs `x`. Measured inside ONE forward pass of the full-precision model
-  per batch: a forward hook re-runs the layer with its quantized Linear modules on the same input. Cost: one forward
-  pass plus one pass through each layer per lower level (≈ 2 forward passes for a two-level plan). The re-run uses
-  float copies of the dequantized weights: the same numbers as the packed modules, at float speed.
-- `"kl"` (exact): the KL divergence `KL(p_top ‖ p_i)` of the next-token distribution between the model with every
-  layer at the top level and the same model with only layer `i` at the lower level, averaged over calibration tokens.
-  Cost: one forward pass per layer and lower level, plus one for the reference.
+- `"output"` (cheap): the relative squared error `‖L_q(x) − L(x)‖² / ‖L(x)‖²` of the layer's output when only that
+  layer (or block, or module) is quantized, on the layer's real calibration inputs `x`. Squared errors of independent
+  perturbations add up, which is what the allocation assumes when it sums costs. Measured inside ONE forward pass of
+  the full-precision model per batch: a forward hook re-runs the layer with its quantized Linear modules on the same
+  input. Cost: one forward pass plus one pass through each layer per lower level and unit (≈ 2 forward passes for a
+  two-level plan per layer; a Llama layer has 2 blocks and 7 modules). The re-run uses float copies of the
+  dequantized weights: the same numbers as the packed modules, at float speed.
+- `"kl"` (exact): the KL divergence `KL(p_top ‖ p_u)` of the next-token distribution between the model with every
+  layer at the top level and the same model with only unit `u` at the lower level, averaged over calibration tokens.
+  Cost: one forward pass per unit and lower level, plus one for the reference.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from torch import nn
 from transformers.utils import logging
 
 from ..calibration import CalibrationBatch
+from ..layers import AllocationUnit, allocation_units
+from ..plan import check_granularity
 from ..swapping import LayerVersions
 
 
@@ -35,11 +40,17 @@ def _masked_sum_of_squares(hidden: torch.Tensor, mask: torch.Tensor) -> float:
 
 
 def _output_error(
-    model: nn.Module, versions: LayerVersions, lower: Sequence[int], batches: Iterable[CalibrationBatch]
-) -> dict[int, dict[int, float]]:
-    num_layers = len(versions.layers)
-    squared_error = torch.zeros(num_layers, len(lower), dtype=torch.float64)
-    squared_norm = torch.zeros(num_layers, dtype=torch.float64)
+    model: nn.Module,
+    versions: LayerVersions,
+    units: Sequence[AllocationUnit],
+    lower: Sequence[int],
+    batches: Iterable[CalibrationBatch],
+) -> dict[str, dict[int, float]]:
+    units_of_layer: dict[int, list[int]] = {}
+    for position, unit in enumerate(units):
+        units_of_layer.setdefault(unit.layer, []).append(position)
+    squared_error = torch.zeros(len(units), len(lower), dtype=torch.float64)
+    squared_norm = torch.zeros(len(versions.layers), dtype=torch.float64)
     state = {"busy": False, "mask": None}
 
     def hook_for(index: int):
@@ -51,12 +62,14 @@ def _output_error(
                 reference = output[0] if isinstance(output, tuple) else output
                 mask = state["mask"].to(reference.device)
                 squared_norm[index] += _masked_sum_of_squares(reference, mask)
-                for column, bits in enumerate(lower):
-                    versions.put(index, bits)
-                    quantized = module(*args, **kwargs)
-                    quantized = quantized[0] if isinstance(quantized, tuple) else quantized
-                    squared_error[index, column] += _masked_sum_of_squares(quantized - reference, mask)
-                versions.put(index, None)
+                for position in units_of_layer.get(index, ()):
+                    members = units[position].members
+                    for column, bits in enumerate(lower):
+                        versions.put(index, bits, members)
+                        quantized = module(*args, **kwargs)
+                        quantized = quantized[0] if isinstance(quantized, tuple) else quantized
+                        squared_error[position, column] += _masked_sum_of_squares(quantized - reference, mask)
+                    versions.put(index, None, members)
             finally:
                 state["busy"] = False
 
@@ -67,7 +80,7 @@ def _output_error(
     runner = model.base_model if hasattr(model, "base_model") else model
     try:
         with torch.no_grad():
-            for batch in logging.tqdm(batches, desc="Measuring layer sensitivity (output)", unit="batch"):
+            for batch in logging.tqdm(batches, desc="Measuring sensitivity (output)", unit="batch"):
                 state["mask"] = batch.attention_mask.double()
                 runner(
                     input_ids=batch.input_ids.to(device),
@@ -77,13 +90,18 @@ def _output_error(
     finally:
         for handle in handles:
             handle.remove()
-    relative = (squared_error / squared_norm[:, None]).sqrt()
-    return {i: {bits: float(relative[i, c]) for c, bits in enumerate(lower)} for i in range(num_layers)}
+    relative = squared_error / torch.stack([squared_norm[unit.layer] for unit in units])[:, None]
+    return {unit.name: {bits: float(relative[p, c]) for c, bits in enumerate(lower)} for p, unit in enumerate(units)}
 
 
 def _kl(
-    model: nn.Module, versions: LayerVersions, top: int, lower: Sequence[int], batches: list[CalibrationBatch]
-) -> dict[int, dict[int, float]]:
+    model: nn.Module,
+    versions: LayerVersions,
+    units: Sequence[AllocationUnit],
+    top: int,
+    lower: Sequence[int],
+    batches: list[CalibrationBatch],
+) -> dict[str, dict[int, float]]:
     device = model.get_input_embeddings().weight.device
     num_layers = len(versions.layers)
     for index in range(num_layers):
@@ -95,28 +113,75 @@ def _kl(
         ).logits
         return torch.log_softmax(logits.float(), dim=-1)
 
-    costs: dict[int, dict[int, float]] = {i: {} for i in range(num_layers)}
+    costs: dict[str, dict[int, float]] = {unit.name: {} for unit in units}
     num_tokens = sum(batch.num_tokens for batch in batches)
-    progress = logging.tqdm(total=num_layers * len(lower) + 1, desc="Measuring layer sensitivity (KL)", unit="pass")
+    progress = logging.tqdm(total=len(units) * len(lower) + 1, desc="Measuring sensitivity (KL)", unit="pass")
     try:
         with torch.no_grad():
             references = [log_probs(batch) for batch in batches]
             progress.update()
-            for index in range(num_layers):
+            for unit in units:
                 for bits in lower:
-                    versions.put(index, bits)
+                    versions.put(unit.layer, bits, unit.members)
                     total = 0.0
                     for batch, reference in zip(batches, references):
                         kl = (reference.exp() * (reference - log_probs(batch))).sum(-1)
                         total += (kl * batch.attention_mask.to(kl.device)).sum().item()
-                    costs[index][bits] = total / num_tokens
+                    costs[unit.name][bits] = total / num_tokens
                     progress.update()
-                versions.put(index, top)
+                versions.put(unit.layer, top, unit.members)
     finally:
         progress.close()
         for index in range(num_layers):
             versions.put(index, None)
     return costs
+
+
+def measure_unit_costs(
+    model: nn.Module,
+    batches: Sequence[CalibrationBatch],
+    bits: Sequence[int],
+    *,
+    granularity: str = "layer",
+    measure: str = "output",
+    backend: str = "quanto",
+    group_size: int | None = 128,
+    skip: Sequence[str] = (),
+) -> dict[str, dict[int, float]]:
+    """Cost of quantizing each allocation unit alone at each level below the top one (the top level costs 0).
+
+    Args:
+        model (`PreTrainedModel`):
+            The full-precision model (its Linear modules are swapped during the measurement and restored after).
+        batches (`Sequence[CalibrationBatch]`):
+            Calibration batches.
+        bits (`Sequence[int]`):
+            The levels, high to low.
+        granularity (`str`, *optional*, defaults to `"layer"`):
+            What is quantized alone: each decoder layer, each block or each Linear module (see
+            [`~optimum_layerwise.layers.allocation_units`]).
+        measure (`str`, *optional*, defaults to `"output"`):
+            `"output"` (relative squared layer-output error, one forward pass plus one layer re-run per unit and
+            lower level) or `"kl"` (end-to-end KL divergence, one forward pass per unit and lower level).
+        backend (`str`, *optional*, defaults to `"quanto"`), group_size (`int`, *optional*, defaults to 128):
+            How layers are quantized for the measurement (use the same as for the real quantization).
+        skip (`Sequence[str]`, *optional*):
+            Linear modules that stay in full precision.
+
+    Returns:
+        `dict[str, dict[int, float]]`: `{unit name: {bits: cost}}`, including `{top: 0.0}`, in layer order.
+    """
+    if measure not in SENSITIVITY_MEASURES:
+        raise ValueError(f"`measure` must be one of {SENSITIVITY_MEASURES}, got {measure!r}.")
+    check_granularity(granularity)
+    top, lower = bits[0], list(bits[1:])
+    units = allocation_units(model, skip, granularity)
+    versions = LayerVersions(model, backend, group_size, skip, simulate=True)
+    if measure == "output":
+        costs = _output_error(model, versions, units, lower, batches)
+    else:
+        costs = _kl(model, versions, units, top, lower, list(batches))
+    return {name: {top: 0.0, **unit_costs} for name, unit_costs in costs.items()}
 
 
 def measure_layer_costs(
@@ -139,8 +204,8 @@ def measure_layer_costs(
         bits (`Sequence[int]`):
             The levels, high to low.
         measure (`str`, *optional*, defaults to `"output"`):
-            `"output"` (relative layer-output error, ≈ 2 forward passes) or `"kl"` (end-to-end KL divergence, one
-            forward pass per layer and lower level).
+            `"output"` (relative squared layer-output error, ≈ 2 forward passes) or `"kl"` (end-to-end KL
+            divergence, one forward pass per layer and lower level).
         backend (`str`, *optional*, defaults to `"quanto"`), group_size (`int`, *optional*, defaults to 128):
             How layers are quantized for the measurement (use the same as for the real quantization).
         skip (`Sequence[str]`, *optional*):
@@ -149,15 +214,10 @@ def measure_layer_costs(
     Returns:
         `dict[int, dict[int, float]]`: `{layer: {bits: cost}}`, including `{top: 0.0}`.
     """
-    if measure not in SENSITIVITY_MEASURES:
-        raise ValueError(f"`measure` must be one of {SENSITIVITY_MEASURES}, got {measure!r}.")
-    top, lower = bits[0], list(bits[1:])
-    versions = LayerVersions(model, backend, group_size, skip, simulate=True)
-    if measure == "output":
-        costs = _output_error(model, versions, lower, batches)
-    else:
-        costs = _kl(model, versions, top, lower, list(batches))
-    return {index: {top: 0.0, **layer_costs} for index, layer_costs in costs.items()}
+    costs = measure_unit_costs(
+        model, batches, bits, measure=measure, backend=backend, group_size=group_size, skip=skip
+    )
+    return dict(enumerate(costs.values()))
 
 
 def costs_to_scores(costs: dict[int, dict[int, float]]) -> list[float]:
