@@ -49,6 +49,29 @@ def test_quantize_then_inspect(tiny_checkpoint, calibration_file, tmp_path, caps
     assert "quality: held-out perplexity" in out
 
 
+def test_quantize_per_module_then_reuse_its_costs(tiny_checkpoint, calibration_file, tmp_path, capsys):
+    first, second = tmp_path / "first", tmp_path / "second"
+    arguments = ["--bits", "4,2", "--group-size", "32", "--granularity", "module", "--optimizer", "hqq"]
+    code, out, err = run_cli(
+        capsys, "quantize", tiny_checkpoint, "--output", str(first), *arguments, "--target-bits", "3",
+        "--dataset", calibration_file, "--seq-len", "64", "--num-samples", "8",
+    )  # fmt: skip
+    assert code == 0, err
+    summary = json.loads(run_cli(capsys, "inspect", str(first), "--json")[1])
+    assert summary["granularity"] == "module" and len(summary["unit_costs"]) == 4 * 7
+    code, out, err = run_cli(
+        capsys, "quantize", tiny_checkpoint, "--output", str(second), *arguments, "--target-bits", "3.5",
+        "--reuse-costs", str(first),
+    )  # fmt: skip
+    assert code == 0, err
+    config = AutoModelForCausalLM.from_pretrained(second).config.quantization_config
+    assert (
+        config.optimizer == "hqq"
+        and config.plan.unit_costs
+        == AutoModelForCausalLM.from_pretrained(first).config.quantization_config.plan.unit_costs
+    )
+
+
 def test_score_writes_json_and_heatmap(tiny_checkpoint, calibration_file, tmp_path, capsys):
     code, out, err = run_cli(
         capsys, "score", tiny_checkpoint, "--dataset", calibration_file, "--seq-len", "64",

@@ -149,13 +149,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     quantize.add_argument("--group-size", type=_group_size, default=128, help="group size or 'none' (default: 128)")
     quantize.add_argument("--desc-act", action="store_true", help="GPT-Q: quantize columns by decreasing activation")
     quantize.add_argument("--asym", action="store_true", help="GPT-Q: asymmetric zero-points (default: symmetric)")
+    quantize.add_argument(
+        "--granularity",
+        choices=("layer", "block", "module"),
+        default="layer",
+        help="bits per decoder layer (default), per attention/MLP block or per Linear module",
+    )
+    quantize.add_argument(
+        "--optimizer", choices=("max", "hqq"), default="max", help="quanto: int2/int4 scales by range or by HQQ"
+    )
     quantize.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
     quantize.add_argument("--device-map", help="accelerate device map for loading, e.g. auto or cpu")
     quantize.add_argument("--push-to-hub", metavar="REPO", help="also upload the checkpoint to this Hub repo")
     quantize.add_argument(
         "--reuse-costs",
         metavar="CHECKPOINT",
-        help="allocate by the layer_costs measured for a saved checkpoint of the same model (no new measurement)",
+        help="allocate by the costs measured for a saved checkpoint of the same model and granularity (no new "
+        "measurement)",
     )
     _add_calibration(quantize, "sensitivity")
 
@@ -338,11 +348,14 @@ def _quantize(args) -> None:
     from .config import LayerwiseQuantizationConfig
 
     output = check_output(args.output, overwrite=args.overwrite, force=args.force, model=args.model)
-    layer_costs = None
+    costs = {}
     if args.reuse_costs:
-        layer_costs = read_checkpoint_summary(args.reuse_costs)["layer_costs"]
-        if not layer_costs:
-            raise CommandError(f"--reuse-costs {args.reuse_costs} has no measured layer_costs")
+        name = "layer_costs" if args.granularity == "layer" else "unit_costs"
+        costs = {name: read_checkpoint_summary(args.reuse_costs)[name]}
+        if not costs[name]:
+            raise CommandError(
+                f"--reuse-costs {args.reuse_costs} has no measured {name} (--granularity {args.granularity})"
+            )
     config = LayerwiseQuantizationConfig(  # checks every flag before the model and tokenizer load
         bits=args.bits,
         backend=args.backend,
@@ -355,9 +368,11 @@ def _quantize(args) -> None:
         seq_len=args.seq_len,
         group_size=args.group_size,
         seed=args.seed,
-        layer_costs=layer_costs,
+        **costs,
         sym=not args.asym,
         desc_act=args.desc_act,
+        optimizer=args.optimizer,
+        granularity=args.granularity,
     )
     model, tokenizer = _quantize_model(args, config)
     _print_result(model, model.config.quantization_config.plan)
@@ -386,7 +401,8 @@ def _quantize_model(args, config):
     path = resolve_model(args.model)
     _check_not_quantized(path, args.model)
     method = IMPORTANCE_METHODS.get(args.importance)
-    needs_text = args.backend == "gptq" or (method is not None and method.needs_data and config.layer_costs is None)
+    measured = config.layer_costs is not None or config.unit_costs is not None
+    needs_text = args.backend == "gptq" or (method is not None and method.needs_data and not measured)
     tokenizer = _load_tokenizer(path, needed_for="--dataset" if needs_text else None)
     # with a tokenizer the calibration text also serves the held-out quality check that ends the quantization
     config.tokenizer = tokenizer
@@ -471,6 +487,8 @@ def read_checkpoint_summary(checkpoint: str) -> dict:
         "layer_bits": layer_bits,
         "layer_scores": list(scores) if scores is not None else None,
         "layer_costs": quantization["plan"].get("layer_costs"),
+        "unit_costs": quantization["plan"].get("unit_costs"),
+        "granularity": plan.granularity,
         "budget": dict(plan.budget),
         "quality": quantization["plan"].get("quality"),
         "average_bits": plan.average_bits,

@@ -23,6 +23,7 @@ from .importance.registry import (
     missing_data_message,
     needs_calibration_data,
 )
+from .modules import QUANTO_OPTIMIZERS
 from .plan import (
     BUDGET_NAMES,
     QuantizationPlan,
@@ -138,6 +139,9 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             measuring again; bits are then allocated by cost.
         sym (`bool`, *optional*, defaults to `True`), desc_act (`bool`, *optional*, defaults to `False`):
             GPT-Q only: symmetric zero-points, and quantizing columns in order of decreasing activation (act-order).
+        optimizer (`str`, *optional*, defaults to `"max"`):
+            optimum-quanto only: how int2/int4 scales and shifts are chosen, `"max"` (each group's range) or `"hqq"`
+            (quanto's HQQ optimizer: shifts refined to minimise the rounding error, without data; slower).
         dataset_sha256 (`str`, *optional*):
             sha256 of a local calibration file or folder, computed when `dataset` is one.
         quality_windows (`int`, *optional*, defaults to 4):
@@ -186,6 +190,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         layer_costs: dict[int, dict[int, float]] | None = None,
         sym: bool = True,
         desc_act: bool = False,
+        optimizer: str = "max",
         dataset_sha256: str | None = None,
         quality_windows: int = 4,
         unit_costs: dict[str, dict[int, float]] | None = None,
@@ -214,6 +219,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         self.layer_costs = normalize_layer_costs(layer_costs) if layer_costs is not None else None
         self.sym = sym
         self.desc_act = desc_act
+        self.optimizer = optimizer
         self.quality_windows = quality_windows
         self.unit_costs = normalize_unit_costs(unit_costs) if unit_costs is not None else None
         self.granularity = granularity
@@ -313,6 +319,10 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             raise ValueError(
                 f"`sym` and `desc_act` are GPT-Q options (backend='gptq'); backend={self.backend!r} takes neither."
             )
+        if self.optimizer not in QUANTO_OPTIMIZERS:
+            raise ValueError(f"`optimizer` must be one of {QUANTO_OPTIMIZERS}, got {self.optimizer!r:.40}.")
+        if self.backend != "quanto" and self.optimizer != "max":
+            raise ValueError(f"`optimizer` is an optimum-quanto option; backend={self.backend!r} does not take it.")
 
     def check_quantizable(self) -> None:
         """Raise a `ValueError` if this config cannot quantize a model (as opposed to loading a saved one)."""
@@ -329,6 +339,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
     def quantization_backend(self) -> QuantizationBackend:
         """The backend that packs the layers, with this config's options."""
         options = {"sym": self.sym, "desc_act": self.desc_act} if self.backend == "gptq" else {}
+        options = {"optimizer": self.optimizer} if self.backend == "quanto" else options
         return get_backend(self.backend, **options)
 
     def requested_budget(self) -> dict[str, Any]:
@@ -413,6 +424,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
                 else None
             ),
             **({"sym": self.sym, "desc_act": self.desc_act} if self.backend == "gptq" else {}),
+            **({"optimizer": self.optimizer} if self.backend == "quanto" else {}),
             "quality_windows": self.quality_windows,
             "unit_costs": (
                 {name: {str(b): c for b, c in costs.items()} for name, costs in self.unit_costs.items()}

@@ -8,7 +8,13 @@ from transformers.quantizers.base import HfQuantizer
 from transformers.utils import logging
 
 from .layers import decoder_layers
-from .loading import check_checkpoint, expected_tensors, replace_with_packed_modules, verify_checkpoint_files
+from .loading import (
+    adopt_saved_float_dtypes,
+    check_checkpoint,
+    expected_tensors,
+    replace_with_packed_modules,
+    verify_checkpoint_files,
+)
 from .quality import QualityCheck
 from .quantize import quantize_model
 
@@ -52,7 +58,8 @@ class LayerwiseHfQuantizer(HfQuantizer):
         if checkpoint_files:
             if self.quantization_config.verify:
                 verify_checkpoint_files(checkpoint_files, getattr(model.config, "_name_or_path", None))
-            check_checkpoint(checkpoint_files, expected_tensors(model, packed))
+            saved_dtypes = check_checkpoint(checkpoint_files, expected_tensors(model, packed))
+            adopt_saved_float_dtypes(model, packed, saved_dtypes)
 
     def _process_model_after_weight_loading(self, model, **kwargs):
         if self.pre_quantized:

@@ -104,7 +104,7 @@ def expected_tensors(
 
 def check_checkpoint(
     checkpoint_files: Sequence[str], expected: dict[str, tuple[tuple[int, ...], torch.dtype | None]]
-) -> None:
+) -> dict[str, torch.dtype]:
     """Check that the safetensors files hold every expected tensor with its shape and dtype (see
     [`expected_tensors`]). Only the file headers are read.
 
@@ -140,6 +140,35 @@ def check_checkpoint(
             + more
             + "."
         )
+    return {key: _SAFETENSORS_DTYPES[dtype] for key, (_, dtype) in found.items() if dtype in _SAFETENSORS_DTYPES}
+
+
+def adopt_saved_float_dtypes(
+    model: nn.Module,
+    packed: dict[str, tuple[tuple[int, ...], torch.dtype | None]],
+    saved_dtypes: dict[str, torch.dtype],
+) -> None:
+    """Give the packed tensors that may be of any float dtype (quanto's scales and shifts) the dtype they were saved
+    in: transformers casts a loaded tensor to its parameter's dtype, and a checkpoint written with float32 scales must
+    load them unrounded.
+
+    Args:
+        model (`PreTrainedModel`):
+            The model skeleton after [`replace_with_packed_modules`].
+        packed (`dict`):
+            The packed tensors and their expected `(shape, dtype)`, as [`replace_with_packed_modules`] returns them.
+        saved_dtypes (`dict[str, torch.dtype]`):
+            Dtype of every checked tensor in the checkpoint, as [`check_checkpoint`] returns them.
+    """
+    for name, (_, dtype) in packed.items():
+        if dtype is not None or name not in saved_dtypes:
+            continue
+        module_name, _, tensor_name = name.rpartition(".")
+        module = model.get_submodule(module_name)
+        current = getattr(module, tensor_name)
+        if current.dtype != saved_dtypes[name]:
+            empty = torch.empty(current.shape, dtype=saved_dtypes[name], device=current.device)
+            setattr(module, tensor_name, nn.Parameter(empty, requires_grad=False))
 
 
 def verify_checkpoint_files(checkpoint_files: Sequence[str], name_or_path: str | None = None) -> None:

@@ -11,7 +11,10 @@ Tensors of a [`QuantoLinear`] with `bits` and effective group size `g` (`None` =
 | 8    | int8 `(out · in,)`                              | `(out, 1)`          | -                   |
 | 4, 2 | uint8 `(⌈R / (8 / bits)⌉, C)`, quanto's packing | `(R, 1)`            | `(R, 1)`            |
 
-with `(R, C) = (out · in / g, g)` for groups and `(out, in)` per channel; scale and shift take the model's dtype.
+with `(R, C) = (out · in / g, g)` for groups and `(out, in)` per channel. Scale and shift are stored in 16 bits
+([`scale_dtype`]: float16 for a float32 model, else the model's dtype) and the codes are computed with the stored
+values, so the weights are exactly what the checkpoint says; they are cast to the activations' dtype to compute.
+A checkpoint saved with float32 scales (before this rule) loads with float32 scales.
 The packed `weight` never has the original `(out, in)` shape (int8 codes are stored flattened), so loading a
 checkpoint without `import optimum_layerwise` fails on the shapes instead of reading codes as float weights.
 """
@@ -25,6 +28,13 @@ from torch import nn
 
 
 QUANTO_BITS = (2, 4, 8)
+QUANTO_OPTIMIZERS = ("max", "hqq")
+
+
+def scale_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype of the scales and shifts of a model in `dtype`: float16 for float32 (half the bytes of the overhead,
+    0.33 instead of 0.67 bits per weight at group size 96; float16 keeps 11 significant bits), else `dtype`."""
+    return torch.float16 if dtype == torch.float32 else dtype
 
 
 def quanto_tensor_specs(
@@ -63,6 +73,15 @@ def _qtype(bits: int):
     return {2: qint2, 4: qint4, 8: qint8}[bits]
 
 
+def _stored(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`values` rounded to `dtype`, as they will be stored, and back to their own dtype, so that the codes are computed
+    with the stored numbers."""
+    rounded = values.to(dtype)
+    if not torch.isfinite(rounded).all():
+        raise ValueError(f"The quantization scales of this weight overflow {dtype}: its values are too large.")
+    return rounded.to(values.dtype)
+
+
 def _frozen(tensor: torch.Tensor) -> nn.Parameter:
     return nn.Parameter(tensor, requires_grad=False)
 
@@ -80,7 +99,7 @@ class QuantoLinear(nn.Module):
         bias (`bool`, *optional*, defaults to `False`):
             Whether the layer has a bias (kept in full precision).
         dtype (`torch.dtype`, *optional*, defaults to `torch.float32`):
-            Dtype of scales, shifts and bias; also the activation dtype quanto computes in.
+            Dtype of the bias and of the dequantized weight; scales and shifts are stored in [`scale_dtype`] of it.
         device (`torch.device`, *optional*):
             Where to allocate the (empty) tensors, e.g. `"meta"` before loading a checkpoint.
     """
@@ -100,17 +119,20 @@ class QuantoLinear(nn.Module):
         self.out_features = out_features
         self.bits = bits
         self.group_size = None if bits == 8 else group_size
+        self.compute_dtype = dtype
         specs = quanto_tensor_specs(out_features, in_features, bits, self.group_size)
         for name, (shape, tensor_dtype) in specs.items():
-            self.register_parameter(name, _frozen(torch.empty(shape, dtype=tensor_dtype or dtype, device=device)))
+            tensor_dtype = tensor_dtype or scale_dtype(dtype)
+            self.register_parameter(name, _frozen(torch.empty(shape, dtype=tensor_dtype, device=device)))
         self.register_parameter(
             "bias", _frozen(torch.empty(out_features, dtype=dtype, device=device)) if bias else None
         )
         self._cached_weight: tuple[tuple, torch.Tensor] | None = None
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, bits: int, group_size: int | None) -> QuantoLinear:
-        """Quantize `linear` with optimum-quanto (MaxOptimizer for 2/4 bits, AbsmaxOptimizer for 8 bits).
+    def from_linear(cls, linear: nn.Linear, bits: int, group_size: int | None, optimizer: str = "max") -> QuantoLinear:
+        """Quantize `linear` with optimum-quanto: AbsmaxOptimizer for 8 bits; for 2/4 bits the MaxOptimizer (scale
+        and shift from each group's range) or the HqqOptimizer (shift refined to minimise the error, data-free).
 
         Args:
             linear (`nn.Linear`):
@@ -119,11 +141,13 @@ class QuantoLinear(nn.Module):
                 2, 4 or 8.
             group_size (`int`, *optional*):
                 Effective group size for 2/4 bits.
+            optimizer (`str`, *optional*, defaults to `"max"`):
+                `"max"` or `"hqq"`, for 2/4 bits.
 
         Returns:
             [`QuantoLinear`] on the same device and dtype as `linear`.
         """
-        from optimum.quanto import AbsmaxOptimizer, MaxOptimizer
+        from optimum.quanto import AbsmaxOptimizer, HqqOptimizer, MaxOptimizer
         from optimum.quanto.tensor.weights import quantize_weight
 
         weight = linear.weight.detach()
@@ -136,17 +160,20 @@ class QuantoLinear(nn.Module):
             dtype=weight.dtype,
             device="meta",
         )
-        qtype = _qtype(bits)
+        qtype, stored = _qtype(bits), module.weight_scale.dtype
         if bits == 8:
-            scale = AbsmaxOptimizer()(weight, qtype=qtype, axis=0)
+            scale = _stored(AbsmaxOptimizer()(weight, qtype=qtype, axis=0), stored)
             qweight = quantize_weight(weight, qtype=qtype, axis=0, scale=scale, optimized=False)
-            packed = {"weight": qweight._data.flatten(), "weight_scale": qweight._scale}
+            packed = {"weight": qweight._data.flatten(), "weight_scale": scale}
         else:
-            scale, shift = MaxOptimizer()(weight, qtype=qtype, axis=0, group_size=module.group_size)
+            affine = HqqOptimizer() if optimizer == "hqq" else MaxOptimizer()
+            scale, shift = affine(weight, qtype=qtype, axis=0, group_size=module.group_size)
+            scale, shift = _stored(scale, stored), _stored(shift, stored)
             qweight = quantize_weight(
                 weight, qtype=qtype, axis=0, scale=scale, shift=shift, group_size=module.group_size, optimized=False
             )
-            packed = {"weight": qweight._data._data, "weight_scale": qweight._scale, "weight_shift": qweight._shift}
+            packed = {"weight": qweight._data._data, "weight_scale": scale, "weight_shift": shift}
+        packed = {name: t.to(stored) if t.is_floating_point() else t for name, t in packed.items()}
         for name, tensor in packed.items():
             expected = getattr(module, name)
             if tensor.shape != expected.shape or tensor.dtype != expected.dtype:
@@ -159,42 +186,43 @@ class QuantoLinear(nn.Module):
             module.bias = _frozen(linear.bias.detach().clone())
         return module
 
-    def quanto_weight(self) -> torch.Tensor:
-        """The weight as an optimum-quanto tensor built on this module's tensors (no copy), built once and cached
-        while the tensors stay the same (same storage and device), so a forward pass costs only quanto's matmul.
+    def quanto_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The weight as an optimum-quanto tensor computing in `dtype` (default: the module's), built on this module's
+        codes (no copy) and its scales cast to `dtype`; built once and cached while the tensors and `dtype` stay the
+        same (same storage and device), so a forward pass costs only quanto's matmul.
 
-        On CPU with bf16 scales, int4 weights with group size 128 use quanto's TinyGemm layout: a repacked copy.
+        On CPU in bf16, int4 weights with group size 128 use quanto's TinyGemm layout: a repacked copy.
         """
-        key = (self.weight.data_ptr(), self.weight.device, self.weight_scale.data_ptr())
+        dtype = dtype or self.compute_dtype
+        key = (self.weight.data_ptr(), self.weight.device, self.weight_scale.data_ptr(), dtype)
         if self._cached_weight is None or self._cached_weight[0] != key:
-            self._cached_weight = (key, self._build_quanto_weight())
+            self._cached_weight = (key, self._build_quanto_weight(dtype))
         return self._cached_weight[1]
 
-    def _build_quanto_weight(self) -> torch.Tensor:
+    def _build_quanto_weight(self, dtype: torch.dtype) -> torch.Tensor:
         from optimum.quanto.tensor.packed import PackedTensor
         from optimum.quanto.tensor.weights import WeightQBitsTensor, WeightQBytesTensor
 
         size, stride = (self.out_features, self.in_features), (self.in_features, 1)
         qtype = _qtype(self.bits)
+        scale = self.weight_scale.to(dtype)
         if self.bits == 8:
             data = self.weight.view(size)
-            return WeightQBytesTensor(qtype, 0, size, stride, data, self.weight_scale, activation_qtype=None)
+            return WeightQBytesTensor(qtype, 0, size, stride, data, scale, activation_qtype=None)
         rows = self.weight_scale.shape[0]
         cols = self.group_size or self.in_features
         data = PackedTensor(self.weight, self.bits, (rows, cols), (cols, 1))
-        qweight = WeightQBitsTensor(
-            qtype, 0, self.group_size, size, stride, data, self.weight_scale, self.weight_shift
-        )
-        if self.bits == 4 and self.group_size == 128 and self.weight_scale.dtype == torch.bfloat16:
+        qweight = WeightQBitsTensor(qtype, 0, self.group_size, size, stride, data, scale, self.weight_shift.to(dtype))
+        if self.bits == 4 and self.group_size == 128 and dtype == torch.bfloat16:
             return qweight.optimize()
         return qweight
 
     def dequantized_weight(self) -> torch.Tensor:
-        """The weight in the scale dtype, as quanto would compute with it."""
+        """The weight in the module's dtype, as quanto computes with it."""
         return self.quanto_weight().dequantize()
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(input, self.quanto_weight(), self.bias)
+        return nn.functional.linear(input, self.quanto_weight(input.dtype), self.bias)
 
     def extra_repr(self) -> str:
         return (

@@ -29,7 +29,7 @@ def test_packed_module_matches_its_spec_and_byte_count(bits, in_features, group_
     module = BACKEND.quantize_linear(linear, bits, group)
     for name, (shape, dtype) in BACKEND.tensor_specs(48, in_features, bits, group).items():
         assert tuple(getattr(module, name).shape) == shape
-        assert getattr(module, name).dtype == (dtype or torch.float32)
+        assert getattr(module, name).dtype == (dtype or torch.float16)  # 16-bit scales for a float32 model
     assert buffer_bytes(module) == BACKEND.linear_nbytes(48, in_features, bits, group, torch.float32)
     assert torch.equal(module.bias, linear.bias)
     x = torch.randn(3, 5, in_features)
@@ -41,17 +41,37 @@ def test_packed_module_matches_its_spec_and_byte_count(bits, in_features, group_
 
 @pytest.mark.parametrize("qtype_name, bits", [("qint2", 2), ("qint4", 4), ("qint8", 8)])
 def test_same_weights_as_quanto_qlinear(qtype_name, bits):
-    """Our packed module stores exactly what optimum-quanto's own QLinear computes (quanto uses group 128)."""
+    """Our packed module stores exactly what optimum-quanto's own QLinear computes (quanto uses group 128) for a bf16
+    model, whose scales both keep in bf16."""
     from optimum import quanto
 
     torch.manual_seed(0)
-    linear = nn.Linear(384, 32)
+    linear = nn.Linear(384, 32).to(torch.bfloat16)
     qlinear = quanto.nn.QLinear.from_module(linear, weights=getattr(quanto, qtype_name))
     qlinear.freeze()
     module = BACKEND.quantize_linear(linear, bits, effective_group_size(384, 128))
     assert torch.equal(module.dequantized_weight(), qlinear.weight.dequantize())
-    x = torch.randn(4, 384)
-    assert torch.allclose(module(x), qlinear(x), atol=1e-6)
+    x = torch.randn(4, 384, dtype=torch.bfloat16)
+    assert torch.equal(module(x), qlinear(x))
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_float16_scales_of_a_float32_model_are_the_ones_the_codes_use(bits):
+    torch.manual_seed(0)
+    linear = nn.Linear(384, 64)
+    module = BACKEND.quantize_linear(linear, bits, None if bits == 8 else 128)
+    assert module.weight_scale.dtype == torch.float16 and module.dequantized_weight().dtype == torch.float32
+    codes = module.quanto_weight()._data
+    codes = codes.unpack() if hasattr(codes, "unpack") else codes  # 2/4-bit codes are packed in bytes
+    scale = module.weight_scale.float()
+    if bits == 8:
+        rebuilt = codes.float() * scale
+    else:
+        rebuilt = (codes.float() * scale - module.weight_shift.float()).reshape(64, 384)
+    assert torch.equal(module.dequantized_weight(), rebuilt)  # what is stored is what is computed with
+    error = (module.dequantized_weight() - linear.weight).pow(2).mean().sqrt()
+    step = (linear.weight.max() - linear.weight.min()) / (2**bits - 1)
+    assert error < 0.35 * step  # round-to-nearest on the grid of the stored scales: about step / sqrt(12)
 
 
 def test_per_byte_cost_shrinks_with_bits():
@@ -59,6 +79,8 @@ def test_per_byte_cost_shrinks_with_bits():
     assert per_param[8] == pytest.approx(1.0, abs=0.01)
     assert per_param[4] == pytest.approx(0.5 + 4 / 128, abs=1e-9)  # packed nibbles + bf16 scale and shift per 128
     assert per_param[2] == pytest.approx(0.25 + 4 / 128, abs=1e-9)
+    float32 = BACKEND.linear_nbytes(2048, 2048, 4, 128, torch.float32) / 2048**2
+    assert float32 == pytest.approx(0.5 + 4 / 128, abs=1e-9)  # a float32 model's scales are float16 too
 
 
 def test_bf16_int4_uses_tinygemm_once_and_caches_it():
@@ -106,3 +128,30 @@ def test_missing_library_names_the_install_command(monkeypatch):
     monkeypatch.setattr(type(backend), "is_available", lambda self: False)
     with pytest.raises(ImportError, match=r"backend='gptq' needs gptqmodel>=7.7.*`pip install gptqmodel>=7.7`"):
         backend.require()
+
+
+@pytest.mark.parametrize("bits, gain", [(2, 0.9), (4, 0.98)])
+def test_hqq_optimizer_rounds_with_less_error(bits, gain):
+    torch.manual_seed(0)
+    linear = nn.Linear(512, 256)
+    with torch.no_grad():  # heavy-tailed, as trained weights are (the range then wastes levels)
+        linear.weight.copy_(torch.distributions.StudentT(3.0).sample(linear.weight.shape) * 0.02)
+    errors = {}
+    for optimizer in ("max", "hqq"):
+        module = get_backend("quanto", optimizer=optimizer).quantize_linear(linear, bits, 128)
+        errors[optimizer] = (module.dequantized_weight() - linear.weight).abs().mean().item()
+    assert errors["hqq"] < gain * errors["max"]
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"optimizer": "awq"}, r"`optimizer` must be one of \('max', 'hqq'\)"),
+        ({"optimizer": "hqq", "backend": "gptq"}, "`optimizer` is an optimum-quanto option"),
+    ],
+)
+def test_optimizer_is_checked(arguments, message):
+    from optimum_layerwise import LayerwiseQuantizationConfig
+
+    with pytest.raises(ValueError, match=message):
+        LayerwiseQuantizationConfig(bits=(4, 2), **arguments)

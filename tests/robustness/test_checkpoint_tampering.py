@@ -45,8 +45,8 @@ CHANGES = {
     ),
     "scale retyped": (
         edit_header,
-        retype("model.layers.2.mlp.up_proj.weight_scale", "I32"),
-        "model.layers.2.mlp.up_proj.weight_scale is (320, 1) I32",
+        retype("model.layers.2.mlp.up_proj.weight_scale", "I16"),  # as many bytes as its float16
+        "model.layers.2.mlp.up_proj.weight_scale is (320, 1) I16",
     ),
     "norm reshaped": (
         edit_tensors,

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
-from ..modules import QUANTO_BITS, QuantoLinear, quanto_tensor_specs
+from ..modules import QUANTO_BITS, QuantoLinear, quanto_tensor_specs, scale_dtype
 from .base import QuantizationBackend
 
 
@@ -53,11 +53,20 @@ def build_quanto_extension() -> float:
 
 class QuantoBackend(QuantizationBackend):
     """Weights-only RTN quantization by optimum-quanto: asymmetric group-wise for int2/int4 (scale and shift per
-    group), symmetric per output channel for int8, as quanto does."""
+    group), symmetric per output channel for int8, as quanto does.
+
+    Args:
+        optimizer (`str`, *optional*, defaults to `"max"`):
+            How int2/int4 scales and shifts are chosen: `"max"` (each group's range) or `"hqq"` (quanto's HQQ:
+            the shift refined to minimise the rounding error, still without data).
+    """
 
     name = "quanto"
     supported_bits = QUANTO_BITS
     requirement = "optimum-quanto"
+
+    def __init__(self, optimizer: str = "max"):
+        self.optimizer = optimizer
 
     def is_available(self) -> bool:
         return importlib.util.find_spec("optimum.quanto") is not None
@@ -70,6 +79,10 @@ class QuantoBackend(QuantizationBackend):
     def tensor_specs(self, out_features, in_features, bits, group_size):
         return quanto_tensor_specs(out_features, in_features, bits, None if bits == 8 else group_size)
 
+    def linear_nbytes(self, out_features, in_features, bits, group_size, float_dtype: torch.dtype) -> int:
+        """Exact bytes of one packed Linear; its scales and shifts are stored in [`scale_dtype`] of `float_dtype`."""
+        return super().linear_nbytes(out_features, in_features, bits, group_size, scale_dtype(float_dtype))
+
     def level_settings(self, bits: int, group_size: int | None) -> dict:
         """int8 is symmetric per output channel; int2/int4 asymmetric (scale and shift) per group."""
         return {"sym": True, "group_size": None} if bits == 8 else {"sym": False, "group_size": group_size}
@@ -81,7 +94,7 @@ class QuantoBackend(QuantizationBackend):
         return module.dequantized_weight()
 
     def quantize_linear(self, linear: nn.Linear, bits: int, group_size: int | None) -> nn.Module:
-        return QuantoLinear.from_linear(linear, bits, group_size)
+        return QuantoLinear.from_linear(linear, bits, group_size, self.optimizer)
 
     def empty_linear(self, in_features, out_features, bits, group_size, bias, dtype: torch.dtype) -> nn.Module:
         return QuantoLinear(in_features, out_features, bits, group_size, bias=bias, dtype=dtype, device="meta")
