@@ -105,21 +105,30 @@ def comparison(rows: Sequence[dict[str, Any]], ours: str, theirs: str, at: Seque
 # --- our quantizations ---------------------------------------------------------------------------------------------
 
 
-def grid(backends: Sequence[str], granularities: Sequence[str], targets: Sequence[float]) -> list[dict[str, Any]]:
-    """Every quantization to run: each backend's levels at every granularity and target, then the uniform models."""
+def grid(
+    backends: Sequence[str], optimizers: Sequence[str], granularities: Sequence[str], targets: Sequence[float]
+) -> list[dict[str, Any]]:
+    """Every quantization to run: each backend's levels (quanto with each of `optimizers`) at every granularity and
+    target, then the uniform models."""
     levels = {"quanto": (8, 4, 2), "gptq": (8, 4, 3, 2)}
+    quantizers = [(b, o) for b in backends for o in (optimizers if b == "quanto" else ["max"])]
     points = [
-        {"backend": backend, "granularity": granularity, "bits": levels[backend], "target_bits": target}
-        for backend in backends
+        {"backend": b, "optimizer": o, "granularity": granularity, "bits": levels[b], "target_bits": target}
+        for b, o in quantizers
         for granularity in granularities
         for target in targets
     ]
     points += [
-        {"backend": backend, "granularity": "uniform", "bits": (8, 4), "uniform": bits}
-        for backend in backends
+        {"backend": b, "optimizer": o, "granularity": "uniform", "bits": (8, 4), "uniform": bits}
+        for b, o in quantizers
         for bits in UNIFORM
     ]
     return points
+
+
+def quantizer_name(point: dict[str, Any]) -> str:
+    """`quanto`, `quanto-hqq` or `gptq`."""
+    return point["backend"] + ("-hqq" if point["optimizer"] == "hqq" else "")
 
 
 def quantization_config(
@@ -136,6 +145,7 @@ def quantization_config(
         **calibration,
         "quality_windows": 0,  # the frontier scores every model on its own held-out windows
         "num_samples": 32 if point["backend"] == "gptq" else 8,
+        **({"optimizer": point["optimizer"]} if point["backend"] == "quanto" else {}),
     }
     if "uniform" in point:
         return LayerwiseQuantizationConfig(
@@ -164,7 +174,7 @@ def run_point(
 
     from optimum_layerwise.quality import score_windows
 
-    key = (point["backend"], point["granularity"])
+    key = (quantizer_name(point), point["granularity"])
     config = quantization_config(point, calibration, reference["num_layers"], costs.get(key), reference["group_size"])
     start = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=config, dtype=torch.float32)
@@ -179,7 +189,7 @@ def run_point(
     result = score_windows(model, *windows, desc="Held-out perplexity")
     system = "uniform" if "uniform" in point else point["granularity"]
     return {
-        "system": f"ours/{point['backend']}/{system}",
+        "system": f"ours/{quantizer_name(point)}/{system}",
         "target_bits": point.get("target_bits", point.get("uniform")),
         "bits": list(point["bits"]),
         **sizes,
@@ -240,7 +250,7 @@ def measure_model(name: str, folder: str, workdir: Path, args) -> dict[str, Any]
     reference = reference_model(folder, windows, args.group_size)
     print(f"{name}: unquantized perplexity {reference['perplexity']:.3f}", flush=True)
     rows, costs = [], {}
-    for point in grid(args.backends, args.granularities, args.targets):
+    for point in grid(args.backends, args.optimizers, args.granularities, args.targets):
         row = run_point(point, folder, workdir, windows, reference, calibration, costs)
         rows.append(row)
         print(
@@ -296,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     """Run the benchmark and write its result file (returned)."""
     parser = common.bench_parser("frontier", __doc__.split("\n\n")[0], repeats=None)
     parser.add_argument("--backends", nargs="+", default=["quanto"], choices=["quanto", "gptq"])
+    parser.add_argument("--optimizers", nargs="+", default=["max"], choices=["max", "hqq"], help="quanto's")
     parser.add_argument(
         "--granularities", nargs="+", default=["layer", "module"], choices=["layer", "block", "module"]
     )
