@@ -142,6 +142,10 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         optimizer (`str`, *optional*, defaults to `"max"`):
             optimum-quanto only: how int2/int4 scales and shifts are chosen, `"max"` (each group's range) or `"hqq"`
             (quanto's HQQ optimizer: shifts refined to minimise the rounding error, without data; slower).
+        calibrated_costs (`bool`, *optional*, defaults to `True`):
+            GPT-Q only: measure the sensitivity costs with GPT-Q itself, each layer calibrated on its full-precision
+            inputs at every level (one GPT-Q run per Linear and level), rather than with round-to-nearest on GPT-Q's
+            grid (`False`: faster; it ranks layers by how badly they round, not by what GPT-Q leaves of it).
         dataset_sha256 (`str`, *optional*):
             sha256 of a local calibration file or folder, computed when `dataset` is one.
         quality_windows (`int`, *optional*, defaults to 4):
@@ -191,6 +195,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         sym: bool = True,
         desc_act: bool = False,
         optimizer: str = "max",
+        calibrated_costs: bool = True,
         dataset_sha256: str | None = None,
         quality_windows: int = 4,
         unit_costs: dict[str, dict[int, float]] | None = None,
@@ -220,6 +225,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         self.sym = sym
         self.desc_act = desc_act
         self.optimizer = optimizer
+        self.calibrated_costs = calibrated_costs
         self.quality_windows = quality_windows
         self.unit_costs = normalize_unit_costs(unit_costs) if unit_costs is not None else None
         self.granularity = granularity
@@ -312,7 +318,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             )
 
     def _check_backend_options(self) -> None:
-        for name in ("sym", "desc_act"):
+        for name in ("sym", "desc_act", "calibrated_costs"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
         if self.backend != "gptq" and (self.desc_act or not self.sym):
@@ -423,7 +429,11 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
                 if self.layer_costs
                 else None
             ),
-            **({"sym": self.sym, "desc_act": self.desc_act} if self.backend == "gptq" else {}),
+            **(
+                {"sym": self.sym, "desc_act": self.desc_act, "calibrated_costs": self.calibrated_costs}
+                if self.backend == "gptq"
+                else {}
+            ),
             **({"optimizer": self.optimizer} if self.backend == "quanto" else {}),
             "quality_windows": self.quality_windows,
             "unit_costs": (

@@ -86,6 +86,7 @@ def _unit_plan(
         backend=backend,
         group_size=config.group_size,
         skip=skip,
+        calibrated=config.calibrated_costs,
     )
     if set(costs) != {unit.name for unit in units}:
         raise ValueError(
@@ -145,6 +146,7 @@ def _allocate(
             backend=backend,
             group_size=config.group_size,
             skip=skip,
+            calibrated=config.calibrated_costs,
         )
     if costs is not None:
         if len(costs) != len(sizes):

@@ -1,4 +1,5 @@
-"""Calibrated quantization (GPT-Q), one decoder layer after another.
+"""Calibrated quantization (GPT-Q), one decoder layer after another; and the calibrated versions of every layer at
+every level that cost measurements compare (see [`calibrated_versions`]).
 
 The walk GPTQModel and optimum's `GPTQQuantizer` use: one forward pass of the full-precision model records the inputs
 of the first decoder layer and the keyword arguments of every layer (attention masks and position embeddings, which
@@ -10,6 +11,7 @@ outputs of the already quantized layers before it. Padding positions are left ou
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -122,3 +124,56 @@ def quantize_sequentially(
             calibrators.clear()
             hidden = [_first(layer(states, **call.kwargs)) for states, call in zip(hidden, calls[index])]
             calls[index] = []
+
+
+def calibrated_versions(
+    model: nn.Module,
+    batches: Sequence[CalibrationBatch],
+    levels: Sequence[int],
+    backend: QuantizationBackend,
+    group_size: int | None,
+    linears_per_layer: Sequence[dict[str, nn.Linear]],
+) -> dict[tuple[int, int], dict[str, nn.Module]]:
+    """Every decoder layer's Linear modules quantized by a calibrated backend at each of `levels`, each layer
+    calibrated on its full-precision inputs (the model is not changed), for measuring what quantizing one layer, block
+    or module alone costs with the quantizer that will be used.
+
+    One forward pass records the first layer's inputs; then each layer runs once on them with hooks that feed every
+    Linear's inputs to one calibrator per level (on a copy of the Linear), and once more to give the next layer its
+    full-precision inputs. Cost: about two forward passes, plus one GPT-Q run per Linear and level.
+
+    Returns:
+        `dict[tuple[int, int], dict[str, nn.Module]]`: `{(layer, bits): {name: packed module}}`.
+    """
+    layers = decoder_layers(model)
+    versions: dict[tuple[int, int], dict[str, nn.Module]] = {}
+    with torch.no_grad():
+        calls = _record_layer_calls(model, batches)
+        hidden = [call.hidden_states for call in calls[0]]
+        masks = [batch.attention_mask.bool() for batch in batches]
+        for index in logging.tqdm(range(len(layers)), desc=f"Calibrating every level ({backend.name})", unit="layer"):
+            layer, linears = layers[index], linears_per_layer[index]
+            calibrators = {
+                (name, bits): backend.calibrator(
+                    copy.deepcopy(linear), bits, backend.module_plan(linear.in_features, bits, group_size).group_size
+                )
+                for name, linear in linears.items()
+                for bits in levels
+            }
+            current: dict[str, torch.Tensor] = {}
+            handles = [
+                linears[name].register_forward_hook(_feeding_hook(calibrator, current))
+                for (name, _), calibrator in calibrators.items()
+            ]
+            try:
+                outputs = []
+                for states, call, mask in zip(hidden, calls[index], masks):
+                    current["mask"] = mask
+                    outputs.append(_first(layer(states, **call.kwargs)))
+            finally:
+                for handle in handles:
+                    handle.remove()
+            for (name, bits), calibrator in calibrators.items():
+                versions.setdefault((index, bits), {})[name] = calibrator.finish()
+            hidden, calls[index] = outputs, []
+    return versions

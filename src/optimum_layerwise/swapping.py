@@ -60,18 +60,24 @@ class LayerVersions:
         return self.backend.module_plan(linear.in_features, bits, self.group_size).group_size
 
     def quantized(self, index: int, bits: int) -> dict[str, nn.Module]:
-        """The packed Linear modules of layer `index` at `bits` (quantized once, then cached)."""
+        """The packed Linear modules of layer `index` at `bits` (quantized once by round-to-nearest, then cached)."""
         if (index, bits) not in self.cache:
             with torch.no_grad():
                 packed = {
                     name: self.backend.quantize_linear(linear, bits, self._group_size(linear, bits))
                     for name, linear in self.originals[index].items()
                 }
-                if self.simulate:
-                    dtypes = {name: linear.weight.dtype for name, linear in self.originals[index].items()}
-                    packed = {name: _dequantized(m, self.backend, dtypes[name]) for name, m in packed.items()}
-                self.cache[index, bits] = packed
+            self.use_versions({(index, bits): packed})
         return self.cache[index, bits]
+
+    def use_versions(self, versions: Mapping[tuple[int, int], Mapping[str, nn.Module]]) -> None:
+        """Take packed modules quantized elsewhere (e.g. calibrated by GPT-Q) as the versions of their layers and
+        levels: `{(layer, bits): {name: packed module}}`."""
+        for (index, bits), packed in versions.items():
+            if self.simulate:
+                dtypes = {name: linear.weight.dtype for name, linear in self.originals[index].items()}
+                packed = {name: _dequantized(m, self.backend, dtypes[name]) for name, m in packed.items()}
+            self.cache[index, bits] = dict(packed)
 
     def nbytes(self, layer_bits: Mapping[int, int] | None, layers: Sequence[int] | None = None) -> int:
         """Bytes of the model with every layer at its bits (packed format), keeping only `layers` (default: all)."""

@@ -165,3 +165,52 @@ def test_four_levels_allocated_by_measured_cost_round_trip(tiny_checkpoint, tmp_
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)
     assert reloaded.config.quantization_config.plan == plan
     assert torch.equal(logits(reloaded), logits(model))
+
+
+def test_module_granular_checkpoint_round_trips_through_the_plugin_and_gptqmodel(
+    tiny_checkpoint, tmp_path, token_batches
+):
+    config = LayerwiseQuantizationConfig(
+        bits=(8, 4, 2), backend="gptq", dataset=token_batches, group_size=32, granularity="module", target_bits=4.5
+    )
+    model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, quantization_config=config)
+    plan = model.config.quantization_config.plan
+    packed = packed_modules(model)
+    assert {name: module.bits for name, module in packed.items()} == {n: m.bits for n, m in plan.modules.items()}
+    mixed = [i for i in range(4) if len({m.bits for n, m in plan.modules.items() if f".{i}." in n}) > 1]
+    assert mixed, "expected at least one layer whose modules have different bits"
+    expected = logits(model)
+    model.save_pretrained(tmp_path)
+    build_tiny_tokenizer().save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())["quantization_config"]
+    for name, module in plan.modules.items():  # GPTQModel's `dynamic` names each module's bits
+        overrides = [o["bits"] for p, o in saved["dynamic"].items() if re.match(p.removeprefix("+:"), name)]
+        assert overrides == ([] if module.bits == 8 else [module.bits]), name
+
+    assert torch.equal(logits(AutoModelForCausalLM.from_pretrained(tmp_path)), expected)
+    from gptqmodel import BACKEND, GPTQModel
+
+    other = GPTQModel.load(str(tmp_path), backend=BACKEND.TORCH, device="cpu")
+    assert {name: module.bits for name, module in packed_modules(other.model).items()} == {
+        name: module.bits for name, module in packed.items()
+    }
+    torch.testing.assert_close(logits(other.model), expected, rtol=0.02, atol=0.02)
+
+
+def test_costs_measured_with_gptq_itself_are_below_round_to_nearest(token_batches):
+    """Calibrated on each layer's inputs, GPT-Q leaves less output error than rounding on its grid, at every level."""
+    from conftest import build_tiny_model
+    from optimum_layerwise.calibration import calibration_batches
+    from optimum_layerwise.importance import measure_unit_costs
+
+    model = build_tiny_model("llama")
+    batches = calibration_batches(token_batches, batch_size=3)
+    costs = {
+        calibrated: measure_unit_costs(
+            model, batches, (8, 3, 2), granularity="block", backend="gptq", group_size=32, calibrated=calibrated
+        )
+        for calibrated in (False, True)
+    }
+    assert costs[True].keys() == costs[False].keys()
+    lower = [(unit, bits) for unit in costs[True] for bits in (3, 2)]
+    assert sum(costs[True][u][b] < costs[False][u][b] for u, b in lower) >= 0.9 * len(lower)

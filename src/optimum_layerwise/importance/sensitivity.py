@@ -26,6 +26,7 @@ from transformers.utils import logging
 from ..calibration import CalibrationBatch
 from ..layers import AllocationUnit, allocation_units
 from ..plan import check_granularity
+from ..sequential import calibrated_versions
 from ..swapping import LayerVersions
 
 
@@ -147,6 +148,7 @@ def measure_unit_costs(
     backend: str = "quanto",
     group_size: int | None = 128,
     skip: Sequence[str] = (),
+    calibrated: bool = False,
 ) -> dict[str, dict[int, float]]:
     """Cost of quantizing each allocation unit alone at each level below the top one (the top level costs 0).
 
@@ -167,6 +169,10 @@ def measure_unit_costs(
             How layers are quantized for the measurement (use the same as for the real quantization).
         skip (`Sequence[str]`, *optional*):
             Linear modules that stay in full precision.
+        calibrated (`bool`, *optional*, defaults to `False`):
+            With a calibrated backend (GPT-Q), quantize each layer at each level with the backend itself, calibrated
+            on the layer's full-precision inputs from `batches` (see
+            [`~optimum_layerwise.sequential.calibrated_versions`]), instead of round-to-nearest on its grid.
 
     Returns:
         `dict[str, dict[int, float]]`: `{unit name: {bits: cost}}`, including `{top: 0.0}`, in layer order.
@@ -177,6 +183,11 @@ def measure_unit_costs(
     top, lower = bits[0], list(bits[1:])
     units = allocation_units(model, skip, granularity)
     versions = LayerVersions(model, backend, group_size, skip, simulate=True)
+    if calibrated and versions.backend.requires_calibration:
+        levels = lower if measure == "output" else [top, *lower]
+        versions.use_versions(
+            calibrated_versions(model, batches, levels, versions.backend, group_size, versions.originals)
+        )
     if measure == "output":
         costs = _output_error(model, versions, units, lower, batches)
     else:
@@ -193,6 +204,7 @@ def measure_layer_costs(
     backend: str = "quanto",
     group_size: int | None = 128,
     skip: Sequence[str] = (),
+    calibrated: bool = False,
 ) -> dict[int, dict[int, float]]:
     """Cost of quantizing each decoder layer alone at each level below the top one (the top level costs 0).
 
@@ -210,12 +222,21 @@ def measure_layer_costs(
             How layers are quantized for the measurement (use the same as for the real quantization).
         skip (`Sequence[str]`, *optional*):
             Linear modules that stay in full precision.
+        calibrated (`bool`, *optional*, defaults to `False`):
+            Quantize with a calibrated backend itself (see [`measure_unit_costs`]).
 
     Returns:
         `dict[int, dict[int, float]]`: `{layer: {bits: cost}}`, including `{top: 0.0}`.
     """
     costs = measure_unit_costs(
-        model, batches, bits, measure=measure, backend=backend, group_size=group_size, skip=skip
+        model,
+        batches,
+        bits,
+        measure=measure,
+        backend=backend,
+        group_size=group_size,
+        skip=skip,
+        calibrated=calibrated,
     )
     return dict(enumerate(costs.values()))
 
