@@ -415,6 +415,8 @@ def write_results(args: argparse.Namespace, results: dict[str, Any]) -> Path:
     }
     output = args.output or RESULTS_DIR / f"{args.benchmark}{'-quick' if args.quick else ''}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(payload, indent=1) + "\n")
+    from optimum_layerwise.atomic import atomic_write_text
+
+    atomic_write_text(output, json.dumps(payload, indent=1) + "\n")  # staged, fsynced, renamed: never half-written
     print(f"wrote {output} ({payload['elapsed_s']} s)")
     return output

@@ -298,7 +298,10 @@ def plot(results: dict[str, Any], name: str, path: Path) -> None:
     axis.set_ylabel("held-out perplexity")
     axis.set_title(f"{name}: quality per byte")
     axis.legend(fontsize=8)
-    figure.savefig(path, dpi=120)
+    from optimum_layerwise.atomic import atomic_file
+
+    with atomic_file(path) as staging:
+        figure.savefig(staging, dpi=120, format="png")
     plt.close(figure)
 
 

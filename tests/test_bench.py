@@ -185,3 +185,25 @@ def test_scaling_quick(run_quick):
     for row in predictions.values():
         assert row["mixed_4_2_bytes"] < 0.3 * row["bf16_bytes"]
         assert positive(row["quantize_s"]) and positive(row["lim_s_paper_calibration"])
+
+
+def test_frontier_quick_counts_bits_from_the_files(run_quick):
+    import frontier
+
+    result = run_quick("frontier")["tiny"]
+    rows = {(row["system"], row["target_bits"]): row for row in result["rows"]}
+    assert set(rows) == {
+        ("ours/quanto/layer", 4.5),
+        ("ours/quanto/module", 4.5),
+        ("ours/quanto/uniform", 4),
+        ("ours/quanto/uniform", 8),
+    }
+    # 4-bit codes + a float16 scale and shift per group of 32: exactly 5 bits per weight in the saved files
+    assert rows["ours/quanto/uniform", 4]["linear_bpw"] == 5.0
+    assert 8.0 < rows["ours/quanto/uniform", 8]["linear_bpw"] < 8.1  # one float16 scale per output row
+    assert all(positive(row["perplexity"]) and row["file_bpw"] > row["linear_bpw"] for row in result["rows"])
+    assert result["fronts"]["ours/quanto/uniform"][0] == [5.0, rows["ours/quanto/uniform", 4]["perplexity"]]
+    front = frontier.pareto_front([(5.0, 10.0), (6.0, 12.0), (7.0, 8.0), (4.0, 20.0)])
+    assert front == [(4.0, 20.0), (5.0, 10.0), (7.0, 8.0)]
+    assert frontier.interpolate(front, 6.0) == 9.0 and frontier.interpolate(front, 3.0) is None
+    assert frontier.interpolate(front, 9.0) == 8.0
