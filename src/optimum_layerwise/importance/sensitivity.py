@@ -3,9 +3,12 @@ at every level below the top.
 
 Two measures:
 
-- `"output"` (cheap): the relative squared error `‖L_q(x) − L(x)‖² / ‖L(x)‖²` of the layer's output when only that
-  layer (or block, or module) is quantized, on the layer's real calibration inputs `x`. Squared errors of independent
-  perturbations add up, which is what the allocation assumes when it sums costs. Measured inside ONE forward pass of
+- `"output"` (cheap): the relative squared error `‖L_q(x)ₜ − L(x)ₜ‖² / ‖L(x)ₜ‖²` of the layer's output at each token
+  `t`, averaged over tokens, when only that layer (or block, or module) is quantized, on the layer's real calibration
+  inputs `x`. Per token, because the next layers read each token's hidden state through a norm (RMSNorm): a few
+  tokens with huge hidden states ("massive activations", from layer 12 on in SmolLM2) would otherwise dominate the
+  norm of the whole output and make every later layer look 50× cheaper to quantize than it is. Squared errors of
+  independent perturbations add up, which is what the allocation assumes when it sums costs. Measured inside ONE forward pass of
   the full-precision model per batch: a forward hook re-runs the layer with its quantized Linear modules on the same
   input. Cost: one forward pass plus one pass through each layer per lower level and unit (≈ 2 forward passes for a
   two-level plan per layer; a Llama layer has 2 blocks and 7 modules). The re-run uses float copies of the
@@ -33,11 +36,10 @@ from ..swapping import LayerVersions
 SENSITIVITY_MEASURES = ("output", "kl")
 
 
-def _masked_sum_of_squares(hidden: torch.Tensor, mask: torch.Tensor) -> float:
-    """Sum of squares of `hidden` (batch, tokens, hidden) over the tokens where `mask` is 1: one fused float32 norm per
-    token, accumulated over tokens in float64 (no float64 copy of the hidden states)."""
-    per_token = torch.linalg.vector_norm(hidden, dim=-1, dtype=torch.float32).double()
-    return float((per_token.pow(2) * mask).sum())
+def _token_squared_norms(hidden: torch.Tensor) -> torch.Tensor:
+    """Squared norm of every token's hidden state, `(batch, tokens)` in float64: one fused float32 norm per token (no
+    float64 copy of the hidden states)."""
+    return torch.linalg.vector_norm(hidden, dim=-1, dtype=torch.float32).double().pow(2)
 
 
 def _output_error(
@@ -50,8 +52,8 @@ def _output_error(
     units_of_layer: dict[int, list[int]] = {}
     for position, unit in enumerate(units):
         units_of_layer.setdefault(unit.layer, []).append(position)
-    squared_error = torch.zeros(len(units), len(lower), dtype=torch.float64)
-    squared_norm = torch.zeros(len(versions.layers), dtype=torch.float64)
+    relative_error = torch.zeros(len(units), len(lower), dtype=torch.float64)
+    num_tokens = torch.zeros(len(versions.layers), dtype=torch.float64)
     state = {"busy": False, "mask": None}
 
     def hook_for(index: int):
@@ -62,14 +64,16 @@ def _output_error(
             try:
                 reference = output[0] if isinstance(output, tuple) else output
                 mask = state["mask"].to(reference.device)
-                squared_norm[index] += _masked_sum_of_squares(reference, mask)
+                norms = _token_squared_norms(reference).clamp_min(torch.finfo(torch.float32).tiny)
+                num_tokens[index] += float(mask.sum())
                 for position in units_of_layer.get(index, ()):
                     members = units[position].members
                     for column, bits in enumerate(lower):
                         versions.put(index, bits, members)
                         quantized = module(*args, **kwargs)
                         quantized = quantized[0] if isinstance(quantized, tuple) else quantized
-                        squared_error[position, column] += _masked_sum_of_squares(quantized - reference, mask)
+                        ratio = _token_squared_norms(quantized - reference) / norms
+                        relative_error[position, column] += float((ratio * mask).sum())
                     versions.put(index, None, members)
             finally:
                 state["busy"] = False
@@ -91,7 +95,7 @@ def _output_error(
     finally:
         for handle in handles:
             handle.remove()
-    relative = squared_error / torch.stack([squared_norm[unit.layer] for unit in units])[:, None]
+    relative = relative_error / torch.stack([num_tokens[unit.layer] for unit in units])[:, None]
     return {unit.name: {bits: float(relative[p, c]) for c, bits in enumerate(lower)} for p, unit in enumerate(units)}
 
 
