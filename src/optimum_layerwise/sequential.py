@@ -74,6 +74,28 @@ def _first(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
+def _run_feeding(
+    layer: nn.Module,
+    feeds: Sequence[tuple[nn.Linear, Any]],
+    hidden: Sequence[torch.Tensor],
+    calls: Sequence[_LayerCall],
+    masks: Sequence[torch.Tensor],
+) -> list[torch.Tensor]:
+    """Run `layer` on its recorded inputs while each `(linear, calibrator)` of `feeds` receives the Linear's inputs
+    at the unpadded positions; return the layer's outputs."""
+    current: dict[str, torch.Tensor] = {}
+    handles = [linear.register_forward_hook(_feeding_hook(calibrator, current)) for linear, calibrator in feeds]
+    try:
+        outputs = []
+        for states, call, mask in zip(hidden, calls, masks):
+            current["mask"] = mask
+            outputs.append(_first(layer(states, **call.kwargs)))
+        return outputs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def quantize_sequentially(
     model: nn.Module,
     plan: QuantizationPlan,
@@ -107,18 +129,7 @@ def quantize_sequentially(
                 name: backend.calibrator(linear, settings[name].bits, settings[name].group_size)
                 for name, linear in linears.items()
             }
-            current: dict[str, torch.Tensor] = {}
-            handles = [
-                linears[name].register_forward_hook(_feeding_hook(calibrator, current))
-                for name, calibrator in calibrators.items()
-            ]
-            try:
-                for states, call, mask in zip(hidden, calls[index], masks):
-                    current["mask"] = mask
-                    layer(states, **call.kwargs)
-            finally:
-                for handle in handles:
-                    handle.remove()
+            _run_feeding(layer, [(linears[n], c) for n, c in calibrators.items()], hidden, calls[index], masks)
             for name, calibrator in calibrators.items():
                 set_submodule(layer, name, calibrator.finish())
             calibrators.clear()
@@ -160,19 +171,8 @@ def calibrated_versions(
                 for name, linear in linears.items()
                 for bits in levels
             }
-            current: dict[str, torch.Tensor] = {}
-            handles = [
-                linears[name].register_forward_hook(_feeding_hook(calibrator, current))
-                for (name, _), calibrator in calibrators.items()
-            ]
-            try:
-                outputs = []
-                for states, call, mask in zip(hidden, calls[index], masks):
-                    current["mask"] = mask
-                    outputs.append(_first(layer(states, **call.kwargs)))
-            finally:
-                for handle in handles:
-                    handle.remove()
+            feeds = [(linears[name], calibrator) for (name, _), calibrator in calibrators.items()]
+            outputs = _run_feeding(layer, feeds, hidden, calls[index], masks)
             for (name, bits), calibrator in calibrators.items():
                 versions.setdefault((index, bits), {})[name] = calibrator.finish()
             hidden, calls[index] = outputs, []

@@ -8,10 +8,10 @@ Two measures:
   inputs `x`. Per token, because the next layers read each token's hidden state through a norm (RMSNorm): a few
   tokens with huge hidden states ("massive activations", from layer 12 on in SmolLM2) would otherwise dominate the
   norm of the whole output and make every later layer look 50× cheaper to quantize than it is. Squared errors of
-  independent perturbations add up, which is what the allocation assumes when it sums costs. Measured inside ONE forward pass of
-  the full-precision model per batch: a forward hook re-runs the layer with its quantized Linear modules on the same
-  input. Cost: one forward pass plus one pass through each layer per lower level and unit (≈ 2 forward passes for a
-  two-level plan per layer; a Llama layer has 2 blocks and 7 modules). The re-run uses float copies of the
+  independent perturbations add up, which is what the allocation assumes when it sums costs. Measured inside ONE
+  forward pass of the full-precision model per batch: a forward hook re-runs the layer with its quantized Linear
+  modules on the same input. Cost: one forward pass plus one pass through each layer per lower level and unit (≈ 2
+  forward passes for a two-level plan per layer; a Llama layer has 2 blocks and 7 modules). The re-run uses float copies of the
   dequantized weights: the same numbers as the packed modules, at float speed.
 - `"kl"` (exact): the KL divergence `KL(p_top ‖ p_u)` of the next-token distribution between the model with every
   layer at the top level and the same model with only unit `u` at the lower level, averaged over calibration tokens.
@@ -210,24 +210,9 @@ def measure_layer_costs(
     skip: Sequence[str] = (),
     calibrated: bool = False,
 ) -> dict[int, dict[int, float]]:
-    """Cost of quantizing each decoder layer alone at each level below the top one (the top level costs 0).
-
-    Args:
-        model (`PreTrainedModel`):
-            The full-precision model (its Linear modules are swapped during the measurement and restored after).
-        batches (`Sequence[CalibrationBatch]`):
-            Calibration batches.
-        bits (`Sequence[int]`):
-            The levels, high to low.
-        measure (`str`, *optional*, defaults to `"output"`):
-            `"output"` (relative squared layer-output error, ≈ 2 forward passes) or `"kl"` (end-to-end KL
-            divergence, one forward pass per layer and lower level).
-        backend (`str`, *optional*, defaults to `"quanto"`), group_size (`int`, *optional*, defaults to 128):
-            How layers are quantized for the measurement (use the same as for the real quantization).
-        skip (`Sequence[str]`, *optional*):
-            Linear modules that stay in full precision.
-        calibrated (`bool`, *optional*, defaults to `False`):
-            Quantize with a calibrated backend itself (see [`measure_unit_costs`]).
+    """Cost of quantizing each decoder layer alone at each level below the top one (the top level costs 0):
+    [`measure_unit_costs`] at `"layer"` granularity (≈ 2 forward passes for two levels with `"output"`), by layer
+    index.
 
     Returns:
         `dict[int, dict[int, float]]`: `{layer: {bits: cost}}`, including `{top: 0.0}`.
