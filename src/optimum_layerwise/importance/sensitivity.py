@@ -11,8 +11,8 @@ Two measures:
   independent perturbations add up, which is what the allocation assumes when it sums costs. Measured inside ONE
   forward pass of the full-precision model per batch: a forward hook re-runs the layer with its quantized Linear
   modules on the same input. Cost: one forward pass plus one pass through each layer per lower level and unit (≈ 2
-  forward passes for a two-level plan per layer; a Llama layer has 2 blocks and 7 modules). The re-run uses float copies of the
-  dequantized weights: the same numbers as the packed modules, at float speed.
+  forward passes for a two-level plan per layer; a Llama layer has 2 blocks and 7 modules). The re-run uses float
+  copies of the dequantized weights: the same numbers as the packed modules, at float speed.
 - `"kl"` (exact): the KL divergence `KL(p_top ‖ p_u)` of the next-token distribution between the model with every
   layer at the top level and the same model with only unit `u` at the lower level, averaged over calibration tokens.
   Cost: one forward pass per unit and lower level, plus one for the reference.
