@@ -40,7 +40,7 @@ def test_bad_importance_is_refused(importance, message):
     [
         ({"target_bit": 2.0}, "unknown argument ['target_bit']. Did you mean `target_bits`?"),
         ({"group": 64}, "Did you mean `group_size`?"),
-        ({"calibration_data": "x"}, "Known arguments:"),
+        ({"xyzzy": "x"}, "Known arguments:"),
         ({"quant_method": "gptq"}, "`quant_method` of a LayerwiseQuantizationConfig is 'layerwise'"),
     ],
 )
