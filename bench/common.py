@@ -399,20 +399,23 @@ def machine_info(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def write_results(args: argparse.Namespace, results: dict[str, Any]) -> Path:
-    """Write `bench/results/<benchmark>[-quick].json` (or `--output`) with the command, the code revision at the start
-    (and whether `src/` had uncommitted changes then), machine, date and run time around `results`."""
-    payload = {
+def envelope(args: argparse.Namespace) -> dict[str, Any]:
+    """What every result file says around its results: the command, the code revision at the start (and whether
+    `src/` had uncommitted changes then), date, run time and machine."""
+    return {
         "benchmark": args.benchmark,
-        "quick": args.quick,
         "command": shlex.join(["python", f"bench/{args.benchmark}.py", *args.argv]),
         "git_commit": args.git_commit,
         "src_modified": args.src_modified,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "elapsed_s": round(time.perf_counter() - args.started, 1),
         "machine": machine_info(args),
-        "results": results,
     }
+
+
+def write_results(args: argparse.Namespace, results: dict[str, Any]) -> Path:
+    """Write `bench/results/<benchmark>[-quick].json` (or `--output`): the [`envelope`] around `results`."""
+    payload = {**envelope(args), "quick": args.quick, "results": results}
     output = args.output or RESULTS_DIR / f"{args.benchmark}{'-quick' if args.quick else ''}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     from optimum_layerwise.atomic import atomic_write_text

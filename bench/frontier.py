@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import struct
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,24 +35,12 @@ COMPARED = (4.0, 4.5, 5.0, 5.5, 6.0, 6.5)
 # --- bits per weight from the files --------------------------------------------------------------------------------
 
 
-def safetensors_sizes(folder: Path) -> dict[str, int]:
-    """Bytes of every tensor in the safetensors files of `folder`, read from the file headers only."""
-    sizes = {}
-    for path in sorted(folder.glob("*.safetensors")):
-        with path.open("rb") as file:
-            (length,) = struct.unpack("<Q", file.read(8))
-            header = json.loads(file.read(length))
-        for name, entry in header.items():
-            if name != "__metadata__":
-                start, end = entry["data_offsets"]
-                sizes[name] = end - start
-    return sizes
-
-
 def bits_per_weight(folder: Path, linear_weights: dict[str, int], num_parameters: int) -> dict[str, float]:
     """`linear_bpw` over the quantized Linear modules `linear_weights` (`{module name: number of weights}`) and
     `file_bpw` over all `num_parameters`, from the saved tensors of `folder` (biases excluded from the former)."""
-    sizes = safetensors_sizes(folder)
+    from optimum_layerwise.footprint import safetensors_tensor_bytes
+
+    sizes = safetensors_tensor_bytes(folder)
     linear = sum(
         size
         for name, size in sizes.items()

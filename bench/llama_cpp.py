@@ -24,12 +24,9 @@ anything, slightly favourable to llama.cpp.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import re
-import shlex
-import struct
 import subprocess
 import sys
 import tarfile
@@ -206,9 +203,10 @@ def safetensors_bits(folder: str) -> dict[str, Any]:
     """[`gguf_bits`] of a Hugging Face folder, from the headers of its safetensors files."""
     linear_bytes = linear_elements = total_elements = file_bytes = 0
     dtypes: Counter[str] = Counter()
+    from optimum_layerwise.checksums import safetensors_header
+
     for path in sorted(Path(folder).glob("*.safetensors")):
-        with path.open("rb") as file:
-            header = json.loads(file.read(struct.unpack("<Q", file.read(8))[0]))
+        header, _ = safetensors_header(path)
         file_bytes += path.stat().st_size
         for name, info in header.items():
             if name == "__metadata__":
@@ -304,13 +302,7 @@ def write_payload(args: argparse.Namespace, settings: dict[str, Any], rows: list
     from optimum_layerwise.atomic import atomic_write_text
 
     payload = {
-        "benchmark": args.benchmark,
-        "command": shlex.join(["python", f"bench/{args.benchmark}.py", *args.argv]),
-        "git_commit": args.git_commit,
-        "src_modified": args.src_modified,
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "elapsed_s": round(time.perf_counter() - args.started, 1),
-        "machine": common.machine_info(args),
+        **common.envelope(args),
         **settings,
         "rows": rows,
     }

@@ -150,8 +150,8 @@ def calibrated_versions(
     or module alone costs with the quantizer that will be used.
 
     One forward pass records the first layer's inputs; then each layer runs once on them with hooks that feed every
-    Linear's inputs to one calibrator per level (on a copy of the Linear), and once more to give the next layer its
-    full-precision inputs. Cost: about two forward passes, plus one GPT-Q run per Linear and level.
+    Linear's inputs to one calibrator per level (on a copy of the Linear), and its outputs of that same run are the
+    next layer's full-precision inputs. Cost: about two forward passes, plus one GPT-Q run per Linear and level.
 
     Returns:
         `dict[tuple[int, int], dict[str, nn.Module]]`: `{(layer, bits): {name: packed module}}`.
