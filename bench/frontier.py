@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ UNIFORM = (4, 8)
 EVALUATION = {"dataset": "kjv", "seq_len": 512, "num_windows": 16}
 CALIBRATION = "shakespeare"
 COMPARED = (4.0, 4.5, 5.0, 5.5, 6.0, 6.5)
+LEVELS = {"quanto": (8, 4, 2), "gptq": (8, 4, 3, 2)}
+MEASURED = ("sensitivity", "sensitivity_kl")
 
 
 # --- bits per weight from the files --------------------------------------------------------------------------------
@@ -93,24 +95,45 @@ def comparison(rows: Sequence[dict[str, Any]], ours: str, theirs: str, at: Seque
 
 
 def grid(
-    backends: Sequence[str], optimizers: Sequence[str], granularities: Sequence[str], targets: Sequence[float]
+    backends: Sequence[str],
+    optimizers: Sequence[str],
+    granularities: Sequence[str],
+    targets: Sequence[float],
+    importances: Sequence[str] = ("sensitivity",),
+    bits: Sequence[int] | None = None,
+    uniform: Sequence[int] = UNIFORM,
 ) -> list[dict[str, Any]]:
-    """Every quantization to run: each backend's levels (quanto with each of `optimizers`) at every granularity and
-    target, then the uniform models."""
-    levels = {"quanto": (8, 4, 2), "gptq": (8, 4, 3, 2)}
+    """Every quantization to run: each backend's levels (`bits`, default `LEVELS`; quanto with each of `optimizers`)
+    at every granularity and target for each of `importances` (orders other than the measured ones only per layer,
+    the paper's allocation), then the models at each of the `uniform` bit widths."""
     quantizers = [(b, o) for b in backends for o in (optimizers if b == "quanto" else ["max"])]
     points = [
-        {"backend": b, "optimizer": o, "granularity": granularity, "bits": levels[b], "target_bits": target}
+        {
+            "backend": b,
+            "optimizer": o,
+            "importance": importance,
+            "granularity": granularity,
+            "bits": tuple(bits or LEVELS[b]),
+            "target_bits": target,
+        }
         for b, o in quantizers
+        for importance in importances
         for granularity in granularities
+        if importance in MEASURED or granularity == "layer"
         for target in targets
     ]
     points += [
-        {"backend": b, "optimizer": o, "granularity": "uniform", "bits": (8, 4), "uniform": bits}
+        {"backend": b, "optimizer": o, "importance": "sensitivity", "granularity": "uniform", "uniform": width}
         for b, o in quantizers
-        for bits in UNIFORM
+        for width in uniform
     ]
     return points
+
+
+def system_name(point: dict[str, Any]) -> str:
+    """`ours/<quantizer>/<granularity>`, suffixed with the importance when it is not `sensitivity`."""
+    suffix = "" if point["importance"] == "sensitivity" or "uniform" in point else f"-{point['importance']}"
+    return f"ours/{quantizer_name(point)}/{point['granularity']}{suffix}"
 
 
 def quantizer_name(point: dict[str, Any]) -> str:
@@ -127,7 +150,6 @@ def quantization_config(
 
     common_arguments = {
         "backend": point["backend"],
-        "bits": point["bits"],
         "group_size": group_size,
         **calibration,
         "quality_windows": 0,  # the frontier scores every model on its own held-out windows
@@ -136,13 +158,18 @@ def quantization_config(
     }
     if "uniform" in point:
         return LayerwiseQuantizationConfig(
-            layer_bits=dict.fromkeys(range(num_layers), point["uniform"]), **common_arguments
+            bits=(8, 4), layer_bits=dict.fromkeys(range(num_layers), point["uniform"]), **common_arguments
         )
     measured = {}
     if costs is not None:
         measured = {"layer_costs": costs} if point["granularity"] == "layer" else {"unit_costs": costs}
     return LayerwiseQuantizationConfig(
-        target_bits=point["target_bits"], granularity=point["granularity"], **measured, **common_arguments
+        bits=point["bits"],
+        target_bits=point["target_bits"],
+        granularity=point["granularity"],
+        importance=point["importance"],
+        **measured,
+        **common_arguments,
     )
 
 
@@ -161,7 +188,7 @@ def run_point(
 
     from optimum_layerwise.quality import score_windows
 
-    key = (quantizer_name(point), point["granularity"])
+    key = (quantizer_name(point), point["granularity"], point["importance"], point.get("bits"))
     config = quantization_config(point, calibration, reference["num_layers"], costs.get(key), reference["group_size"])
     start = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=config, dtype=torch.float32)
@@ -174,11 +201,10 @@ def run_point(
     sizes = bits_per_weight(saved, reference["linear_weights"], reference["num_parameters"])
     shutil.rmtree(saved)
     result = score_windows(model, *windows, desc="Held-out perplexity")
-    system = "uniform" if "uniform" in point else point["granularity"]
     return {
-        "system": f"ours/{quantizer_name(point)}/{system}",
+        "system": system_name(point),
         "target_bits": point.get("target_bits", point.get("uniform")),
-        "bits": list(point["bits"]),
+        "bits": list(point.get("bits", [point.get("uniform")])),
         **sizes,
         "perplexity": result.perplexity,
         "quantize_s": round(quantize_s, 1),
@@ -231,15 +257,22 @@ def evaluation(name: str, folder: str) -> tuple[tuple, dict[str, Any]]:
     return windows, {"dataset": CALIBRATION, "tokenizer": tokenizer}
 
 
-def measure_model(name: str, folder: str, workdir: Path, args) -> dict[str, Any]:
-    """The unquantized reference, every grid point, the llama.cpp rows and the comparisons of one model."""
+def measure_model(
+    name: str, folder: str, workdir: Path, args, save: Callable[[dict[str, Any]], Any]
+) -> dict[str, Any]:
+    """The unquantized reference, every grid point, the llama.cpp rows and the comparisons of one model; `save` is
+    called with the rows measured so far after each point (a long run that stops keeps its points)."""
     windows, calibration = evaluation(name, folder)
     reference = reference_model(folder, windows, args.group_size)
     print(f"{name}: unquantized perplexity {reference['perplexity']:.3f}", flush=True)
     rows, costs = [], {}
-    for point in grid(args.backends, args.optimizers, args.granularities, args.targets):
+    points = grid(
+        args.backends, args.optimizers, args.granularities, args.targets, args.importances, args.bits, args.uniform
+    )
+    for point in points:
         row = run_point(point, folder, workdir, windows, reference, calibration, costs)
         rows.append(row)
+        save({"unquantized_perplexity": reference["perplexity"], "rows": rows, "complete": False})
         print(
             f"{name} {row['system']} {row['target_bits']}: linear {row['linear_bpw']:.3f} bpw, file "
             f"{row['file_bpw']:.3f} bpw, ppl {row['perplexity']:.3f} ({row['seconds']} s)",
@@ -301,6 +334,13 @@ def main(argv: Sequence[str] | None = None) -> Path:
         "--granularities", nargs="+", default=["layer", "module"], choices=["layer", "block", "module"]
     )
     parser.add_argument("--targets", nargs="+", type=float, default=list(TARGETS), help="target average bits")
+    parser.add_argument(
+        "--importances", nargs="+", default=["sensitivity"], help="sensitivity, or orders compared per layer"
+    )
+    parser.add_argument("--bits", nargs="+", type=int, help=f"levels (default per backend: {LEVELS})")
+    parser.add_argument(
+        "--uniform", nargs="*", type=int, default=list(UNIFORM), help="uniform bit widths (none: no baseline)"
+    )
     parser.add_argument("--group-size", type=int, default=128)
     parser.add_argument("--llama-cpp", type=Path, help="result JSON of bench/llama_cpp.py for the same model")
     parser.add_argument("--plot", type=Path, help="PNG of the curves (one per model, suffixed, for several models)")
@@ -315,7 +355,15 @@ def main(argv: Sequence[str] | None = None) -> Path:
                 lines.append(f"{name} {title} at {row['bpw']} bpw: {row}")
         return lines
 
-    return common.run_per_model(args, lambda name, folder, workdir: measure_model(name, folder, workdir, args), report)
+    finished: dict[str, Any] = {}
+
+    def measure(name: str, folder: str, workdir: Path) -> dict[str, Any]:
+        finished[name] = measure_model(
+            name, folder, workdir, args, lambda partial: common.write_results(args, {**finished, name: partial})
+        )
+        return finished[name]
+
+    return common.run_per_model(args, measure, report)
 
 
 if __name__ == "__main__":

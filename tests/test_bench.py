@@ -207,3 +207,21 @@ def test_frontier_quick_counts_bits_from_the_files(run_quick):
     assert front == [(4.0, 20.0), (5.0, 10.0), (7.0, 8.0)]
     assert frontier.interpolate(front, 6.0) == 9.0 and frontier.interpolate(front, 3.0) is None
     assert frontier.interpolate(front, 9.0) == 8.0
+
+
+def test_frontier_grid_compares_orders_per_layer_only():
+    import frontier
+
+    points = frontier.grid(["quanto"], ["max"], ["layer", "module"], [5.0], ["sensitivity", "lim"], (8, 4), ())
+    assert [frontier.system_name(point) for point in points] == [
+        "ours/quanto/layer",
+        "ours/quanto/module",
+        "ours/quanto/layer-lim",
+    ]
+    assert {point["bits"] for point in points} == {(8, 4)}
+    gptq = frontier.grid(["gptq"], ["hqq"], ["module"], [4.5])
+    assert [(p["optimizer"], p.get("bits"), p.get("uniform")) for p in gptq] == [
+        ("max", (8, 4, 3, 2), None),
+        ("max", None, 4),
+        ("max", None, 8),
+    ]
