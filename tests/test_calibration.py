@@ -26,6 +26,16 @@ def test_windows_subset_is_seeded_and_in_document_order():
     assert [w[0] for w in first] == sorted(w[0] for w in first)
 
 
+def test_every_window_starts_with_bos_when_the_tokenizer_adds_it():
+    class BosTokenizer(WordTokenizer):
+        bos_token_id = 1
+
+    text = " ".join(["a", "bb", "ccc"] * 4)  # one document: BOS + 12 words
+    windows = token_windows([text], BosTokenizer(), num_samples=10, seq_len=5)
+    assert windows == [[1, 3, 4, 5, 3], [1, 4, 5, 3, 4], [1, 5, 3, 4, 5]]
+    assert token_windows([text], WordTokenizer(), num_samples=10, seq_len=5)[1] == [4, 5, 3, 4, 5]  # no BOS id
+
+
 def test_texts_need_a_tokenizer():
     with pytest.raises(ValueError, match="tokenizer"):
         token_windows(["some text"])

@@ -75,6 +75,13 @@ def token_sequences(dataset: Any, tokenizer: Any) -> list[list[int]]:
     )
 
 
+def adds_bos(tokenizer: Any) -> bool:
+    """Whether `tokenizer` starts an encoded text with its BOS token (Gemma's does; SmolLM2's and Qwen2's do not)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    ids = tokenizer("a")["input_ids"]
+    return bos is not None and len(ids) > 0 and ids[0] == bos
+
+
 def split_windows(
     dataset: Any,
     tokenizer: Any = None,
@@ -88,7 +95,8 @@ def split_windows(
     """Cut calibration data into at most `num_samples` calibration windows of at most `seq_len` tokens, and up to
     `held_out` full-length windows that are not among them (to check quality on text the quantization never saw).
 
-    Every sequence is split into consecutive windows of `seq_len` tokens (its last, shorter window is kept). When
+    Every sequence is split into consecutive windows of `seq_len` tokens (its last, shorter window is kept); when
+    `tokenizer` starts its texts with a BOS token, every window starts with it, as the model saw in training. When
     there are more windows than `num_samples`, a seeded random subset is taken, in document order; the held-out
     windows are spread evenly over the full-length windows left over (none when nothing is left over).
 
@@ -118,10 +126,14 @@ def split_windows(
     """
     if num_samples < 1 or seq_len < 1:
         raise ValueError(f"`num_samples` and `seq_len` must be positive, got {num_samples} and {seq_len}.")
-    windows = [
-        sequence[start : start + seq_len]
+    prefix = [tokenizer.bos_token_id] if tokenizer is not None and adds_bos(tokenizer) else []
+    step = max(1, seq_len - len(prefix))
+    sequences = [
+        sequence[len(prefix) :] if sequence[: len(prefix)] == prefix else sequence
         for sequence in token_sequences(dataset, tokenizer)
-        for start in range(0, len(sequence), seq_len)
+    ]
+    windows = [
+        prefix + sequence[start : start + step] for sequence in sequences for start in range(0, len(sequence), step)
     ]
     if not windows:
         raise ValueError("`dataset` produced no tokens: the calibration texts are empty.")

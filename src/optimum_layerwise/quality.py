@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
+from .calibration import adds_bos
+
 
 COLLAPSE_RATIO = 2.0
 DEGRADED_RATIO = 1.3
@@ -39,13 +41,6 @@ class PerplexityResult:
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
-
-
-def adds_bos(tokenizer: Any) -> bool:
-    """Whether `tokenizer` starts an encoded text with its BOS token (Gemma's does; SmolLM2's and Qwen2's do not)."""
-    bos = getattr(tokenizer, "bos_token_id", None)
-    ids = tokenizer("a")["input_ids"]
-    return bos is not None and len(ids) > 0 and ids[0] == bos
 
 
 def score_windows(
@@ -148,8 +143,9 @@ class QualityCheck:
 
 
 def prepare_windows(windows: list[list[int]], tokenizer: Any) -> tuple[list[list[int]], int]:
-    """Put the BOS token in front of every window when the tokenizer adds one itself (Gemma needs it); returns the
-    windows and how many leading tokens are context only."""
+    """Put the BOS token in front of every window that lacks it when the tokenizer adds one itself (Gemma needs it);
+    returns the windows and how many leading tokens are context only."""
     if tokenizer is not None and adds_bos(tokenizer):
-        return [[tokenizer.bos_token_id, *window] for window in windows], 1
+        bos = tokenizer.bos_token_id
+        return [window if window[:1] == [bos] else [bos, *window] for window in windows], 1
     return windows, 0
