@@ -278,29 +278,72 @@ def measure_model(
             f"{row['file_bpw']:.3f} bpw, ppl {row['perplexity']:.3f} ({row['seconds']} s)",
             flush=True,
         )
-    if args.llama_cpp:
-        rows += [
+    results = {
+        "evaluation": {**EVALUATION, "num_tokens": reference["num_tokens"]} if name != common.TINY else "random ids",
+        "calibration": CALIBRATION if name != common.TINY else "random ids",
+        "group_size": args.group_size,
+        **curves(rows, reference["perplexity"], args.llama_cpp),
+    }
+    if args.plot:
+        plot(results, name, plot_path(args, name))
+    return results
+
+
+def curves(rows: list[dict[str, Any]], unquantized: float, llama_cpp: Path | None) -> dict[str, Any]:
+    """Our `rows` with llama.cpp's (from its result file, if given): each system's Pareto front, our best front and
+    module granularity against llama.cpp's and layer granularity's at `COMPARED` bpw, and every system's point at
+    each target (orders are compared at equal targets)."""
+    if llama_cpp:
+        rows = rows + [
             {**row, "system": "llama.cpp" + ("+imatrix" if row.get("imatrix") else "")}
-            for row in json.loads(Path(args.llama_cpp).read_text())["rows"]
-            if row.get("perplexity") is not None
+            for row in json.loads(Path(llama_cpp).read_text())["rows"]
+            if row.get("perplexity") is not None and row["system"] == "llama.cpp"
         ]
     fronts = {
         system: pareto_front([(r["linear_bpw"], r["perplexity"]) for r in rows if r["system"] == system])
         for system in sorted({row["system"] for row in rows})
     }
-    results = {
-        "evaluation": {**EVALUATION, "num_tokens": reference["num_tokens"]} if name != common.TINY else "random ids",
-        "calibration": CALIBRATION if name != common.TINY else "random ids",
-        "group_size": args.group_size,
-        "unquantized_perplexity": reference["perplexity"],
+    by_target: dict[str, dict[str, list[float]]] = {}
+    for row in rows:
+        if row["system"].startswith("ours/") and not row["system"].endswith("/uniform"):
+            by_target.setdefault(str(row["target_bits"]), {})[row["system"]] = [row["linear_bpw"], row["perplexity"]]
+    return {
+        "unquantized_perplexity": unquantized,
         "rows": rows,
         "fronts": fronts,
-        "vs_llama_cpp": comparison(rows, "ours", "llama.cpp", COMPARED) if args.llama_cpp else None,
+        "vs_llama_cpp": comparison(rows, "ours", "llama.cpp", COMPARED) if llama_cpp else None,
         "module_vs_layer": comparison(rows, "ours/quanto/module", "ours/quanto/layer", COMPARED),
+        "by_target": by_target,
     }
-    if args.plot:
-        plot(results, name, args.plot if len(args.models) == 1 else args.plot.with_stem(f"{args.plot.stem}-{name}"))
+
+
+def merge(args) -> dict[str, Any]:
+    """The curves of `args.models` from the rows of several result files (`args.merge`): grids run in pieces, or on
+    different environments (GPT-Q), drawn together. Each row keeps the command that measured it."""
+    payloads = [json.loads(Path(path).read_text()) for path in args.merge]
+    results = {}
+    for name in args.models:
+        parts = [(payload["command"], payload["results"][name]) for payload in payloads if name in payload["results"]]
+        if not parts:
+            raise SystemExit(f"--merge: no result file holds model {name!r}.")
+        references = {round(part["unquantized_perplexity"], 6) for _, part in parts}
+        if len(references) > 1:
+            raise SystemExit(f"--merge: the files of {name!r} disagree on the unquantized perplexity: {references}.")
+        rows = [
+            {**row, "command": command}
+            for command, part in parts
+            for row in part["rows"]
+            if row["system"].startswith("ours/")
+        ]
+        results[name] = curves(rows, parts[0][1]["unquantized_perplexity"], args.llama_cpp)
+        if args.plot:
+            plot(results[name], name, plot_path(args, name))
     return results
+
+
+def plot_path(args, name: str) -> Path:
+    """`--plot`, suffixed with the model's name when there are several."""
+    return args.plot if len(args.models) == 1 else args.plot.with_stem(f"{args.plot.stem}-{name}")
 
 
 def plot(results: dict[str, Any], name: str, path: Path) -> None:
@@ -344,6 +387,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--group-size", type=int, default=128)
     parser.add_argument("--llama-cpp", type=Path, help="result JSON of bench/llama_cpp.py for the same model")
     parser.add_argument("--plot", type=Path, help="PNG of the curves (one per model, suffixed, for several models)")
+    parser.add_argument(
+        "--merge", nargs="+", type=Path, help="no quantization: the curves of these result files' rows"
+    )
     args = common.start(parser, argv)
     if args.quick:
         args.targets, args.group_size = [4.5], 32
@@ -355,6 +401,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
                 lines.append(f"{name} {title} at {row['bpw']} bpw: {row}")
         return lines
 
+    if args.merge:
+        return common.write_results(args, merge(args))
     finished: dict[str, Any] = {}
 
     def measure(name: str, folder: str, workdir: Path) -> dict[str, Any]:

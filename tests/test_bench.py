@@ -187,7 +187,7 @@ def test_scaling_quick(run_quick):
         assert positive(row["quantize_s"]) and positive(row["lim_s_paper_calibration"])
 
 
-def test_frontier_quick_counts_bits_from_the_files(run_quick):
+def test_frontier_quick_counts_bits_from_the_files(run_quick, tmp_path):
     import frontier
 
     result = run_quick("frontier")["tiny"]
@@ -207,6 +207,12 @@ def test_frontier_quick_counts_bits_from_the_files(run_quick):
     assert front == [(4.0, 20.0), (5.0, 10.0), (7.0, 8.0)]
     assert frontier.interpolate(front, 6.0) == 9.0 and frontier.interpolate(front, 3.0) is None
     assert frontier.interpolate(front, 9.0) == 8.0
+    measured, merged = tmp_path / "frontier.json", tmp_path / "merged.json"
+    frontier.main(["--quick", "--merge", str(measured), str(measured), "--output", str(merged)])
+    again = json.loads(merged.read_text())["results"]["tiny"]
+    assert len(again["rows"]) == 2 * len(result["rows"]) and again["fronts"] == result["fronts"]
+    assert again["rows"][0]["command"] == f"python bench/frontier.py --quick --output {measured}"
+    assert set(again["by_target"]["4.5"]) == {"ours/quanto/layer", "ours/quanto/module"}
 
 
 def test_frontier_grid_compares_orders_per_layer_only():
