@@ -76,9 +76,10 @@ class GptqCalibrator:
         self.linear = linear
         self.bits, self.group_size, self.sym, self.desc_act = bits, group_size, sym, desc_act
         self.damp_percent = damp_percent
-        self.gptq = GPTQ(
-            linear, qcfg=QuantizeConfig(bits=bits, group_size=gptq_group_size(group_size), sym=sym, desc_act=desc_act)
-        )
+        settings = QuantizeConfig(
+            bits=bits, group_size=gptq_group_size(group_size), sym=sym, desc_act=desc_act, offload_to_disk=False
+        )  # with the default disk offload, every config makes a temporary folder that nothing uses
+        self.gptq = GPTQ(linear, qcfg=settings)
         self.gptq.quantizer.configure(bits=bits, sym=sym, perchannel=True)
 
     def add_batch(self, inputs: torch.Tensor) -> None:
@@ -210,5 +211,5 @@ class GptqBackend(QuantizationBackend):
 
         view = copy.copy(module)
         view._buffers = {**module._buffers, "qzeros": module.qzeros.clone()}
-        convert_gptq_v2_to_v1_format_module(view, QuantizeConfig(bits=module.bits))
+        convert_gptq_v2_to_v1_format_module(view, QuantizeConfig(bits=module.bits, offload_to_disk=False))
         return {"qzeros": view.qzeros}
