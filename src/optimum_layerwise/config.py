@@ -121,7 +121,8 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         num_samples (`int`, *optional*):
             Maximum number of calibration windows of `seq_len` tokens. Defaults to 8 for round-to-nearest backends
             (scoring only: on SmolLM2-135M the sensitivity ranking from 2 to 32 windows matches the one from 64 with
-            Spearman ≥ 0.997, docs/results.md) and to 128 for `backend="gptq"`, which calibrates every layer on them.
+            Spearman ≥ 0.997, docs/results.md) and to 128 for `backend="gptq"`, which calibrates every layer on them
+            (measured costs use 8 of them, spread evenly).
         seq_len (`int`, *optional*, defaults to 512):
             Maximum tokens per calibration window.
         group_size (`int`, *optional*, defaults to 128):

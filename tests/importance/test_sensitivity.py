@@ -5,7 +5,12 @@ from conftest import build_tiny_model
 from optimum_layerwise import compute_importance
 from optimum_layerwise.allocation import allocate_bits_by_cost
 from optimum_layerwise.calibration import calibration_batches
-from optimum_layerwise.importance.sensitivity import costs_to_scores, measure_layer_costs, measure_unit_costs
+from optimum_layerwise.importance.sensitivity import (
+    costs_to_scores,
+    measure_layer_costs,
+    measure_unit_costs,
+    scoring_batches,
+)
 
 
 def make_fragile(layer):
@@ -95,6 +100,17 @@ def test_module_costs_rerun_the_layer_once_per_module_and_level(token_batches):
         model, calibration_batches(token_batches, batch_size=6), (8, 4, 2), granularity="module", group_size=32
     )
     assert calls == {"model": 1, "layer0": 1 + 7 * 2}
+
+
+def test_costs_are_measured_on_a_few_windows_spread_over_the_data():
+    model = build_tiny_model("llama")
+    windows = torch.randint(0, 128, (24, 32), generator=torch.Generator().manual_seed(2))
+    batches = calibration_batches(windows, batch_size=2)
+    chosen = scoring_batches(batches)
+    assert [next(i for i, b in enumerate(batches) if b is batch) for batch in chosen] == [0, 3, 6, 9]  # 8 windows
+    assert all(a is b for a, b in zip(scoring_batches(batches[:3]), batches[:3], strict=True))
+    costs = measure_layer_costs(model, batches, (4, 2), group_size=32)
+    assert costs == measure_layer_costs(model, chosen, (4, 2), group_size=32)
 
 
 def test_sensitivity_scores_through_compute_importance(token_batches):
