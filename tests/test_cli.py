@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -129,6 +130,22 @@ def test_missing_model(tmp_path, capsys, monkeypatch):
 def test_inspect_refuses_other_checkpoints(tiny_checkpoint, capsys):
     code, out, err = run_cli(capsys, "inspect", tiny_checkpoint)
     assert code == 1 and "not a layer-wise checkpoint" in err
+
+
+def test_threads_flag_sets_torch_threads_and_openmp_waits_passively_by_default(tiny_checkpoint, capsys, monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    try:
+        run_cli(capsys, "--threads", "1", "inspect", tiny_checkpoint)
+        assert torch.get_num_threads() == 1 and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+        monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+        run_cli(capsys, "inspect", tiny_checkpoint)
+        assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE" and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit):
+        main(["--threads", "0", "inspect", tiny_checkpoint])
+    assert "--threads must be a positive integer, got '0'" in capsys.readouterr().err
 
 
 def test_argparse_errors_are_one_line():
