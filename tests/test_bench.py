@@ -231,3 +231,12 @@ def test_frontier_grid_compares_orders_per_layer_only():
         ("max", None, 4),
         ("max", None, 8),
     ]
+
+
+def test_threads_quick_times_every_setting_with_and_without_a_busy_neighbour(run_quick):
+    result = run_quick("threads")
+    assert result["workload"] == "forward"  # gptqmodel is not in this environment
+    assert set(result["loads"]) == {"0", "1"}
+    for timings in result["loads"].values():
+        assert set(timings) == {"1 threads, unset", "1 threads, PASSIVE", "2 threads, unset", "2 threads, PASSIVE"}
+        assert all(summary["n"] == 1 and summary["median"] > 0 for summary in timings.values())
