@@ -22,7 +22,7 @@ import common
 
 THREADS = (1, 2)
 POLICIES = ("unset", "PASSIVE")
-SHAPE = {"full": (576, 1536, 16, 512), "quick": (64, 128, 2, 32)}  # in, out, windows, tokens per window
+SHAPE = {"full": (576, 1536, 16, 512), "quick": (256, 1024, 4, 512)}  # in, out, windows, tokens per window
 
 
 def default_workload() -> str:
