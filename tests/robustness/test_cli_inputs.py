@@ -191,10 +191,10 @@ def test_inspect_explains_a_broken_checkpoint(tiny_checkpoint, tmp_path, capsys,
 @pytest.mark.slow
 def test_ctrl_c_prints_one_line_and_exits_130(tiny_checkpoint, tmp_path):
     text = tmp_path / "calibration.txt"
-    text.write_text("It was the best of times, it was the worst of times. " * 4000)
-    command = [
+    text.write_text("It was the best of times, it was the worst of times. " * 40000)
+    command = [  # LIM reads every window: about 20 s of work here (sensitivity measures on 8 windows only)
         sys.executable, "-m", "optimum_layerwise", "quantize", tiny_checkpoint, "--output", str(tmp_path / "o"),
-        "--importance", "sensitivity_kl", "--dataset", str(text), "--seq-len", "32", "--num-samples", "4000",
+        "--importance", "lim", "--dataset", str(text), "--seq-len", "32", "--num-samples", "20000",
     ]  # fmt: skip
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     seen, deadline = "", time.monotonic() + 120
