@@ -137,8 +137,8 @@ def system_name(point: dict[str, Any]) -> str:
 
 
 def quantizer_name(point: dict[str, Any]) -> str:
-    """`quanto`, `quanto-hqq` or `gptq`."""
-    return point["backend"] + ("-hqq" if point["optimizer"] == "hqq" else "")
+    """`quanto`, `quanto-<optimizer>` (`quanto-hqq`, `quanto-imatrix`) or `gptq`."""
+    return point["backend"] + ("" if point["optimizer"] == "max" else f"-{point['optimizer']}")
 
 
 def quantization_config(
@@ -372,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     """Run the benchmark and write its result file (returned)."""
     parser = common.bench_parser("frontier", __doc__.split("\n\n")[0], repeats=None)
     parser.add_argument("--backends", nargs="+", default=["quanto"], choices=["quanto", "gptq"])
-    parser.add_argument("--optimizers", nargs="+", default=["max"], choices=["max", "hqq"], help="quanto's")
+    parser.add_argument("--optimizers", nargs="+", default=["max"], choices=["max", "hqq", "imatrix"], help="quanto's")
     parser.add_argument(
         "--granularities", nargs="+", default=["layer", "module"], choices=["layer", "block", "module"]
     )

@@ -230,3 +230,20 @@ def test_sensitivity_costs_are_saved_and_reused_for_another_budget(tiny_checkpoi
         tiny_checkpoint, bits=(8, 4), num_low_bit_layers=3, importance="sensitivity", layer_costs=costs
     )
     assert sorted(replanned.config.quantization_config.plan.layer_bits.values()) == [4, 4, 4, 8]
+
+
+def test_imatrix_quantizes_from_the_calibration_inputs_and_round_trips(tiny_checkpoint, token_batches, tmp_path):
+    """optimizer="imatrix": costs measured and layers packed by the importance-weighted search, layer by layer from
+    the calibration data; the checkpoint is an ordinary quanto one (the optimizer only chose scales and shifts)."""
+    settings = {"bits": (8, 4, 2), "target_bits": 4.0, "granularity": "module", "dataset": token_batches}
+    model = quantize(tiny_checkpoint, optimizer="imatrix", **settings)
+    plan = model.config.quantization_config.plan
+    assert plan.unit_costs and plan.average_bits <= 4.0
+    by_range = quantize(tiny_checkpoint, unit_costs=plan.unit_costs, **settings)
+    assert by_range.config.quantization_config.plan.modules == plan.modules  # same bit map, other scales
+    expected = logits(model)
+    assert not torch.allclose(expected, logits(by_range), atol=1e-4)
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())["quantization_config"]
+    assert saved["optimizer"] == "imatrix"
+    assert torch.equal(logits(AutoModelForCausalLM.from_pretrained(tmp_path)), expected)

@@ -162,7 +162,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bits per decoder layer (default), per attention/MLP block or per Linear module",
     )
     quantize.add_argument(
-        "--optimizer", choices=("max", "hqq"), default="max", help="quanto: int2/int4 scales by range or by HQQ"
+        "--optimizer",
+        choices=("max", "hqq", "imatrix"),
+        default="max",
+        help="quanto: int2/int4 scales by range, by HQQ, or searched against the calibration inputs (imatrix)",
     )
     quantize.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
     quantize.add_argument("--device-map", help="accelerate device map for loading, e.g. auto or cpu")

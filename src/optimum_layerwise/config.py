@@ -13,7 +13,7 @@ from transformers.utils import logging
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from .allocation import check_budget, check_levels
-from .backends import BACKEND_BITS, BACKENDS, QuantizationBackend, get_backend
+from .backends import BACKEND_BITS, QuantizationBackend, get_backend
 from .backends.gptq import gptq_group_size
 from .corpora import dataset_fingerprint, recorded_dataset_name
 from .importance.registry import (
@@ -141,12 +141,16 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         sym (`bool`, *optional*, defaults to `True`), desc_act (`bool`, *optional*, defaults to `False`):
             GPT-Q only: symmetric zero-points, and quantizing columns in order of decreasing activation (act-order).
         optimizer (`str`, *optional*, defaults to `"max"`):
-            optimum-quanto only: how int2/int4 scales and shifts are chosen, `"max"` (each group's range) or `"hqq"`
-            (quanto's HQQ optimizer: shifts refined to minimise the rounding error, without data; slower).
+            optimum-quanto only: how int2/int4 scales and shifts are chosen, `"max"` (each group's range), `"hqq"`
+            (quanto's HQQ optimizer: shifts refined to minimise the rounding error, without data; slower) or
+            `"imatrix"` (searched to minimise the rounding error weighted by each input channel's mean squared
+            calibration input, llama.cpp's importance matrix; needs `dataset`, and quantizes layer by layer from
+            it as GPT-Q does).
         calibrated_costs (`bool`, *optional*, defaults to `True`):
-            GPT-Q only: measure the sensitivity costs with GPT-Q itself, each layer calibrated on its full-precision
-            inputs at every level (one GPT-Q run per Linear and level), rather than with round-to-nearest on GPT-Q's
-            grid (`False`: faster; it ranks layers by how badly they round, not by what GPT-Q leaves of it).
+            Calibrated backends only (GPT-Q, quanto with `optimizer="imatrix"`): measure the sensitivity costs with
+            the backend itself, each layer calibrated on its full-precision inputs at every level (one calibration
+            per Linear and level), rather than with its data-free round-to-nearest (`False`: faster; it ranks
+            layers by how badly they round, not by what calibration leaves of it).
         dataset_sha256 (`str`, *optional*):
             sha256 of a local calibration file or folder, computed when `dataset` is one.
         quality_windows (`int`, *optional*, defaults to 4):
@@ -337,10 +341,12 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         measured = self.layer_costs is not None or self.unit_costs is not None
         if needs_data and self.dataset is None and self.layer_bits is None and not measured:
             raise ValueError(missing_data_message(self.importance))
-        if self.dataset is None and BACKENDS[self.backend].requires_calibration:
+        if self.dataset is None and self.quantization_backend().requires_calibration:
+            how = f"backend={self.backend!r}"
+            how += f" with optimizer={self.optimizer!r}" if self.backend == "quanto" else ""
             raise ValueError(
-                f"backend={self.backend!r} quantizes each layer from calibration data: pass `dataset` (a corpus name "
-                "such as 'shakespeare', a list of texts with `tokenizer`, token-id sequences or a text file path)."
+                f"{how} quantizes each layer from calibration data: pass `dataset` (a corpus name such as "
+                "'shakespeare', a list of texts with `tokenizer`, token-id sequences or a text file path)."
             )
 
     def quantization_backend(self) -> QuantizationBackend:

@@ -26,9 +26,11 @@ import math
 import torch
 from torch import nn
 
+from .weighted_rounding import weighted_affine
+
 
 QUANTO_BITS = (2, 4, 8)
-QUANTO_OPTIMIZERS = ("max", "hqq")
+QUANTO_OPTIMIZERS = ("max", "hqq", "imatrix")
 
 
 def scale_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -82,6 +84,24 @@ def _stored(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return rounded.to(values.dtype)
 
 
+def _weighted_scale_and_shift(
+    weight: torch.Tensor,
+    bits: int,
+    group_size: int | None,
+    stored: torch.dtype,
+    input_importance: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """[`weighted_affine`] on `weight` grouped as optimum-quanto groups it along axis 0 (consecutive input channels of
+    one output row), each element weighted by its input channel's importance (uniform when `None`)."""
+    width = group_size or weight.shape[1]
+    per_channel = torch.ones(weight.shape[1]) if input_importance is None else input_importance.detach()
+    if per_channel.shape != (weight.shape[1],):
+        raise ValueError(f"input_importance must have shape ({weight.shape[1]},), got {tuple(per_channel.shape)}.")
+    importance = per_channel.to(weight.device, torch.float32).expand(weight.shape).reshape(-1, width)
+    scale, shift = weighted_affine(weight.float().reshape(-1, width), importance, bits, stored)
+    return scale.to(weight.dtype), shift.to(weight.dtype)
+
+
 def _frozen(tensor: torch.Tensor) -> nn.Parameter:
     return nn.Parameter(tensor, requires_grad=False)
 
@@ -130,9 +150,17 @@ class QuantoLinear(nn.Module):
         self._cached_weight: tuple[tuple, torch.Tensor] | None = None
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, bits: int, group_size: int | None, optimizer: str = "max") -> QuantoLinear:
+    def from_linear(
+        cls,
+        linear: nn.Linear,
+        bits: int,
+        group_size: int | None,
+        optimizer: str = "max",
+        input_importance: torch.Tensor | None = None,
+    ) -> QuantoLinear:
         """Quantize `linear` with optimum-quanto: AbsmaxOptimizer for 8 bits; for 2/4 bits the MaxOptimizer (scale
-        and shift from each group's range) or the HqqOptimizer (shift refined to minimise the error, data-free).
+        and shift from each group's range), the HqqOptimizer (shift refined to minimise the error, data-free) or the
+        importance-weighted search of [`~optimum_layerwise.weighted_rounding.weighted_affine`].
 
         Args:
             linear (`nn.Linear`):
@@ -142,7 +170,10 @@ class QuantoLinear(nn.Module):
             group_size (`int`, *optional*):
                 Effective group size for 2/4 bits.
             optimizer (`str`, *optional*, defaults to `"max"`):
-                `"max"` or `"hqq"`, for 2/4 bits.
+                `"max"`, `"hqq"` or `"imatrix"`, for 2/4 bits.
+            input_importance (`torch.Tensor`, *optional*):
+                `"imatrix"` only: weight of each input channel's rounding error, `(in_features,)`, e.g. the mean
+                squared calibration input of the channel; uniform when not given.
 
         Returns:
             [`QuantoLinear`] on the same device and dtype as `linear`.
@@ -166,8 +197,11 @@ class QuantoLinear(nn.Module):
             qweight = quantize_weight(weight, qtype=qtype, axis=0, scale=scale, optimized=False)
             packed = {"weight": qweight._data.flatten(), "weight_scale": scale}
         else:
-            affine = HqqOptimizer() if optimizer == "hqq" else MaxOptimizer()
-            scale, shift = affine(weight, qtype=qtype, axis=0, group_size=module.group_size)
+            if optimizer == "imatrix":
+                scale, shift = _weighted_scale_and_shift(weight, bits, module.group_size, stored, input_importance)
+            else:
+                affine = HqqOptimizer() if optimizer == "hqq" else MaxOptimizer()
+                scale, shift = affine(weight, qtype=qtype, axis=0, group_size=module.group_size)
             scale, shift = _stored(scale, stored), _stored(shift, stored)
             qweight = quantize_weight(
                 weight, qtype=qtype, axis=0, scale=scale, shift=shift, group_size=module.group_size, optimized=False

@@ -22,7 +22,7 @@ class QuantizationBackend(ABC):
     name: ClassVar[str]
     supported_bits: ClassVar[tuple[int, ...]]
     requirement: ClassVar[str]
-    requires_calibration: ClassVar[bool] = False
+    requires_calibration: bool = False
 
     @abstractmethod
     def is_available(self) -> bool:
@@ -61,7 +61,7 @@ class QuantizationBackend(ABC):
     def calibrator(self, linear: nn.Linear, bits: int, group_size: int | None) -> Any:
         """An accumulator of `linear`'s calibration inputs (`add_batch(inputs)`, then `finish()` returns the packed
         module). Only backends with `requires_calibration` have one."""
-        raise NotImplementedError(f"backend={self.name!r} quantizes without calibration data.")
+        raise NotImplementedError(f"backend={self.name!r} quantizes without calibration data with these options.")
 
     def dynamic_overrides(self, plan: QuantizationPlan, base_bits: int) -> dict[str, dict[str, int]] | None:
         """Per-module overrides that the backend's checkpoint format uses to describe a mixed bit map (default: none,

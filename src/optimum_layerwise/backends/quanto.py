@@ -51,14 +51,44 @@ def build_quanto_extension() -> float:
     return seconds
 
 
+class ImportanceCalibrator:
+    """Accumulates the mean squared input of each input channel of one Linear (llama.cpp's importance matrix), then
+    packs it with `optimizer="imatrix"`: scales and shifts that minimise the rounding error weighted by it.
+
+    Args:
+        linear (`nn.Linear`):
+            The full-precision Linear (left untouched).
+        bits (`int`), group_size (`int`, *optional*):
+            Level and effective group size.
+    """
+
+    def __init__(self, linear: nn.Linear, bits: int, group_size: int | None):
+        self.linear, self.bits, self.group_size = linear, bits, group_size
+        self.sum_of_squares = torch.zeros(linear.in_features, dtype=torch.float64, device=linear.weight.device)
+        self.num_inputs = 0
+
+    def add_batch(self, inputs: torch.Tensor) -> None:
+        """Add calibration inputs of shape `(tokens, in_features)`."""
+        flat = inputs.detach().reshape(-1, self.linear.in_features)
+        self.sum_of_squares += flat.double().square().sum(dim=0)
+        self.num_inputs += flat.shape[0]
+
+    def finish(self) -> nn.Module:
+        """The packed module (uniform importance when no input was added)."""
+        importance = self.sum_of_squares / self.num_inputs if self.num_inputs else None
+        return QuantoLinear.from_linear(self.linear, self.bits, self.group_size, "imatrix", importance)
+
+
 class QuantoBackend(QuantizationBackend):
     """Weights-only RTN quantization by optimum-quanto: asymmetric group-wise for int2/int4 (scale and shift per
     group), symmetric per output channel for int8, as quanto does.
 
     Args:
         optimizer (`str`, *optional*, defaults to `"max"`):
-            How int2/int4 scales and shifts are chosen: `"max"` (each group's range) or `"hqq"` (quanto's HQQ:
-            the shift refined to minimise the rounding error, still without data).
+            How int2/int4 scales and shifts are chosen: `"max"` (each group's range), `"hqq"` (quanto's HQQ: the
+            shift refined to minimise the rounding error, still without data) or `"imatrix"` (searched to minimise
+            the rounding error weighted by each input channel's mean squared calibration input; the backend then
+            quantizes layer by layer from calibration data, as GPT-Q does).
     """
 
     name = "quanto"
@@ -67,6 +97,7 @@ class QuantoBackend(QuantizationBackend):
 
     def __init__(self, optimizer: str = "max"):
         self.optimizer = optimizer
+        self.requires_calibration = optimizer == "imatrix"
 
     def is_available(self) -> bool:
         return importlib.util.find_spec("optimum.quanto") is not None
@@ -93,7 +124,15 @@ class QuantoBackend(QuantizationBackend):
     def dequantized_weight(self, module: nn.Module) -> torch.Tensor:
         return module.dequantized_weight()
 
+    def calibrator(self, linear: nn.Linear, bits: int, group_size: int | None) -> ImportanceCalibrator:
+        """`optimizer="imatrix"` only: an accumulator of `linear`'s calibration inputs that packs it weighted by
+        them."""
+        if not self.requires_calibration:
+            return super().calibrator(linear, bits, group_size)
+        return ImportanceCalibrator(linear, bits, group_size)
+
     def quantize_linear(self, linear: nn.Linear, bits: int, group_size: int | None) -> nn.Module:
+        """Round-to-nearest with the backend's optimizer (`"imatrix"` without data: uniform importance)."""
         return QuantoLinear.from_linear(linear, bits, group_size, self.optimizer)
 
     def empty_linear(self, in_features, out_features, bits, group_size, bias, dtype: torch.dtype) -> nn.Module:
