@@ -233,13 +233,15 @@ def test_sensitivity_costs_are_saved_and_reused_for_another_budget(tiny_checkpoi
 
 
 def test_imatrix_quantizes_from_the_calibration_inputs_and_round_trips(tiny_checkpoint, token_batches, tmp_path):
-    """optimizer="imatrix": costs measured and layers packed by the importance-weighted search, layer by layer from
-    the calibration data; the checkpoint is an ordinary quanto one (the optimizer only chose scales and shifts)."""
+    """optimizer="imatrix" (the default with data): costs measured and layers packed by the importance-weighted search,
+    layer by layer from the calibration data; the checkpoint is an ordinary quanto one (only scales and shifts
+    differ)."""
     settings = {"bits": (8, 4, 2), "target_bits": 4.0, "granularity": "module", "dataset": token_batches}
-    model = quantize(tiny_checkpoint, optimizer="imatrix", **settings)
+    model = quantize(tiny_checkpoint, **settings)  # the default with calibration data
+    assert model.config.quantization_config.optimizer == "imatrix"
     plan = model.config.quantization_config.plan
     assert plan.unit_costs and plan.average_bits <= 4.0
-    by_range = quantize(tiny_checkpoint, unit_costs=plan.unit_costs, **settings)
+    by_range = quantize(tiny_checkpoint, unit_costs=plan.unit_costs, optimizer="max", **settings)
     assert by_range.config.quantization_config.plan.modules == plan.modules  # same bit map, other scales
     expected = logits(model)
     assert not torch.allclose(expected, logits(by_range), atol=1e-4)

@@ -164,8 +164,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     quantize.add_argument(
         "--optimizer",
         choices=("max", "hqq", "imatrix"),
-        default="max",
-        help="quanto: int2/int4 scales by range, by HQQ, or searched against the calibration inputs (imatrix)",
+        help="quanto: int2/int4 scales by range, by HQQ, or searched against the calibration inputs (imatrix; the "
+        "default, or max when the model has no tokenizer to read the calibration text)",
     )
     quantize.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
     quantize.add_argument("--device-map", help="accelerate device map for loading, e.g. auto or cpu")
@@ -404,6 +404,7 @@ def _quantize_model(args, config):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from .config import default_optimizer
     from .demo_models import resolve_model
     from .importance import IMPORTANCE_METHODS
 
@@ -411,12 +412,15 @@ def _quantize_model(args, config):
     _check_not_quantized(path, args.model)
     method = IMPORTANCE_METHODS.get(args.importance)
     measured = config.layer_costs is not None or config.unit_costs is not None
-    needs_text = args.backend == "gptq" or (method is not None and method.needs_data and not measured)
+    calibrated = args.backend == "gptq" or args.optimizer == "imatrix"
+    needs_text = calibrated or (method is not None and method.needs_data and not measured)
     tokenizer = _load_tokenizer(path, needed_for="--dataset" if needs_text else None)
-    # with a tokenizer the calibration text also serves the held-out quality check that ends the quantization
+    # with a tokenizer the calibration text also serves the held-out quality check that ends the quantization, and
+    # the default optimizer calibrates on it
     config.tokenizer = tokenizer
     if tokenizer is None:
         config.dataset = None
+        config.optimizer = args.optimizer or default_optimizer(args.backend, None)
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
     model = AutoModelForCausalLM.from_pretrained(
         path, quantization_config=config, dtype=dtype, device_map=args.device_map

@@ -48,6 +48,13 @@ def default_num_samples(backend: str) -> int:
     return 128 if backend == "gptq" else 8
 
 
+def default_optimizer(backend: str, dataset: Any) -> str:
+    """The quanto optimizer used when `optimizer` is not given: `"imatrix"` when there is calibration data (it gave
+    the lowest held-out perplexity at every budget measured in docs/frontier.md), else `"max"`; `"max"` (no option)
+    for other backends."""
+    return "imatrix" if backend == "quanto" and dataset is not None else "max"
+
+
 def _reject_unknown_arguments(kwargs: dict[str, Any]) -> None:
     """Refuse misspelled arguments (`target_bit=2.0` would otherwise leave the default budget in place)."""
     if kwargs.get("quant_method", QUANT_METHOD) != QUANT_METHOD:
@@ -140,12 +147,12 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             measuring again; bits are then allocated by cost.
         sym (`bool`, *optional*, defaults to `True`), desc_act (`bool`, *optional*, defaults to `False`):
             GPT-Q only: symmetric zero-points, and quantizing columns in order of decreasing activation (act-order).
-        optimizer (`str`, *optional*, defaults to `"max"`):
+        optimizer (`str`, *optional*):
             optimum-quanto only: how int2/int4 scales and shifts are chosen, `"max"` (each group's range), `"hqq"`
             (quanto's HQQ optimizer: shifts refined to minimise the rounding error, without data; slower) or
             `"imatrix"` (searched to minimise the rounding error weighted by each input channel's mean squared
             calibration input, llama.cpp's importance matrix; needs `dataset`, and quantizes layer by layer from
-            it as GPT-Q does).
+            it as GPT-Q does). Defaults to `"imatrix"` when `dataset` is given, else `"max"` ([`default_optimizer`]).
         calibrated_costs (`bool`, *optional*, defaults to `True`):
             Calibrated backends only (GPT-Q, quanto with `optimizer="imatrix"`): measure the sensitivity costs with
             the backend itself, each layer calibrated on its full-precision inputs at every level (one calibration
@@ -199,7 +206,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         layer_costs: dict[int, dict[int, float]] | None = None,
         sym: bool = True,
         desc_act: bool = False,
-        optimizer: str = "max",
+        optimizer: str | None = None,
         calibrated_costs: bool = True,
         dataset_sha256: str | None = None,
         quality_windows: int = 4,
@@ -229,7 +236,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         self.layer_costs = normalize_layer_costs(layer_costs) if layer_costs is not None else None
         self.sym = sym
         self.desc_act = desc_act
-        self.optimizer = optimizer
+        self.optimizer = optimizer if optimizer is not None else default_optimizer(backend, dataset)
         self.calibrated_costs = calibrated_costs
         self.quality_windows = quality_windows
         self.unit_costs = normalize_unit_costs(unit_costs) if unit_costs is not None else None
@@ -381,6 +388,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             config_dict = config_dict["layerwise"]
         config_dict = upgrade_saved_config(config_dict)
         known = {key: value for key, value in config_dict.items() if key in _ARGUMENTS}
+        known.setdefault("optimizer", "max")  # saved without it: made before it existed, by the range (or GPT-Q)
         ignored = sorted(set(config_dict) - set(known))
         if ignored:
             logger.warning(

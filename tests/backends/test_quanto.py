@@ -187,3 +187,14 @@ def test_imatrix_without_data_is_refused_before_quantizing():
     message = r"backend='quanto' with optimizer='imatrix' quantizes each layer from calibration data: pass `dataset`"
     with pytest.raises(ValueError, match=message):
         config.check_quantizable()
+
+
+def test_the_optimizer_defaults_to_imatrix_with_data_and_to_the_range_without():
+    from optimum_layerwise import LayerwiseQuantizationConfig
+
+    assert LayerwiseQuantizationConfig(dataset="shakespeare").optimizer == "imatrix"
+    assert LayerwiseQuantizationConfig(importance="zd", target_bits=6.0).optimizer == "max"
+    assert LayerwiseQuantizationConfig(backend="gptq", dataset="shakespeare").optimizer == "max"
+    saved = LayerwiseQuantizationConfig(dataset="shakespeare").to_dict()
+    del saved["optimizer"]  # written by a version before the option: made with the range
+    assert LayerwiseQuantizationConfig.from_dict(saved).optimizer == "max"
