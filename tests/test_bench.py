@@ -225,6 +225,8 @@ def test_frontier_grid_compares_orders_per_layer_only():
         "ours/quanto/layer-lim",
     ]
     assert {point["bits"] for point in points} == {(8, 4)}
+    imatrix = frontier.grid(["quanto"], ["max", "imatrix"], ["module"], [4.5], ["sensitivity"], (8, 4), ())
+    assert [frontier.system_name(point) for point in imatrix] == ["ours/quanto/module", "ours/quanto-imatrix/module"]
     gptq = frontier.grid(["gptq"], ["hqq"], ["module"], [4.5])
     assert [(p["optimizer"], p.get("bits"), p.get("uniform")) for p in gptq] == [
         ("max", (8, 4, 3, 2), None),
