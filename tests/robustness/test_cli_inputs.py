@@ -188,6 +188,12 @@ def test_inspect_explains_a_broken_checkpoint(tiny_checkpoint, tmp_path, capsys,
     one_line_error(code, err, expected)
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """In the child: SIGINT handled by default, as in a terminal (a test run started in the background with `&` by a
+    script passes SIGINT on as ignored, and Python then never raises KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_ctrl_c_prints_one_line_and_exits_130(tiny_checkpoint, tmp_path):
     text = tmp_path / "calibration.txt"
@@ -196,7 +202,7 @@ def test_ctrl_c_prints_one_line_and_exits_130(tiny_checkpoint, tmp_path):
         sys.executable, "-m", "optimum_layerwise", "quantize", tiny_checkpoint, "--output", str(tmp_path / "o"),
         "--importance", "lim", "--dataset", str(text), "--seq-len", "32", "--num-samples", "20000",
     ]  # fmt: skip
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_as_in_a_terminal)
     seen, deadline = "", time.monotonic() + 120
     while "Scoring layers (LIM)" not in seen and time.monotonic() < deadline:  # in the middle of the long step
         ready, _, _ = select.select([process.stderr], [], [], 1)
