@@ -1,16 +1,19 @@
-"""Where the gain of `optimizer="imatrix"` comes from: SmolLM2-135M with every decoder Linear at a uniform 4 bits
-(group size 128, i.e. 96 in its 576-wide modules), scales and shifts chosen by the range (`max`), by HQQ, by the
-imatrix search with uniform weights (what it does without calibration data), and by the search weighted by each input
-channel's mean squared input on 8 windows of 512 Shakespeare tokens. Held-out perplexity on 16 x 512 KJV tokens, the
-windows of bench/frontier.py.
+"""Where the gain of `optimizer="imatrix"` comes from: a demo model (default SmolLM2-135M) with every decoder Linear
+at a uniform 4 bits (group size 128, or quanto's fallback, e.g. 96 in SmolLM2's 576-wide modules), scales and shifts
+chosen by the range (`max`), by HQQ, by the imatrix search with uniform weights (what it does without calibration
+data), and by the search weighted by each input channel's mean squared input on 8 windows of 512 Shakespeare tokens
+(as `optimizer="imatrix"` does), by its square root, and by it plus 1% of its mean (damped: no channel's error is
+ignored). Held-out perplexity on 16 x 512 KJV tokens, the windows of bench/frontier.py.
 
-    python docs/results/measure_rounding_weights.py    # about 10 min on one core of the 2-core VM
+    python docs/results/measure_rounding_weights.py                               # SmolLM2: about 15 min on one core
+    python docs/results/measure_rounding_weights.py --model qwen2.5-coder-0.5b
 
-Writes docs/results/rounding-weights-smollm2.json.
+Writes docs/results/rounding-weights-<model>.json.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -25,9 +28,6 @@ from optimum_layerwise.layers import quantizable_linears
 from optimum_layerwise.modules import QuantoLinear
 from optimum_layerwise.plan import effective_group_size
 from optimum_layerwise.quality import score_windows
-
-
-OUTPUT = Path(__file__).with_name("rounding-weights-smollm2.json")
 
 
 def mean_squared_inputs(model, linears: dict, batches) -> dict[str, torch.Tensor]:
@@ -54,8 +54,11 @@ def mean_squared_inputs(model, linears: dict, batches) -> dict[str, torch.Tensor
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m", help="a demo model name (default: smollm2-135m)")
+    args = parser.parse_args()
     torch.set_num_threads(1)
-    folder = resolve_model("smollm2-135m")
+    folder = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     windows = evaluation_windows("kjv", tokenizer, seq_len=512, num_windows=16)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
@@ -70,6 +73,11 @@ def main() -> None:
         "hqq": ("hqq", lambda name: None),
         "search, uniform weights": ("imatrix", lambda name: None),
         "search, weighted by the inputs": ("imatrix", lambda name: importance[name]),
+        "search, weighted by their root": ("imatrix", lambda name: importance[name].sqrt()),
+        "search, weighted by them + 1% of their mean": (
+            "imatrix",
+            lambda name: importance[name] + 0.01 * importance[name].mean(),
+        ),
     }
     for label, (optimizer, weights) in variants.items():
         start = time.perf_counter()
@@ -84,8 +92,9 @@ def main() -> None:
         with torch.no_grad():
             for name, linear in linears.items():
                 linear.weight.copy_(originals[name])
-    OUTPUT.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"wrote {OUTPUT}")
+    output = Path(__file__).with_name(f"rounding-weights-{args.model.split('-')[0]}.json")
+    output.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {output}")
 
 
 if __name__ == "__main__":
