@@ -404,7 +404,6 @@ def _quantize_model(args, config):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from .config import default_optimizer
     from .demo_models import resolve_model
     from .importance import IMPORTANCE_METHODS
 
@@ -420,7 +419,7 @@ def _quantize_model(args, config):
     config.tokenizer = tokenizer
     if tokenizer is None:
         config.dataset = None
-        config.optimizer = args.optimizer or default_optimizer(args.backend, None)
+        config.optimizer = args.optimizer or "max"  # no text to calibrate on
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
     model = AutoModelForCausalLM.from_pretrained(
         path, quantization_config=config, dtype=dtype, device_map=args.device_map

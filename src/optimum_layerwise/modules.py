@@ -26,7 +26,7 @@ import math
 import torch
 from torch import nn
 
-from .weighted_rounding import weighted_affine
+from .weighted_rounding import as_stored, weighted_affine
 
 
 QUANTO_BITS = (2, 4, 8)
@@ -78,10 +78,10 @@ def _qtype(bits: int):
 def _stored(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """`values` rounded to `dtype`, as they will be stored, and back to their own dtype, so that the codes are computed
     with the stored numbers."""
-    rounded = values.to(dtype)
+    rounded = as_stored(values, dtype)
     if not torch.isfinite(rounded).all():
         raise ValueError(f"The quantization scales of this weight overflow {dtype}: its values are too large.")
-    return rounded.to(values.dtype)
+    return rounded
 
 
 def _weighted_scale_and_shift(

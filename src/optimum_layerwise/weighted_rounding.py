@@ -30,8 +30,8 @@ def _rounded(
     return codes, codes * scale - shift
 
 
-def _stored(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """`values` rounded to the dtype they are stored in, and back."""
+def as_stored(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`values` rounded to the dtype they are stored in, and back to their own dtype."""
     return values.to(dtype).to(values.dtype)
 
 
@@ -68,8 +68,8 @@ def weighted_affine(
     best_scale = best_shift = best_error = None
     for step in range(SEARCH_STEPS + 1):
         fraction = 1.0 - (1.0 - SMALLEST_RANGE) * step / SEARCH_STEPS
-        scale = _stored((high - low) * fraction / top, stored_dtype).clamp_min(smallest)
-        shift = _stored(-low * fraction, stored_dtype)
+        scale = as_stored((high - low) * fraction / top, stored_dtype).clamp_min(smallest)
+        shift = as_stored(-low * fraction, stored_dtype)
         candidate = error(scale, shift)
         if best_error is None:
             best_scale, best_shift, best_error = scale, shift, candidate
@@ -85,8 +85,8 @@ def weighted_affine(
         variance = (weights * (codes - mean_code) ** 2).sum(dim=1, keepdim=True)
         covariance = (weights * (codes - mean_code) * (grouped - mean_weight)).sum(dim=1, keepdim=True)
         slope = torch.where(variance > 0, covariance / variance.clamp_min(1e-30), best_scale)
-        scale = _stored(slope, stored_dtype).clamp_min(smallest)
-        shift = _stored(scale * mean_code - mean_weight, stored_dtype)
+        scale = as_stored(slope, stored_dtype).clamp_min(smallest)
+        shift = as_stored(scale * mean_code - mean_weight, stored_dtype)
         candidate = error(scale, shift)
         better = candidate < best_error
         best_scale, best_shift = torch.where(better, scale, best_scale), torch.where(better, shift, best_shift)
