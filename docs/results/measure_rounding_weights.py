@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from optimum_layerwise.atomic import atomic_write_text
 from optimum_layerwise.calibration import calibration_batches
 from optimum_layerwise.demo_models import resolve_model
 from optimum_layerwise.evaluation.perplexity import evaluation_windows
@@ -93,7 +94,7 @@ def main() -> None:
             for name, linear in linears.items():
                 linear.weight.copy_(originals[name])
     output = Path(__file__).with_name(f"rounding-weights-{args.model.split('-')[0]}.json")
-    output.write_text(json.dumps(results, indent=1) + "\n")
+    atomic_write_text(output, json.dumps(results, indent=1) + "\n")
     print(f"wrote {output}")
 
 
