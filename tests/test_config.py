@@ -125,8 +125,19 @@ def test_gptq_is_named_with_its_own_bits():
 def test_gptq_needs_calibration_data_and_its_options_belong_to_it():
     with pytest.raises(ValueError, match="backend='gptq' quantizes each layer from calibration data"):
         LayerwiseQuantizationConfig(backend="gptq", importance="zd").check_quantizable()
-    with pytest.raises(ValueError, match="`sym` and `desc_act` are GPT-Q options"):
+    with pytest.raises(ValueError, match="`desc_act` is a GPT-Q option"):
         LayerwiseQuantizationConfig(importance="zd", desc_act=True)
+    with pytest.raises(ValueError, match="optimizer='hqq' .* no symmetric form"):
+        LayerwiseQuantizationConfig(importance="zd", optimizer="hqq", sym=True)
+
+
+def test_sym_defaults_to_each_backends_own_grid():
+    assert LayerwiseQuantizationConfig(importance="zd").sym is False
+    assert LayerwiseQuantizationConfig(backend="gptq", importance="zd").sym is True
+    saved = LayerwiseQuantizationConfig(importance="zd", sym=True).to_dict()
+    assert saved["sym"] is True and LayerwiseQuantizationConfig.from_dict(saved).sym is True
+    del saved["sym"]  # saved before quanto took `sym`: its grids were affine
+    assert LayerwiseQuantizationConfig.from_dict(saved).sym is False
     with pytest.raises(ValueError, match="`sym` must be True or False"):
         LayerwiseQuantizationConfig(backend="gptq", importance="zd", dataset="kjv", sym="yes")
 

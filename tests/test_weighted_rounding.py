@@ -63,3 +63,20 @@ def test_constant_groups_and_unused_channels_stay_finite():
     restored = rounded(grouped, scale, shift, 4)
     assert bool(torch.isfinite(restored).all())
     assert torch.allclose(restored[:4], grouped[:4], atol=1e-3)
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_symmetric_grids_have_integer_zero_points_and_beat_plain_absmax(bits):
+    torch.manual_seed(0)
+    grouped = heavy_tailed(256, 64)
+    importance = torch.rand(1, 64).expand_as(grouped) ** 4
+    half = 2 ** (bits - 1)
+    plain_scale, plain_shift = weighted_affine(grouped, importance, bits, torch.float16, sym=True, search=False)
+    assert torch.equal(plain_scale, (grouped.abs().amax(1, keepdim=True) / ((2**bits - 1) / 2)).half().float())
+    scale, shift = weighted_affine(grouped, importance, bits, torch.float16, sym=True)
+    for s, z in ((plain_scale, plain_shift), (scale, shift)):
+        assert torch.equal(z, s * half)  # dequantized = (codes - half) · scale: signed codes, no zero-point
+        assert torch.equal(z.half().float(), z)
+    ours = weighted_error(grouped, importance, scale, shift, bits)
+    plain = weighted_error(grouped, importance, plain_scale, plain_shift, bits)
+    assert bool((ours <= plain * (1 + 1e-6)).all()) and ours.sum() < 0.8 * plain.sum()

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .atomic import atomic_file, atomic_write_text
+from .export import EXPORT_FORMATS
 from .units import format_bits, format_bytes
 
 
@@ -22,6 +23,20 @@ class CommandError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    """Parser of the subcommands. One built with `pass_through=True` parses nothing: it keeps every argument as given
+    in `arguments`, for another program's own parser (`lm-eval`)."""
+
+    def __init__(self, *args, pass_through: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pass_through = pass_through
+
+    def parse_known_args(self, args=None, namespace=None):
+        if not self.pass_through:
+            return super().parse_known_args(args, namespace)
+        namespace = namespace if namespace is not None else argparse.Namespace()
+        namespace.arguments = list(sys.argv[1:] if args is None else args)
+        return namespace, []
+
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
@@ -154,7 +169,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     quantize.add_argument("--backend", default="quanto", help="quanto or gptq (default: quanto)")
     quantize.add_argument("--group-size", type=_group_size, default=128, help="group size or 'none' (default: 128)")
     quantize.add_argument("--desc-act", action="store_true", help="GPT-Q: quantize columns by decreasing activation")
-    quantize.add_argument("--asym", action="store_true", help="GPT-Q: asymmetric zero-points (default: symmetric)")
+    grid = quantize.add_mutually_exclusive_group()
+    grid.add_argument(
+        "--sym",
+        dest="sym",
+        action="store_const",
+        const=True,
+        help="symmetric int2/int4 grids (GPT-Q's default; for quanto needed by --format compressed-tensors)",
+    )
+    grid.add_argument(
+        "--asym", dest="sym", action="store_const", const=False, help="affine int2/int4 grids (quanto's default)"
+    )
+    quantize.add_argument(
+        "--format",
+        choices=("layerwise", *EXPORT_FORMATS),
+        default="layerwise",
+        help="checkpoint format: layerwise (default; reloads after `import optimum_layerwise`) or compressed-tensors "
+        "(stock transformers, lm-eval and vLLM open it; implies --sym)",
+    )
     quantize.add_argument(
         "--granularity",
         choices=("layer", "block", "module"),
@@ -216,6 +248,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sweep.add_argument("--tasks", default="", help="comma-separated lm-eval tasks to run at every point")
     sweep.add_argument("--limit", type=_positive_int("--limit"), default=100, help="examples per task (default: 100)")
     sweep.add_argument("--pruning", default="lim,depth", help="orderings for the pruning comparison ('' = none)")
+
+    commands.add_parser(
+        "lm-eval",
+        pass_through=True,
+        add_help=False,
+        help="lm-eval's own command line (every flag of `lm_eval`), able to open layer-wise checkpoints",
+    )
+    tasks = commands.add_parser(
+        "tasks", help="write the offline lm-eval task files, for `--include_path` of `lm_eval` or `lm-eval`"
+    )
+    tasks.add_argument("--output", required=True, help="folder to write the YAML files to")
+    tasks.add_argument("--tasks", help="comma-separated tasks (default: the paper's five)")
+
+    export = commands.add_parser(
+        "export", help="write a layer-wise checkpoint in a format stock tools open (compressed-tensors)"
+    )
+    export.add_argument("checkpoint", help="folder or Hub repo id of a layer-wise checkpoint")
+    export.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="the format to write")
+    export.add_argument("--output", required=True, help="folder to write the exported checkpoint to")
+    export.add_argument(
+        "--force", action="store_true", help="replace a non-empty output folder (its content is deleted)"
+    )
 
     inspect = commands.add_parser(
         "inspect", help="bit map, scores and sizes of a saved checkpoint (no weights loaded)"
@@ -378,7 +432,7 @@ def _quantize(args) -> None:
         group_size=args.group_size,
         seed=args.seed,
         **costs,
-        sym=not args.asym,
+        sym=True if args.format == "compressed-tensors" and args.sym is None else args.sym,
         desc_act=args.desc_act,
         optimizer=args.optimizer,
         granularity=args.granularity,
@@ -387,11 +441,14 @@ def _quantize(args) -> None:
     _print_result(model, model.config.quantization_config.plan)
     from .atomic import atomic_folder
 
-    with atomic_folder(output, keep_other_files=False) as staging:
-        model.save_pretrained(staging)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(staging)
-    print(f"saved to {args.output}")
+    if args.format != "layerwise":
+        _save_exported(model, tokenizer, output, args.format)
+    else:
+        with atomic_folder(output, keep_other_files=False) as staging:
+            model.save_pretrained(staging)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(staging)
+    print(f"saved to {args.output}" + (f" ({args.format})" if args.format != "layerwise" else ""))
     if args.push_to_hub:
         model.push_to_hub(args.push_to_hub)
         if tokenizer is not None:
@@ -618,9 +675,64 @@ def _sweep(args) -> None:
     print("written: " + ", ".join(str(path) for path in files.values()))
 
 
+def _save_exported(model, tokenizer, output: Path, format: str) -> None:
+    """Write `model` (and `tokenizer`) to `output` in the export `format`, atomically."""
+    from .export import export_model
+
+    with tempfile.TemporaryDirectory() as folder:
+        companions = []
+        if tokenizer is not None:
+            companions = [Path(path) for path in tokenizer.save_pretrained(folder) if Path(path).is_file()]
+        export_model(model, output, format, companions)
+
+
+def _lm_eval(args: argparse.Namespace) -> None:
+    """lm-eval's own command line with `args.arguments`, after `import optimum_layerwise` registered the layer-wise
+    format (stock `lm_eval` fails on `quant_method: layerwise` before anything of ours could be imported)."""
+    try:
+        from lm_eval.__main__ import cli_evaluate
+    except ImportError:
+        from .evaluation.tasks import INSTALL_COMMAND
+
+        raise CommandError(f"needs lm-eval: {INSTALL_COMMAND}") from None
+    import optimum_layerwise  # noqa: F401  (registers quant_method "layerwise" with transformers)
+
+    saved = sys.argv
+    sys.argv = ["lm_eval", *args.arguments]
+    try:
+        cli_evaluate()
+    except SystemExit as exit:
+        if exit.code not in (None, 0):
+            raise CommandError(f"lm_eval exited with {exit.code}") from None
+    finally:
+        sys.argv = saved
+
+
+def _tasks(args: argparse.Namespace) -> None:
+    from .atomic import atomic_folder
+    from .evaluation.tasks import PAPER_TASKS, write_task_configs
+
+    output = check_output(args.output, overwrite=False, force=False)
+    names = [name.strip() for name in args.tasks.split(",") if name.strip()] if args.tasks else PAPER_TASKS
+    with atomic_folder(output, keep_other_files=False) as staging:
+        written = write_task_configs(names, staging)
+    print(f"wrote {len(written)} task files to {args.output}; pass `--include_path {args.output}` to lm_eval")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from .export import export_checkpoint
+
+    output = check_output(args.output, overwrite=False, force=args.force, model=args.checkpoint)
+    export_checkpoint(args.checkpoint, output, args.format)
+    print(f"saved to {args.output} ({args.format}); it loads without `import optimum_layerwise`")
+
+
 COMMANDS = {
     "score": _score,
     "quantize": _quantize,
+    "export": _export,
+    "lm-eval": _lm_eval,
+    "tasks": _tasks,
     "inspect": _inspect,
     "eval": _evaluate,
     "sweep": _sweep,

@@ -145,8 +145,12 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             Measured cost of each decoder layer at each level. Pass the `plan.layer_costs` of a model quantized with
             `importance="sensitivity"` (or `"sensitivity_kl"`) to plan the same model for another budget without
             measuring again; bits are then allocated by cost.
-        sym (`bool`, *optional*, defaults to `True`), desc_act (`bool`, *optional*, defaults to `False`):
-            GPT-Q only: symmetric zero-points, and quantizing columns in order of decreasing activation (act-order).
+        sym (`bool`, *optional*):
+            Symmetric int2/int4 grids (no zero-points). Defaults to `True` for GPT-Q and `False` for optimum-quanto,
+            whose affine grids are more accurate; `sym=True` makes a quanto checkpoint exportable to compressed-tensors
+            without loss (see `optimum_layerwise.export`). Not with `optimizer="hqq"`.
+        desc_act (`bool`, *optional*, defaults to `False`):
+            GPT-Q only: quantizing columns in order of decreasing activation (act-order).
         optimizer (`str`, *optional*):
             optimum-quanto only: how int2/int4 scales and shifts are chosen, `"max"` (each group's range), `"hqq"`
             (quanto's HQQ optimizer: shifts refined to minimise the rounding error, without data; slower) or
@@ -204,7 +208,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         modules_to_not_convert: list[str] | None = None,
         seed: int = 0,
         layer_costs: dict[int, dict[int, float]] | None = None,
-        sym: bool = True,
+        sym: bool | None = None,
         desc_act: bool = False,
         optimizer: str | None = None,
         calibrated_costs: bool = True,
@@ -234,7 +238,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         self.modules_to_not_convert = modules_to_not_convert
         self.seed = seed
         self.layer_costs = normalize_layer_costs(layer_costs) if layer_costs is not None else None
-        self.sym = sym
+        self.sym = sym if sym is not None else backend == "gptq"
         self.desc_act = desc_act
         self.optimizer = optimizer if optimizer is not None else default_optimizer(backend, dataset)
         self.calibrated_costs = calibrated_costs
@@ -333,14 +337,14 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         for name in ("sym", "desc_act", "calibrated_costs"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
-        if self.backend != "gptq" and (self.desc_act or not self.sym):
-            raise ValueError(
-                f"`sym` and `desc_act` are GPT-Q options (backend='gptq'); backend={self.backend!r} takes neither."
-            )
+        if self.backend != "gptq" and self.desc_act:
+            raise ValueError(f"`desc_act` is a GPT-Q option; backend={self.backend!r} does not take it.")
         if self.optimizer not in QUANTO_OPTIMIZERS:
             raise ValueError(f"`optimizer` must be one of {QUANTO_OPTIMIZERS}, got {self.optimizer!r:.40}.")
         if self.backend != "quanto" and self.optimizer != "max":
             raise ValueError(f"`optimizer` is an optimum-quanto option; backend={self.backend!r} does not take it.")
+        if self.sym and self.optimizer == "hqq":
+            raise ValueError("optimizer='hqq' refines an affine shift and has no symmetric form: pass sym=False.")
 
     def check_quantizable(self) -> None:
         """Raise a `ValueError` if this config cannot quantize a model (as opposed to loading a saved one)."""
@@ -359,7 +363,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
     def quantization_backend(self) -> QuantizationBackend:
         """The backend that packs the layers, with this config's options."""
         options = {"sym": self.sym, "desc_act": self.desc_act} if self.backend == "gptq" else {}
-        options = {"optimizer": self.optimizer} if self.backend == "quanto" else options
+        options = {"optimizer": self.optimizer, "sym": self.sym} if self.backend == "quanto" else options
         return get_backend(self.backend, **options)
 
     def requested_budget(self) -> dict[str, Any]:
@@ -449,7 +453,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
                 if self.backend == "gptq"
                 else {}
             ),
-            **({"optimizer": self.optimizer} if self.backend == "quanto" else {}),
+            **({"optimizer": self.optimizer, "sym": self.sym} if self.backend == "quanto" else {}),
             "quality_windows": self.quality_windows,
             "unit_costs": (
                 {name: {str(b): c for b, c in costs.items()} for name, costs in self.unit_costs.items()}

@@ -83,12 +83,15 @@ class _SaveWithCard(_ModelMethodHook):
     Everything is written into a staging folder next to `save_directory`, then swapped into place (see
     [`~optimum_layerwise.atomic.atomic_folder`]); files of an existing `save_directory` that the save does not
     rewrite (other than stale weights) are kept, as with a plain `save_pretrained`.
+    `format="compressed-tensors"` writes an export instead (see `optimum_layerwise.export`), which replaces the folder.
     """
 
     method = "save_pretrained"
 
-    def __call__(self, save_directory, *args, **kwargs):
+    def __call__(self, save_directory, *args, format: str = "layerwise", **kwargs):
         model, original = self.model, self._original()
+        if format != "layerwise":
+            return _save_exported(model, save_directory, format, args, kwargs)
         arguments = inspect.signature(original).bind(model, save_directory, *args, **kwargs).arguments
         if not arguments.get("is_main_process", True):
             return original(model, save_directory, *args, **kwargs)
@@ -107,6 +110,20 @@ class _SaveWithCard(_ModelMethodHook):
                 write_model_card(model, staging)
             write_checksums(staging)
         return result
+
+
+def _save_exported(model: nn.Module, save_directory, format: str, args: tuple, kwargs: dict) -> None:
+    """`save_pretrained(save_directory, format=...)` with an export format (see `optimum_layerwise.export`)."""
+    from .export import EXPORT_FORMATS, export_model
+
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"`format` must be 'layerwise' or one of {EXPORT_FORMATS}, got {format!r:.40}.")
+    if args or kwargs:
+        raise ValueError(
+            f"save_pretrained(format={format!r}) takes only the folder; got {sorted(kwargs) or 'more arguments'}. "
+            "Upload the exported folder with `huggingface_hub.upload_folder`."
+        )
+    export_model(model, save_directory, format)
 
 
 class _UploadWithCard(_ModelMethodHook):

@@ -90,6 +90,8 @@ def _weighted_scale_and_shift(
     group_size: int | None,
     stored: torch.dtype,
     input_importance: torch.Tensor | None,
+    sym: bool = False,
+    search: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """[`weighted_affine`] on `weight` grouped as optimum-quanto groups it along axis 0 (consecutive input channels of
     one output row), each element weighted by its input channel's importance (uniform when `None`)."""
@@ -98,7 +100,7 @@ def _weighted_scale_and_shift(
     if per_channel.shape != (weight.shape[1],):
         raise ValueError(f"input_importance must have shape ({weight.shape[1]},), got {tuple(per_channel.shape)}.")
     importance = per_channel.to(weight.device, torch.float32).expand(weight.shape).reshape(-1, width)
-    scale, shift = weighted_affine(weight.float().reshape(-1, width), importance, bits, stored)
+    scale, shift = weighted_affine(weight.float().reshape(-1, width), importance, bits, stored, sym, search)
     return scale.to(weight.dtype), shift.to(weight.dtype)
 
 
@@ -157,6 +159,7 @@ class QuantoLinear(nn.Module):
         group_size: int | None,
         optimizer: str = "max",
         input_importance: torch.Tensor | None = None,
+        sym: bool = False,
     ) -> QuantoLinear:
         """Quantize `linear` with optimum-quanto: AbsmaxOptimizer for 8 bits; for 2/4 bits the MaxOptimizer (scale
         and shift from each group's range), the HqqOptimizer (shift refined to minimise the error, data-free) or the
@@ -174,6 +177,9 @@ class QuantoLinear(nn.Module):
             input_importance (`torch.Tensor`, *optional*):
                 `"imatrix"` only: weight of each input channel's rounding error, `(in_features,)`, e.g. the mean
                 squared calibration input of the channel; uniform when not given.
+            sym (`bool`, *optional*, defaults to `False`):
+                2/4 bits: a symmetric grid, `shift = 2**(bits - 1) · scale` (integer zero-point), which
+                compressed-tensors and GPT-Q kernels read without loss; with `"max"` (absolute maximum) or `"imatrix"`.
 
         Returns:
             [`QuantoLinear`] on the same device and dtype as `linear`.
@@ -197,8 +203,13 @@ class QuantoLinear(nn.Module):
             qweight = quantize_weight(weight, qtype=qtype, axis=0, scale=scale, optimized=False)
             packed = {"weight": qweight._data.flatten(), "weight_scale": scale}
         else:
-            if optimizer == "imatrix":
-                scale, shift = _weighted_scale_and_shift(weight, bits, module.group_size, stored, input_importance)
+            if sym and optimizer == "hqq":
+                raise ValueError("optimizer='hqq' refines an affine shift: it has no symmetric form (use sym=False).")
+            if optimizer == "imatrix" or sym:
+                importance = input_importance if optimizer == "imatrix" else None
+                scale, shift = _weighted_scale_and_shift(
+                    weight, bits, module.group_size, stored, importance, sym=sym, search=optimizer == "imatrix"
+                )
             else:
                 affine = HqqOptimizer() if optimizer == "hqq" else MaxOptimizer()
                 scale, shift = affine(weight, qtype=qtype, axis=0, group_size=module.group_size)

@@ -13,7 +13,8 @@ from .footprint import tensor_nbytes
 from .layers import decoder_layers, linear_modules, set_submodule
 
 
-def _dequantized(module: nn.Module, backend: QuantizationBackend, dtype: torch.dtype) -> nn.Linear:
+def dequantized_linear(module: nn.Module, backend: QuantizationBackend, dtype: torch.dtype) -> nn.Linear:
+    """A float `nn.Linear` holding the weight of the packed `module` dequantized by `backend`, in `dtype`."""
     linear = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None, device="meta")
     linear.weight = nn.Parameter(backend.dequantized_weight(module).to(dtype), requires_grad=False)
     if module.bias is not None:
@@ -76,7 +77,7 @@ class LayerVersions:
         for (index, bits), packed in versions.items():
             if self.simulate:
                 dtypes = {name: linear.weight.dtype for name, linear in self.originals[index].items()}
-                packed = {name: _dequantized(m, self.backend, dtypes[name]) for name, m in packed.items()}
+                packed = {name: dequantized_linear(m, self.backend, dtypes[name]) for name, m in packed.items()}
             self.cache[index, bits] = dict(packed)
 
     def nbytes(self, layer_bits: Mapping[int, int] | None, layers: Sequence[int] | None = None) -> int:

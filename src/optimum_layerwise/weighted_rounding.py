@@ -1,4 +1,4 @@
-"""Importance-weighted choice of the scale and shift of asymmetric group-wise round-to-nearest (`optimizer="imatrix"`).
+"""Importance-weighted choice of the scale and shift of group-wise round-to-nearest (`optimizer="imatrix"`).
 
 Round-to-nearest between each group's minimum and maximum spends its few levels on the extremes and weighs every
 weight's error alike. What matters is the error of the layer's *output*: for one output `y = Σ_j w_j x_j`, the mean
@@ -36,9 +36,18 @@ def as_stored(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def weighted_affine(
-    grouped: torch.Tensor, importance: torch.Tensor, bits: int, stored_dtype: torch.dtype
+    grouped: torch.Tensor,
+    importance: torch.Tensor,
+    bits: int,
+    stored_dtype: torch.dtype,
+    sym: bool = False,
+    search: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale and shift of each group (row of `grouped`) minimising the importance-weighted squared rounding error.
+
+    With `sym=True` the grid is symmetric: `shift = h · scale` with `h = 2**(bits - 1)` (a power-of-two multiple, so
+    exact in `stored_dtype`), i.e. `dequantized = (codes − h) · scale` with signed codes in `[−h, h − 1]`: the integer
+    grid of GPT-Q and compressed-tensors without zero-points. Only the scale is searched.
 
     Args:
         grouped (`torch.Tensor`):
@@ -51,25 +60,36 @@ def weighted_affine(
         stored_dtype (`torch.dtype`):
             Dtype the scales and shifts are stored in: candidates are rounded to it before they are scored, so the
             error minimised is the error of the saved checkpoint.
+        sym (`bool`, *optional*, defaults to `False`):
+            Symmetric grid (see above) instead of an affine one.
+        search (`bool`, *optional*, defaults to `True`):
+            `False` keeps each group's full range (or absolute maximum): plain round-to-nearest.
 
     Returns:
         `tuple[torch.Tensor, torch.Tensor]`: `(scale, shift)`, each `(groups, 1)` in the dtype of `grouped` and
         exactly representable in `stored_dtype`.
     """
-    top = 2**bits - 1
+    top, half = 2**bits - 1, 2 ** (bits - 1)
     smallest = torch.finfo(stored_dtype).tiny
     weights = importance.to(grouped.dtype)
     weights = weights + 1e-6 * weights.mean(dim=1, keepdim=True).clamp_min(1e-30)  # all-zero rows: unweighted
-    low, high = grouped.amin(dim=1, keepdim=True), grouped.amax(dim=1, keepdim=True)
+    if sym:  # the range [-absmax, absmax] over the grid's 2**bits - 1 steps, as compressed-tensors' observer does
+        high = grouped.abs().amax(dim=1, keepdim=True)
+        low = -high
+    else:
+        low, high = grouped.amin(dim=1, keepdim=True), grouped.amax(dim=1, keepdim=True)
 
     def error(scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         return (weights * (grouped - _rounded(grouped, scale, shift, top)[1]) ** 2).sum(dim=1, keepdim=True)
 
+    def candidate_grid(scale: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scale = as_stored(scale, stored_dtype).clamp_min(smallest)
+        return scale, (scale * half if sym else as_stored(shift, stored_dtype))
+
     best_scale = best_shift = best_error = None
-    for step in range(SEARCH_STEPS + 1):
+    for step in range(SEARCH_STEPS + 1 if search else 1):
         fraction = 1.0 - (1.0 - SMALLEST_RANGE) * step / SEARCH_STEPS
-        scale = as_stored((high - low) * fraction / top, stored_dtype).clamp_min(smallest)
-        shift = as_stored(-low * fraction, stored_dtype)
+        scale, shift = candidate_grid((high - low) * fraction / top, -low * fraction)
         candidate = error(scale, shift)
         if best_error is None:
             best_scale, best_shift, best_error = scale, shift, candidate
@@ -77,16 +97,23 @@ def weighted_affine(
         better = candidate < best_error
         best_scale, best_shift = torch.where(better, scale, best_scale), torch.where(better, shift, best_shift)
         best_error = torch.where(better, candidate, best_error)
-    for _ in range(REFITS):
+    for _ in range(REFITS if search else 0):
         codes, _ = _rounded(grouped, best_scale, best_shift, top)
-        total = weights.sum(dim=1, keepdim=True)
-        mean_code = (weights * codes).sum(dim=1, keepdim=True) / total
-        mean_weight = (weights * grouped).sum(dim=1, keepdim=True) / total
-        variance = (weights * (codes - mean_code) ** 2).sum(dim=1, keepdim=True)
-        covariance = (weights * (codes - mean_code) * (grouped - mean_weight)).sum(dim=1, keepdim=True)
-        slope = torch.where(variance > 0, covariance / variance.clamp_min(1e-30), best_scale)
-        scale = as_stored(slope, stored_dtype).clamp_min(smallest)
-        shift = as_stored(scale * mean_code - mean_weight, stored_dtype)
+        if sym:  # least squares of `grouped ≈ (codes - half) · scale` through the origin
+            signed = codes - half
+            variance = (weights * signed**2).sum(dim=1, keepdim=True)
+            covariance = (weights * signed * grouped).sum(dim=1, keepdim=True)
+            slope = torch.where(variance > 0, covariance / variance.clamp_min(1e-30), best_scale)
+            scale, shift = candidate_grid(slope, slope)
+        else:
+            total = weights.sum(dim=1, keepdim=True)
+            mean_code = (weights * codes).sum(dim=1, keepdim=True) / total
+            mean_weight = (weights * grouped).sum(dim=1, keepdim=True) / total
+            variance = (weights * (codes - mean_code) ** 2).sum(dim=1, keepdim=True)
+            covariance = (weights * (codes - mean_code) * (grouped - mean_weight)).sum(dim=1, keepdim=True)
+            slope = torch.where(variance > 0, covariance / variance.clamp_min(1e-30), best_scale)
+            scale = as_stored(slope, stored_dtype).clamp_min(smallest)
+            shift = as_stored(scale * mean_code - mean_weight, stored_dtype)
         candidate = error(scale, shift)
         better = candidate < best_error
         best_scale, best_shift = torch.where(better, scale, best_scale), torch.where(better, shift, best_shift)

@@ -60,10 +60,12 @@ class ImportanceCalibrator:
             The full-precision Linear (left untouched).
         bits (`int`), group_size (`int`, *optional*):
             Level and effective group size.
+        sym (`bool`, *optional*, defaults to `False`):
+            Symmetric int2/int4 grid (see [`QuantoBackend`]).
     """
 
-    def __init__(self, linear: nn.Linear, bits: int, group_size: int | None):
-        self.linear, self.bits, self.group_size = linear, bits, group_size
+    def __init__(self, linear: nn.Linear, bits: int, group_size: int | None, sym: bool = False):
+        self.linear, self.bits, self.group_size, self.sym = linear, bits, group_size, sym
         self.sum_of_squares = torch.zeros(linear.in_features, dtype=torch.float64, device=linear.weight.device)
         self.num_inputs = 0
 
@@ -76,7 +78,7 @@ class ImportanceCalibrator:
     def finish(self) -> nn.Module:
         """The packed module (uniform importance when no input was added)."""
         importance = self.sum_of_squares / self.num_inputs if self.num_inputs else None
-        return QuantoLinear.from_linear(self.linear, self.bits, self.group_size, "imatrix", importance)
+        return QuantoLinear.from_linear(self.linear, self.bits, self.group_size, "imatrix", importance, self.sym)
 
 
 class QuantoBackend(QuantizationBackend):
@@ -89,14 +91,18 @@ class QuantoBackend(QuantizationBackend):
             shift refined to minimise the rounding error, still without data) or `"imatrix"` (searched to minimise
             the rounding error weighted by each input channel's mean squared calibration input; the backend then
             quantizes layer by layer from calibration data, as GPT-Q does).
+        sym (`bool`, *optional*, defaults to `False`):
+            int2/int4 on a symmetric grid (integer zero-point `2**(bits - 1)`, only the scale chosen) rather than an
+            affine one: slightly less accurate, but exported to compressed-tensors without loss
+            (`optimum_layerwise.export`).
     """
 
     name = "quanto"
     supported_bits = QUANTO_BITS
     requirement = "optimum-quanto"
 
-    def __init__(self, optimizer: str = "max"):
-        self.optimizer = optimizer
+    def __init__(self, optimizer: str = "max", sym: bool = False):
+        self.optimizer, self.sym = optimizer, sym
         self.requires_calibration = optimizer == "imatrix"
 
     def is_available(self) -> bool:
@@ -115,8 +121,8 @@ class QuantoBackend(QuantizationBackend):
         return super().linear_nbytes(out_features, in_features, bits, group_size, scale_dtype(float_dtype))
 
     def level_settings(self, bits: int, group_size: int | None) -> dict:
-        """int8 is symmetric per output channel; int2/int4 asymmetric (scale and shift) per group."""
-        return {"sym": True, "group_size": None} if bits == 8 else {"sym": False, "group_size": group_size}
+        """int8 is symmetric per output channel; int2/int4 per group, asymmetric (scale and shift) unless `sym`."""
+        return {"sym": True, "group_size": None} if bits == 8 else {"sym": self.sym, "group_size": group_size}
 
     def is_packed(self, module: nn.Module) -> bool:
         return isinstance(module, QuantoLinear)
@@ -129,11 +135,11 @@ class QuantoBackend(QuantizationBackend):
         them."""
         if not self.requires_calibration:
             return super().calibrator(linear, bits, group_size)
-        return ImportanceCalibrator(linear, bits, group_size)
+        return ImportanceCalibrator(linear, bits, group_size, self.sym)
 
     def quantize_linear(self, linear: nn.Linear, bits: int, group_size: int | None) -> nn.Module:
         """Round-to-nearest with the backend's optimizer (`"imatrix"` without data: uniform importance)."""
-        return QuantoLinear.from_linear(linear, bits, group_size, self.optimizer)
+        return QuantoLinear.from_linear(linear, bits, group_size, self.optimizer, sym=self.sym)
 
     def empty_linear(self, in_features, out_features, bits, group_size, bias, dtype: torch.dtype) -> nn.Module:
         return QuantoLinear(in_features, out_features, bits, group_size, bias=bias, dtype=dtype, device="meta")
