@@ -53,7 +53,9 @@ def export_model(
     if format not in EXPORT_FORMATS:
         raise ValueError(f"`format` must be one of {EXPORT_FORMATS}, got {format!r:.40}.")
     if importlib.util.find_spec("compressed_tensors") is None:
-        raise ImportError("format='compressed-tensors' needs compressed-tensors: pip install 'compressed-tensors>=0.20'")
+        raise ImportError(
+            "format='compressed-tensors' needs compressed-tensors: pip install 'compressed-tensors>=0.20'"
+        )
     from .compressed_tensors import export_compressed_tensors
 
     return export_compressed_tensors(model, save_directory, companion_files)
