@@ -109,4 +109,5 @@ class LayerwiseHfQuantizer(HfQuantizer):
 
     @property
     def is_trainable(self) -> bool:
-        return False
+        """Adapters (PEFT LoRA) train on top of the frozen packed weights; see `optimum_layerwise.lora`."""
+        return True
