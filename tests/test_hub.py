@@ -5,6 +5,7 @@ import inspect
 import json
 import logging
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -129,6 +130,26 @@ def test_base_model_metadata(tiny_checkpoint, tmp_path):
     assert metadata["base_model_relation"] == "quantized"
     # reloading the quantized folder: its path is not the base model, the saved card knows it
     assert AutoModelForCausalLM.from_pretrained(tmp_path).layerwise_base_model == "HuggingFaceTB/SmolLM2-135M"
+
+
+def test_license_and_datasets_metadata(tiny_checkpoint, tmp_path):
+    (Path(tiny_checkpoint) / "README.md").write_text("---\nlicense: mit\n---\n\nA tiny model.\n")
+    model = quantize(tiny_checkpoint)
+    assert model.layerwise_license == "mit"  # from the base model's own card
+    model.config.quantization_config.dataset = "wikitext2"  # a Hub dataset (this model was not calibrated on it)
+    model.save_pretrained(tmp_path / "saved")
+    metadata = ModelCard.load(tmp_path / "saved" / "README.md").data.to_dict()
+    assert metadata["license"] == "mit" and metadata["datasets"] == ["Salesforce/wikitext"]
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "saved").layerwise_license == "mit"  # read back
+
+
+def test_the_demo_models_name_their_hub_id_and_license(tmp_path):
+    from optimum_layerwise.demo_models import demo_model_in
+
+    assert demo_model_in(tmp_path / "smollm2-135m", cache_dir=tmp_path).hub_id == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert demo_model_in(tmp_path / "gemma3-270m", cache_dir=tmp_path).license == "gemma"
+    assert demo_model_in(tmp_path / "smollm2-135m") is None  # not the demo cache
+    assert demo_model_in(tmp_path / "other", cache_dir=tmp_path) is None and demo_model_in(None) is None
 
 
 def test_a_readme_written_by_hand_is_kept(tiny_checkpoint, tmp_path):

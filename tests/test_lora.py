@@ -61,3 +61,21 @@ def test_trainer_runs_lora_steps_on_a_quanto_layerwise_model(tiny_checkpoint, tm
 def test_only_lora_configs_are_accepted():
     with pytest.raises(ValueError, match="must be a peft.LoraConfig"):
         with_layerwise_modules({"r": 8})
+
+
+@pytest.mark.gptq
+def test_trainer_runs_lora_steps_on_a_gptq_layerwise_model(tiny_checkpoint, tmp_path, token_batches):
+    """PEFT wraps GPTQModel's packed layers itself; the plugin only has to let Trainer accept the model."""
+    config = LayerwiseQuantizationConfig(
+        bits=(4, 2), backend="gptq", importance="zd", dataset=token_batches, group_size=32, num_low_bit_layers=2
+    )
+    model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, quantization_config=config)
+    frozen = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    assert type(peft_model.base_model.model.model.layers[0].self_attn.q_proj).__name__ == "GPTQLoraLinear"
+    losses = train(peft_model, tmp_path)
+    assert losses[-1] < losses[0] - 0.05, losses
+    for name, tensor in peft_model.base_model.model.state_dict().items():
+        original = name.replace(".base_layer", "").replace(".quant_linear_module", "")
+        if "lora_" not in name:
+            assert torch.equal(tensor, frozen[original]), name

