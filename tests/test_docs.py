@@ -20,12 +20,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from lm_eval._cli import HarnessCLI
 
 from optimum_layerwise.cli import build_parser
 
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ["README.md", "docs/getting-started.md", "docs/faq.md"]  # reading order: later ones use what earlier saved
+# reading order: later ones use what earlier saved
+DOCS = ["README.md", "docs/getting-started.md", "docs/faq.md", "docs/loading.md"]
 ALL_DOCS = ["README.md", *sorted(str(path.relative_to(ROOT)) for path in (ROOT / "docs").glob("*.md"))]
 _FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
 
@@ -54,6 +56,11 @@ def shell_commands(document: str) -> list[list[str]]:
     return commands
 
 
+def parse_lm_eval(arguments: list[str]) -> None:
+    """Parse `lm_eval` arguments with lm-eval's own parser (its legacy form, without a subcommand, means `run`)."""
+    HarnessCLI()._parser.parse_args(["run", *arguments])
+
+
 def test_every_document_with_python_is_run():
     with_python = {
         document for document in ALL_DOCS if any(info.startswith("python") for info, _ in code_blocks(document))
@@ -71,6 +78,10 @@ def test_every_command_line_is_valid(document, capsys):
             command = command[1:]
         if command[0] == "optimum-layerwise":
             build_parser().parse_args(command[1:])  # exits with the parser's message on an unknown or bad flag
+            if command[1] == "lm-eval":
+                parse_lm_eval(command[2:])
+        elif command[0] == "lm_eval":
+            parse_lm_eval(command[1:])
         elif command[0] == "python" and command[1] != "-m":
             assert (ROOT / command[1]).is_file(), f"{document}: {shlex.join(command)}"
         elif command[:3] == ["pip", "install", "-e"]:

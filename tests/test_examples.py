@@ -37,3 +37,22 @@ def test_compare_orderings(tiny_checkpoint, tmp_path):
         "--step", "2", "--windows", "2", "--seq-len", "64", "--group-size", "32", "--output", str(tmp_path / "out"),
     )  # fmt: skip
     assert "| sensitivity |" in stdout and (tmp_path / "out" / "sweep.png").exists()
+
+
+def test_finetune_lora(tiny_checkpoint, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from optimum_layerwise import LayerwiseQuantizationConfig
+
+    config = LayerwiseQuantizationConfig(bits=(8, 4), importance="zd", target_bits=6)
+    AutoModelForCausalLM.from_pretrained(tiny_checkpoint, quantization_config=config).save_pretrained(tmp_path / "lw")
+    AutoTokenizer.from_pretrained(tiny_checkpoint).save_pretrained(tmp_path / "lw")
+    text = tmp_path / "text.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 400)
+    stdout = run_example(
+        "finetune_lora.py", str(tmp_path / "lw"), "--train", str(text), "--evaluation", str(text), "--steps", "20",
+        "--seq-len", "32", "--windows", "4", "--output", str(tmp_path / "adapter"),
+    )  # fmt: skip
+    before, after = (float(word) for word in stdout.split("held-out perplexity: ")[1].split()[0:3:2])
+    assert after < before  # the adapter learns the repeated sentence
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
