@@ -83,7 +83,7 @@ def test_save_pretrained_writes_the_export_and_leaves_the_model_usable(tiny_chec
     )
     with pytest.raises(ValueError, match="`format` must be 'layerwise' or one of"):
         model.save_pretrained(tmp_path / "other", format="gguf2")
-    with pytest.raises(ValueError, match="takes only the folder"):
+    with pytest.raises(ValueError, match="takes only the destination"):
         model.save_pretrained(tmp_path / "other", format="compressed-tensors", push_to_hub=True)
     assert not (tmp_path / "other").exists()
 

@@ -182,7 +182,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     quantize.add_argument(
         "--format",
-        choices=("layerwise", *EXPORT_FORMATS),
+        choices=("layerwise", "compressed-tensors"),
         default="layerwise",
         help="checkpoint format: layerwise (default; reloads after `import optimum_layerwise`) or compressed-tensors "
         "(stock transformers, lm-eval and vLLM open it; implies --sym)",
@@ -266,9 +266,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     export.add_argument("checkpoint", help="folder or Hub repo id of a layer-wise checkpoint")
     export.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="the format to write")
-    export.add_argument("--output", required=True, help="folder to write the exported checkpoint to")
     export.add_argument(
-        "--force", action="store_true", help="replace a non-empty output folder (its content is deleted)"
+        "--output", required=True, help="folder to write (compressed-tensors), or the .gguf file to write (gguf)"
+    )
+    export.add_argument("--force", action="store_true", help="replace a non-empty output folder or an existing file")
+    export.add_argument(
+        "--base-model",
+        help="gguf: the full-precision model the checkpoint was quantized from; llama.cpp quantizes its weights to "
+        "the plan's bits (default: the checkpoint's own weights, dequantized)",
+    )
+    export.add_argument("--llama-cpp", help="gguf: llama.cpp source tree (default: $LLAMA_CPP_DIR)")
+    export.add_argument(
+        "--llama-quantize", help="gguf: the llama-quantize binary (default: $LLAMA_QUANTIZE, <tree>/build/bin, PATH)"
     )
 
     inspect = commands.add_parser(
@@ -722,9 +731,28 @@ def _tasks(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     from .export import export_checkpoint
 
-    output = check_output(args.output, overwrite=False, force=args.force, model=args.checkpoint)
-    export_checkpoint(args.checkpoint, output, args.format)
+    options = {}
+    if args.format == "gguf":
+        output = _check_output_file(args.output, force=args.force, suffix=".gguf")
+        options = {"base_model": args.base_model, "llama_cpp": args.llama_cpp, "llama_quantize": args.llama_quantize}
+    elif args.base_model or args.llama_cpp or args.llama_quantize:
+        raise CommandError("--base-model, --llama-cpp and --llama-quantize are options of --format gguf")
+    else:
+        output = check_output(args.output, overwrite=False, force=args.force, model=args.checkpoint)
+    export_checkpoint(args.checkpoint, output, args.format, **options)
     print(f"saved to {args.output} ({args.format}); it loads without `import optimum_layerwise`")
+
+
+def _check_output_file(output: str, *, force: bool, suffix: str) -> Path:
+    """Check that the file `--output` may be written before any work is done; returns its absolute path."""
+    path = Path(output).expanduser().absolute()
+    if path.suffix != suffix:
+        raise CommandError(f"--output {output} must name a {suffix} file")
+    if path.is_dir():
+        raise CommandError(f"--output {output} is a folder: name the {suffix} file to write")
+    if path.exists() and not force:
+        raise CommandError(f"--output {output} exists; pass --force to replace it")
+    return path
 
 
 COMMANDS = {

@@ -114,18 +114,22 @@ class _SaveWithCard(_ModelMethodHook):
         return result
 
 
+_EXPORT_OPTIONS = {"base_model", "llama_cpp", "llama_quantize"}
+
+
 def _save_exported(model: nn.Module, save_directory, format: str, args: tuple, kwargs: dict) -> None:
     """`save_pretrained(save_directory, format=...)` with an export format (see `optimum_layerwise.export`)."""
     from .export import EXPORT_FORMATS, export_model
 
     if format not in EXPORT_FORMATS:
         raise ValueError(f"`format` must be 'layerwise' or one of {EXPORT_FORMATS}, got {format!r:.40}.")
-    if args or kwargs:
+    unknown = sorted(set(kwargs) - _EXPORT_OPTIONS)
+    if args or unknown:
         raise ValueError(
-            f"save_pretrained(format={format!r}) takes only the folder; got {sorted(kwargs) or 'more arguments'}. "
-            "Upload the exported folder with `huggingface_hub.upload_folder`."
+            f"save_pretrained(format={format!r}) takes only the destination and, for gguf, {sorted(_EXPORT_OPTIONS)}; "
+            f"got {unknown or 'more arguments'}. Upload an export with `huggingface_hub.upload_folder`."
         )
-    export_model(model, save_directory, format)
+    export_model(model, save_directory, format, **kwargs)
 
 
 class _UploadWithCard(_ModelMethodHook):

@@ -17,7 +17,6 @@ ours to float rounding.
 
 from __future__ import annotations
 
-import copy
 import re
 import shutil
 from collections.abc import Sequence
@@ -27,28 +26,25 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_folder
-from ..backends import get_backend
-from ..layers import set_submodule
 from ..modules import QuantoLinear
-from ..swapping import dequantized_linear
+from .dense import dense_copy, packed_linears
 
 
 FORMAT = "pack-quantized"
 
 
-def _plan_modules(model: nn.Module) -> dict[str, QuantoLinear]:
-    """The packed Linear modules of a layer-wise optimum-quanto model, by name; a clear error for anything else."""
-    config = getattr(model.config, "quantization_config", None)
-    backend = getattr(config, "backend", None)
-    if getattr(config, "plan", None) is None:
-        raise ValueError("Only a layer-wise quantized model (quantization_config with a plan) can be exported.")
+def _symmetric_modules(model: nn.Module) -> dict[str, QuantoLinear]:
+    """The packed Linears of a layer-wise optimum-quanto model, by name; a clear error for anything that does not
+    convert without loss."""
+    backend = getattr(model.config.quantization_config, "backend", None) if hasattr(model, "config") else None
+    modules = packed_linears(model)
     if backend != "quanto":
         raise ValueError(
             f"compressed-tensors export reads optimum-quanto checkpoints; this one is backend={backend!r}. GPT-Q "
             "layer-wise checkpoints are GPTQModel checkpoints already: `GPTQModel.load(folder)` and vLLM open them."
         )
-    modules = {name: module for name, module in model.named_modules() if isinstance(module, QuantoLinear)}
-    affine = [name for name in modules if not config.plan.modules[name].sym]
+    plan = model.config.quantization_config.plan
+    affine = [name for name in modules if not plan.modules[name].sym]
     if affine:
         raise ValueError(
             f"{len(affine)} modules (e.g. {affine[0]}) have affine int{modules[affine[0]].bits} grids (sym=False, "
@@ -79,23 +75,6 @@ def compressed_tensors_config(modules: dict[str, QuantoLinear]):
     ordered = sorted(groups.items(), key=lambda item: (-item[0][0], item[0][1] or 0))
     schemes = {f"group_{index}": _scheme(bits, size, names) for index, ((bits, size), names) in enumerate(ordered)}
     return QuantizationConfig(config_groups=schemes, format=FORMAT, ignore=["lm_head"], quantization_status="frozen")
-
-
-def _dense_copy(model: nn.Module, modules: dict[str, QuantoLinear]) -> nn.Module:
-    """A copy of `model` whose packed Linears are dense Linears holding the dequantized weights, without the
-    layer-wise quantizer (so it saves as a plain model)."""
-    packed = {id(module) for module in modules.values()}
-    memo = {pid: None for pid in packed}  # never copy the packed modules: they are replaced right below
-    dense = copy.deepcopy(model, memo)
-    backend = get_backend("quanto")
-    for name, module in modules.items():
-        set_submodule(dense, name, dequantized_linear(module, backend, module.compute_dtype))
-    for hook in ("save_pretrained", "_upload_modified_files"):  # the layer-wise card hooks (optimum_layerwise.hub)
-        dense.__dict__.pop(hook, None)
-    dense.hf_quantizer = None
-    dense.config = copy.deepcopy(model.config)
-    del dense.config.quantization_config
-    return dense
 
 
 def _check_recovered(dense: nn.Module, modules: dict[str, QuantoLinear]) -> None:
@@ -137,9 +116,9 @@ def export_compressed_tensors(
     from compressed_tensors.compressors import ModelCompressor
     from compressed_tensors.quantization import apply_quantization_config
 
-    modules = _plan_modules(model)
+    modules = _symmetric_modules(model)
     config = compressed_tensors_config(modules)
-    dense = _dense_copy(model, modules)
+    dense = dense_copy(model, modules)
     apply_quantization_config(dense, config)
     with torch.no_grad():
         for name, module in modules.items():

@@ -1,0 +1,62 @@
+"""GGUF export: the plan's bits as llama.cpp tensor types, quantized by llama.cpp's own tools."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from optimum_layerwise import LayerwiseQuantizationConfig
+from optimum_layerwise.cli import main
+from optimum_layerwise.export import export_checkpoint
+from optimum_layerwise.export.gguf import gguf_tensor_types, gguf_type, tensor_type_file
+from optimum_layerwise.plan import ModulePlan
+
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def test_bits_map_to_llama_cpp_types_that_fit_the_rows():
+    assert [gguf_type(bits, 4096) for bits in (8, 6, 5, 4, 3, 2)] == ["Q8_0", "Q6_K", "Q5_K", "Q4_K", "Q3_K", "Q2_K"]
+    # rows not made of 256-wide super-blocks (SmolLM2's 576): the best 32-wide type, never a silent wider fallback
+    assert [gguf_type(bits, 576) for bits in (8, 4, 2)] == ["Q8_0", "IQ4_NL", "IQ4_NL"]
+    with pytest.raises(ValueError, match="No llama.cpp type for 7-bit"):
+        gguf_type(7, 4096)
+
+
+def test_tensor_types_name_every_planned_linear():
+    modules = {
+        "model.layers.0.self_attn.q_proj": ModulePlan(8, None, True),
+        "model.layers.11.mlp.down_proj": ModulePlan(4, 128, False),
+    }
+    types = gguf_tensor_types(modules, {"model.layers.0.self_attn.q_proj": 512, "model.layers.11.mlp.down_proj": 1536})
+    assert types == {"blk.0.attn_q.weight": "Q8_0", "blk.11.ffn_down.weight": "Q4_K"}
+    lines = tensor_type_file(types).splitlines()
+    assert lines == [r"^blk\.0\.attn_q\.weight$=q8_0", r"^blk\.11\.ffn_down\.weight$=q4_k"]
+    assert re.search(lines[0].split("=")[0], "blk.0.attn_q.weight") and not re.search(
+        lines[0].split("=")[0], "blk.10.attn_q.weight"
+    )
+    with pytest.raises(ValueError, match="has no llama.cpp tensor name"):
+        gguf_tensor_types({"model.layers.0.mlp.fc1": ModulePlan(4, 128, False)}, {"model.layers.0.mlp.fc1": 64})
+
+
+def test_without_llama_cpp_the_error_holds_the_commands(tiny_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.delenv("LLAMA_CPP_DIR", raising=False)
+    monkeypatch.delenv("LLAMA_QUANTIZE", raising=False)
+    monkeypatch.setattr("optimum_layerwise.export.gguf.shutil.which", lambda name: None)  # none on PATH either
+    config = LayerwiseQuantizationConfig(bits=(8, 4), importance="zd", layer_bits={0: 8, 1: 4, 2: 4, 3: 8})
+    AutoModelForCausalLM.from_pretrained(tiny_checkpoint, quantization_config=config).save_pretrained(tmp_path / "lw")
+    AutoTokenizer.from_pretrained(tiny_checkpoint).save_pretrained(tmp_path / "lw")
+    with pytest.raises(
+        FileNotFoundError, match=r"llama.cpp not found .*\n.*convert_hf_to_gguf.py .*\n.*llama-quantize"
+    ):
+        export_checkpoint(tmp_path / "lw", tmp_path / "tiny.gguf", format="gguf")
+    assert not (tmp_path / "tiny.gguf").exists()
+    types = (tmp_path / "tiny.gguf.tensor-types.txt").read_text().splitlines()
+    assert len(types) == 4 * 7 and r"^blk\.1\.attn_q\.weight$=iq4_nl" in types  # 64 inputs: a 32-wide type
+    dense = tmp_path / "tiny.gguf.hf"  # the dequantized model the printed commands convert
+    assert "quantization_config" not in json.loads((dense / "config.json").read_text())
+    assert (dense / "tokenizer.json").is_file()
+    assert main(["export", str(tmp_path / "lw"), "--format", "gguf", "--output", str(tmp_path / "x.gguf")]) == 1
+    assert main(["export", str(tmp_path / "lw"), "--format", "gguf", "--output", str(tmp_path / "x")]) == 1
