@@ -2,6 +2,8 @@
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,57 @@ def test_without_llama_cpp_the_error_holds_the_commands(tiny_checkpoint, tmp_pat
     assert (dense / "tokenizer.json").is_file()
     assert main(["export", str(tmp_path / "lw"), "--format", "gguf", "--output", str(tmp_path / "x.gguf")]) == 1
     assert main(["export", str(tmp_path / "lw"), "--format", "gguf", "--output", str(tmp_path / "x")]) == 1
+
+
+@pytest.fixture(scope="module")
+def llama_cpp_tools():
+    """llama.cpp built from the llama-cpp-python sdist (as bench/llama_cpp.py builds it; cached after the first run):
+    `(source tree, bin folder, converter packages)`."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import llama_cpp as peer  # bench/llama_cpp.py
+    finally:
+        sys.path.remove(str(BENCH))
+    cache = peer.default_cache_dir()
+    tree = peer.source_tree(cache)
+    return tree, peer.build(cache, tree), peer.converter_packages(cache)
+
+
+@pytest.mark.slow
+def test_gguf_export_of_the_demo_model_runs_in_llama_cpp(llama_cpp_tools, tmp_path, monkeypatch):
+    from gguf import GGUFReader
+
+    from optimum_layerwise.demo_models import resolve_model
+
+    tree, bin_dir, packages = llama_cpp_tools
+    monkeypatch.setenv("PYTHONPATH", str(packages))  # sentencepiece, which the converter imports for Llama models
+    source = resolve_model("smollm2-135m")
+    config = LayerwiseQuantizationConfig(bits=(8, 4), importance="zd", target_bits=6)
+    model = AutoModelForCausalLM.from_pretrained(source, quantization_config=config)
+    model.save_pretrained(tmp_path / "lw")
+    AutoTokenizer.from_pretrained(source).save_pretrained(tmp_path / "lw")
+    code = main([
+        "export", str(tmp_path / "lw"), "--format", "gguf", "--output", str(tmp_path / "smollm2.gguf"),
+        "--llama-cpp", str(tree), "--llama-quantize", str(bin_dir / "llama-quantize"),
+    ])  # fmt: skip
+    assert code == 0
+
+    written = {tensor.name: tensor.tensor_type.name for tensor in GGUFReader(tmp_path / "smollm2.gguf").tensors}
+    plan = model.config.quantization_config.plan
+    gguf_names = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
+                  "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down"}  # fmt: skip
+    for name, module in plan.modules.items():  # every Linear at the type of its bits
+        tensor = f"blk.{name.split('.')[2]}.{gguf_names[name.rsplit('.', 1)[1]]}.weight"
+        assert written[tensor] == gguf_type(module.bits, 1536 if "down_proj" in name else 576), name
+    assert written["token_embd.weight"] == "F16"
+
+    text = tmp_path / "text.txt"
+    text.write_text(" ".join(["In the beginning God created the heaven and the earth."] * 200))
+    log = subprocess.run(
+        [str(bin_dir / "llama-imatrix"), "-m", str(tmp_path / "smollm2.gguf"), "-f", str(text), "-c", "128",
+         "--chunks", "2", "-o", str(tmp_path / "imatrix.gguf"), "-t", "2"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert log.returncode == 0, log.stderr[-3000:]
+    estimates = [float(value) for value in re.findall(r"\[\d+\]([0-9.]+)", log.stdout + log.stderr)]
+    assert estimates and all(1 < value < 50 for value in estimates), estimates  # llama.cpp runs it: a sane perplexity

@@ -160,7 +160,8 @@ def export_gguf(
             _save_dense(dense_copy(model, linears), source, companion_files)
         (work / "types.txt").write_text(tensor_type_file(types))
         convert, quantize = _commands(str(script), str(binary), source, work / "types.txt", work / "out.gguf")
-        _run(convert, work / "convert.log", {"PYTHONPATH": str(script.parent / "gguf-py")})
+        python_path = os.pathsep.join(filter(None, [str(script.parent / "gguf-py"), os.environ.get("PYTHONPATH")]))
+        _run(convert, work / "convert.log", {"PYTHONPATH": python_path})  # the tree's gguf-py, then the user's
         _run(quantize, work / "quantize.log", {})
         with atomic_file(output) as staging:
             os.replace(work / "out.gguf", staging)

@@ -1,0 +1,140 @@
+"""Our plans as GGUF files, quantized by llama.cpp, against llama.cpp's own mixes at equal size.
+
+For each `--targets` average bits, the demo model is quantized with the defaults of `optimum-layerwise quantize` at
+module granularity (bits allocated among `--bits` by measured cost, imatrix rounding) and exported with
+`optimum_layerwise.export.export_gguf` twice: from the full-precision model (`base_model`: llama.cpp quantizes the
+original weights to our plan's per-tensor types) and from the layer-wise checkpoint's own, dequantized weights.
+Each row holds bits per weight counted from the file (as `bench/llama_cpp.py` counts them) and the held-out perplexity
+on the same windows as the llama.cpp rows of `bench/results/llama_cpp-<model>.json`, measured the same way
+(transformers dequantizes the GGUF). The layer-wise checkpoint itself is measured too.
+
+    python bench/gguf_export.py --model smollm2-135m --targets 5 6 7 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import common
+import llama_cpp as peer
+
+
+def ours(folder: str, tokenizer, bits: tuple[int, ...], target: float, output: Path):
+    """Quantize `folder` at module granularity to `target` average bits and save it to `output`; return the model."""
+    from transformers import AutoModelForCausalLM
+
+    from optimum_layerwise import LayerwiseQuantizationConfig
+
+    config = LayerwiseQuantizationConfig(
+        bits=bits, target_bits=target, granularity="module", dataset="shakespeare", tokenizer=tokenizer
+    )
+    model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=config)
+    model.save_pretrained(output)
+    return model
+
+
+def layerwise_row(output: Path, target: float, tokenizer) -> dict[str, Any]:
+    from transformers import AutoModelForCausalLM
+
+    seconds, ppl = common.timed(
+        lambda: peer.held_out_perplexity(AutoModelForCausalLM.from_pretrained(output), tokenizer)
+    )
+    return {"system": "ours (layer-wise)", "target_bits": target, **peer.safetensors_bits(str(output)),
+            "perplexity": ppl, "eval_seconds": seconds, "status": "ok"}  # fmt: skip
+
+
+def exported_row(model, output: Path, target: float, source: str, tokenizer, **options) -> dict[str, Any]:
+    from optimum_layerwise.export.gguf import export_gguf
+
+    seconds, path = common.timed(lambda: export_gguf(model, output, **options))
+    row = peer.gguf_row(path, "plan", False, seconds, tokenizer)
+    return {**row, "system": f"ours -> GGUF ({source})", "target_bits": target}
+
+
+def interpolated(rows: list[dict[str, Any]], bpw: float) -> float | None:
+    """llama.cpp's perplexity at `bpw` linear bits per weight, interpolated on its frontier (the best type at each
+    size); `None` outside its range."""
+    points = sorted((row["linear_bpw"], row["perplexity"]) for row in rows if row.get("perplexity") is not None)
+    frontier: list[tuple[float, float]] = []
+    for x, y in points:
+        if not frontier or y < frontier[-1][1]:  # more bits and no lower perplexity: not on the frontier
+            frontier.append((x, y))
+    for (x0, y0), (x1, y1) in zip(frontier, frontier[1:]):
+        if x0 <= bpw <= x1:
+            return y0 + (y1 - y0) * (bpw - x0) / (x1 - x0)
+    return None
+
+
+def report(row: dict[str, Any]) -> str:
+    """One printed line per row."""
+    return (
+        f"{row['system']:<28} target {row['target_bits']:g}: linear {row['linear_bpw']:.3f} bpw, ppl "
+        f"{row['perplexity']:.2f} (llama.cpp at the same bpw: {row['llama_cpp_at_same_bpw']}, with imatrix: "
+        f"{row['llama_cpp_imatrix_at_same_bpw']})"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from optimum_layerwise.demo_models import DEMO_MODELS
+
+    parser = argparse.ArgumentParser(prog="bench/gguf_export.py", description=__doc__.split("\n\n")[0])
+    parser.set_defaults(benchmark="gguf_export", quick=False)
+    parser.add_argument("--model", choices=sorted(DEMO_MODELS), default="smollm2-135m")
+    parser.add_argument("--bits", type=lambda v: tuple(int(b) for b in v.split(",")), default=(8, 4))
+    parser.add_argument("--targets", type=float, nargs="+", default=[5.0, 6.0, 7.0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--output", type=Path, help="result JSON (default: bench/results/gguf_export-<model>.json)")
+    parser.add_argument("--cache-dir", type=Path, default=peer.default_cache_dir())
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    from transformers import AutoTokenizer
+
+    from optimum_layerwise.atomic import atomic_write_text
+    from optimum_layerwise.demo_models import resolve_model
+
+    args = common.start(build_parser(), argv)
+    args.output = args.output or common.RESULTS_DIR / f"gguf_export-{args.model}.json"
+    workdir = args.cache_dir / "work" / f"export-{args.model}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    tree = peer.source_tree(args.cache_dir)
+    quantize_binary = peer.build(args.cache_dir, tree) / "llama-quantize"
+    os.environ["PYTHONPATH"] = str(peer.converter_packages(args.cache_dir))  # sentencepiece for the converter
+    folder = resolve_model(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    peers = json.loads((common.RESULTS_DIR / f"llama_cpp-{args.model}.json").read_text())["rows"]
+    peers = [row for row in peers if row["system"] == "llama.cpp" and row["linear_bpw"] < 32]
+    rows: list[dict[str, Any]] = []
+    for target in args.targets:
+        checkpoint = workdir / f"layerwise-{target:g}"
+        model = ours(folder, tokenizer, args.bits, target, checkpoint)
+        tool = {"llama_cpp": tree, "llama_quantize": quantize_binary}
+        companions = [checkpoint / name for name in ("tokenizer.json", "tokenizer_config.json")]
+        rows.append(layerwise_row(checkpoint, target, tokenizer))
+        base = workdir / f"base-{target:g}.gguf"
+        rows.append(exported_row(model, base, target, "base", tokenizer, base_model=folder, **tool))
+        dequantized = workdir / f"dequantized-{target:g}.gguf"
+        rows.append(
+            exported_row(model, dequantized, target, "dequantized", tokenizer, companion_files=companions, **tool)
+        )
+        for row in rows[-3:]:
+            for imatrix in (False, True):
+                reference = interpolated([p for p in peers if p["imatrix"] == imatrix], row["linear_bpw"])
+                row[f"llama_cpp{'_imatrix' if imatrix else ''}_at_same_bpw"] = reference
+            print(report(row), flush=True)
+        payload = {**common.envelope(args), "model": args.model, "bits": list(args.bits), "rows": rows}
+        atomic_write_text(args.output, json.dumps(payload, indent=1) + "\n")
+    print(f"wrote {args.output} ({time.perf_counter() - args.started:.0f} s)")
+    return args.output
+
+
+if __name__ == "__main__":
+    main()
