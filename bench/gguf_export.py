@@ -81,16 +81,9 @@ def report(row: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from optimum_layerwise.demo_models import DEMO_MODELS
-
-    parser = argparse.ArgumentParser(prog="bench/gguf_export.py", description=__doc__.split("\n\n")[0])
-    parser.set_defaults(benchmark="gguf_export", quick=False)
-    parser.add_argument("--model", choices=sorted(DEMO_MODELS), default="smollm2-135m")
+    parser = peer.demo_model_parser("gguf_export", __doc__)
     parser.add_argument("--bits", type=lambda v: tuple(int(b) for b in v.split(",")), default=(8, 4))
     parser.add_argument("--targets", type=float, nargs="+", default=[5.0, 6.0, 7.0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--output", type=Path, help="result JSON (default: bench/results/gguf_export-<model>.json)")
-    parser.add_argument("--cache-dir", type=Path, default=peer.default_cache_dir())
     return parser
 
 

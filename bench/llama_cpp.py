@@ -319,20 +319,27 @@ def report(row: dict[str, Any]) -> str:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line (`common.start` reads `benchmark` and `quick`; this script has no quick mode)."""
+def demo_model_parser(benchmark: str, description: str) -> argparse.ArgumentParser:
+    """The flags shared by the llama.cpp benchmarks (`common.start` reads `benchmark` and `quick`; they have no quick
+    mode): `--model`, `--threads`, `--output` (default `bench/results/<benchmark>-<model>.json`) and `--cache-dir`."""
     from optimum_layerwise.demo_models import DEMO_MODELS
 
-    parser = argparse.ArgumentParser(prog="bench/llama_cpp.py", description=__doc__.split("\n\n")[0])
-    parser.set_defaults(benchmark="llama_cpp", quick=False)
+    parser = argparse.ArgumentParser(prog=f"bench/{benchmark}.py", description=description.split("\n\n")[0])
+    parser.set_defaults(benchmark=benchmark, quick=False)
     parser.add_argument("--model", choices=sorted(DEMO_MODELS), default="smollm2-135m")
-    parser.add_argument("--types", nargs="+", default=list(DEFAULT_TYPES), help=f"default: {' '.join(DEFAULT_TYPES)}")
-    parser.add_argument("--imatrix", action="store_true", help="also quantize every type with an importance matrix")
     parser.add_argument("--threads", type=int, default=1, help="torch and llama.cpp threads (default: 1)")
-    parser.add_argument("--output", type=Path, help="result JSON (default: bench/results/llama_cpp-<model>.json)")
+    parser.add_argument("--output", type=Path, help=f"result JSON (default: bench/results/{benchmark}-<model>.json)")
     parser.add_argument(
         "--cache-dir", type=Path, default=default_cache_dir(), help="sdist, build (default: %(default)s)"
     )
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    parser = demo_model_parser("llama_cpp", __doc__)
+    parser.add_argument("--types", nargs="+", default=list(DEFAULT_TYPES), help=f"default: {' '.join(DEFAULT_TYPES)}")
+    parser.add_argument("--imatrix", action="store_true", help="also quantize every type with an importance matrix")
     parser.add_argument("--workdir", type=Path, help="GGUFs and logs (default: <cache-dir>/work/<model>)")
     return parser
 
