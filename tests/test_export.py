@@ -114,3 +114,15 @@ def test_cli_quantize_and_export_write_compressed_tensors(tiny_checkpoint, tmp_p
         main(["export", str(tmp_path / "lw"), "--format", "compressed-tensors", "--output", str(tmp_path / "ct")]) == 1
     )
     assert "--force" in capsys.readouterr().err
+
+
+def test_only_layerwise_models_are_exported(tiny_checkpoint, tmp_path):
+    from optimum_layerwise.export import export_model
+
+    plain = AutoModelForCausalLM.from_pretrained(tiny_checkpoint)
+    for format, destination in (("compressed-tensors", tmp_path / "ct"), ("gguf", tmp_path / "x.gguf")):
+        with pytest.raises(ValueError, match="Only a layer-wise quantized model"):
+            export_model(plain, destination, format)
+    with pytest.raises(ValueError, match="must be one of"):
+        export_model(plain, tmp_path / "x", "onnx")
+    assert not any(tmp_path.iterdir())

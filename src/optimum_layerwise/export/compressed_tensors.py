@@ -36,13 +36,13 @@ FORMAT = "pack-quantized"
 def _symmetric_modules(model: nn.Module) -> dict[str, QuantoLinear]:
     """The packed Linears of a layer-wise optimum-quanto model, by name; a clear error for anything that does not
     convert without loss."""
-    backend = getattr(model.config.quantization_config, "backend", None) if hasattr(model, "config") else None
-    modules = packed_linears(model)
+    backend = getattr(getattr(getattr(model, "config", None), "quantization_config", None), "backend", "quanto")
     if backend != "quanto":
         raise ValueError(
             f"compressed-tensors export reads optimum-quanto checkpoints; this one is backend={backend!r}. GPT-Q "
             "layer-wise checkpoints are GPTQModel checkpoints already: `GPTQModel.load(folder)` and vLLM open them."
         )
+    modules = packed_linears(model)  # raises for a model that is not layer-wise quantized
     plan = model.config.quantization_config.plan
     affine = [name for name in modules if not plan.modules[name].sym]
     if affine:
