@@ -135,8 +135,8 @@ def export_gguf(
         and the message holds the commands that finish the export.
     """
     output = Path(output)
+    linears = packed_linears(model)  # raises for a model that is not layer-wise quantized
     plan = model.config.quantization_config.plan
-    linears = packed_linears(model)
     types = gguf_tensor_types(plan.modules, {name: module.in_features for name, module in linears.items()})
     script, binary = find_llama_cpp(llama_cpp, llama_quantize)
     if script is None or binary is None:
