@@ -26,16 +26,20 @@ import llama_cpp as peer
 
 
 def ours(folder: str, tokenizer, bits: tuple[int, ...], target: float, output: Path):
-    """Quantize `folder` at module granularity to `target` average bits and save it to `output`; return the model."""
+    """Quantize `folder` at module granularity to `target` average bits and save it with its tokenizer to `output`
+    (or load it from there when an earlier run saved it); return the model."""
     from transformers import AutoModelForCausalLM
 
     from optimum_layerwise import LayerwiseQuantizationConfig
 
+    if (output / "tokenizer.json").is_file():
+        return AutoModelForCausalLM.from_pretrained(output)
     config = LayerwiseQuantizationConfig(
         bits=bits, target_bits=target, granularity="module", dataset="shakespeare", tokenizer=tokenizer
     )
     model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=config)
     model.save_pretrained(output)
+    tokenizer.save_pretrained(output)
     return model
 
 
