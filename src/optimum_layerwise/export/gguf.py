@@ -23,7 +23,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ..atomic import atomic_file
+from ..atomic import atomic_file, atomic_folder
 from ..plan import ModulePlan
 from .dense import dense_copy, packed_linears
 
@@ -143,7 +143,8 @@ def export_gguf(
         folder = output.with_name(output.name + ".hf")
         types_path = output.with_name(output.name + ".tensor-types.txt")
         if base_model is None:
-            _save_dense(dense_copy(model, linears), folder, companion_files)
+            with atomic_folder(folder, keep_other_files=False) as staging:
+                _save_dense(dense_copy(model, linears), staging, companion_files)
         with atomic_file(types_path) as staging:
             staging.write_text(tensor_type_file(types))
         source = Path(base_model) if base_model is not None else folder
