@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import common
+import frontier
 import llama_cpp as peer
 
 
@@ -43,14 +44,15 @@ def ours(folder: str, tokenizer, bits: tuple[int, ...], target: float, output: P
     return model
 
 
-def layerwise_row(output: Path, target: float, tokenizer) -> dict[str, Any]:
-    from transformers import AutoModelForCausalLM
-
-    seconds, ppl = common.timed(
-        lambda: peer.held_out_perplexity(AutoModelForCausalLM.from_pretrained(output), tokenizer)
-    )
-    return {"system": "ours (layer-wise)", "target_bits": target, **peer.safetensors_bits(str(output)),
-            "perplexity": ppl, "eval_seconds": seconds, "status": "ok"}  # fmt: skip
+def layerwise_row(model, output: Path, target: float, tokenizer) -> dict[str, Any]:
+    """The layer-wise checkpoint itself, its bits per weight counted from its files as `bench/frontier.py` does."""
+    seconds, ppl = common.timed(lambda: peer.held_out_perplexity(model, tokenizer))
+    modules = dict(model.named_modules())
+    planned = model.config.quantization_config.plan.modules
+    linear_weights = {name: modules[name].in_features * modules[name].out_features for name in planned}
+    others = sum(p.numel() for name, p in model.named_parameters() if name.rpartition(".")[0] not in planned)
+    bits = frontier.bits_per_weight(output, linear_weights, sum(linear_weights.values()) + others)
+    return {"system": "ours (layer-wise)", "target_bits": target, **bits, "perplexity": ppl, "eval_seconds": seconds}
 
 
 def exported_row(model, output: Path, target: float, source: str, tokenizer, **options) -> dict[str, Any]:
@@ -59,20 +61,6 @@ def exported_row(model, output: Path, target: float, source: str, tokenizer, **o
     seconds, path = common.timed(lambda: export_gguf(model, output, **options))
     row = peer.gguf_row(path, "plan", False, seconds, tokenizer)
     return {**row, "system": f"ours -> GGUF ({source})", "target_bits": target}
-
-
-def interpolated(rows: list[dict[str, Any]], bpw: float) -> float | None:
-    """llama.cpp's perplexity at `bpw` linear bits per weight, interpolated on its frontier (the best type at each
-    size); `None` outside its range."""
-    points = sorted((row["linear_bpw"], row["perplexity"]) for row in rows if row.get("perplexity") is not None)
-    frontier: list[tuple[float, float]] = []
-    for x, y in points:
-        if not frontier or y < frontier[-1][1]:  # more bits and no lower perplexity: not on the frontier
-            frontier.append((x, y))
-    for (x0, y0), (x1, y1) in zip(frontier, frontier[1:]):
-        if x0 <= bpw <= x1:
-            return y0 + (y1 - y0) * (bpw - x0) / (x1 - x0)
-    return None
 
 
 def report(row: dict[str, Any]) -> str:
@@ -108,14 +96,14 @@ def main(argv: Sequence[str] | None = None) -> Path:
     folder = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     peers = json.loads((common.RESULTS_DIR / f"llama_cpp-{args.model}.json").read_text())["rows"]
-    peers = [row for row in peers if row["system"] == "llama.cpp" and row["linear_bpw"] < 32]
+    peers = [row for row in peers if row["system"] == "llama.cpp" and row["perplexity"] and row["linear_bpw"] < 32]
     rows: list[dict[str, Any]] = []
     for target in args.targets:
         checkpoint = workdir / f"layerwise-{target:g}"
         model = ours(folder, tokenizer, args.bits, target, checkpoint)
         tool = {"llama_cpp": tree, "llama_quantize": quantize_binary}
         companions = [checkpoint / name for name in ("tokenizer.json", "tokenizer_config.json")]
-        rows.append(layerwise_row(checkpoint, target, tokenizer))
+        rows.append(layerwise_row(model, checkpoint, target, tokenizer))
         base = workdir / f"base-{target:g}.gguf"
         rows.append(exported_row(model, base, target, "base", tokenizer, base_model=folder, **tool))
         dequantized = workdir / f"dequantized-{target:g}.gguf"
@@ -124,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
         )
         for row in rows[-3:]:
             for imatrix in (False, True):
-                reference = interpolated([p for p in peers if p["imatrix"] == imatrix], row["linear_bpw"])
+                points = [(p["linear_bpw"], p["perplexity"]) for p in peers if p["imatrix"] == imatrix]
+                reference = frontier.interpolate(frontier.pareto_front(points), row["linear_bpw"])
                 row[f"llama_cpp{'_imatrix' if imatrix else ''}_at_same_bpw"] = reference
             print(report(row), flush=True)
         payload = {**common.envelope(args), "model": args.model, "bits": list(args.bits), "rows": rows}

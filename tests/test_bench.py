@@ -242,17 +242,3 @@ def test_threads_quick_times_every_setting_with_and_without_a_busy_neighbour(run
     for timings in result["loads"].values():
         assert set(timings) == {"1 threads, unset", "1 threads, PASSIVE", "2 threads, unset", "2 threads, PASSIVE"}
         assert all(summary["n"] == 1 and summary["median"] > 0 for summary in timings.values())
-
-
-def test_gguf_export_compares_with_llama_cpps_frontier_at_the_same_size():
-    gguf_export = importlib.import_module("gguf_export")
-    rows = [
-        {"linear_bpw": 4.5, "perplexity": 22.0},
-        {"linear_bpw": 5.0, "perplexity": 23.0},  # more bits, no better: not on the frontier
-        {"linear_bpw": 6.0, "perplexity": 20.0},
-        {"linear_bpw": 8.5, "perplexity": 17.5},
-        {"linear_bpw": 9.0, "perplexity": None},  # failed row
-    ]
-    assert gguf_export.interpolated(rows, 5.0) == pytest.approx(22.0 - 2.0 / 3)  # on the line from 4.5 to 6.0
-    assert gguf_export.interpolated(rows, 8.5) == pytest.approx(17.5)
-    assert gguf_export.interpolated(rows, 4.0) is None and gguf_export.interpolated(rows, 9.5) is None
