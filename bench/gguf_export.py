@@ -6,9 +6,11 @@ module granularity (bits allocated among `--bits` by measured cost, imatrix roun
 original weights to our plan's per-tensor types) and from the layer-wise checkpoint's own, dequantized weights.
 Each row holds bits per weight counted from the file (as `bench/llama_cpp.py` counts them) and the held-out perplexity
 on the same windows as the llama.cpp rows of `bench/results/llama_cpp-<model>.json`, measured the same way
-(transformers dequantizes the GGUF). The layer-wise checkpoint itself is measured too.
+(transformers dequantizes the GGUF). The layer-wise checkpoint itself is measured too. With `--imatrix`, a third
+export from the full-precision model passes llama.cpp the importance matrix that `bench/llama_cpp.py --imatrix`
+uses (our allocation, llama.cpp's importance-weighted rounding).
 
-    python bench/gguf_export.py --model smollm2-135m --targets 5 6 7 --threads 1
+    python bench/gguf_export.py --model smollm2-135m --targets 5 6 7 --imatrix --threads 1
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = peer.demo_model_parser("gguf_export", __doc__)
     parser.add_argument("--bits", type=lambda v: tuple(int(b) for b in v.split(",")), default=(8, 4))
     parser.add_argument("--targets", type=float, nargs="+", default=[5.0, 6.0, 7.0])
+    parser.add_argument("--imatrix", action="store_true", help="also export with llama.cpp's importance matrix")
     return parser
 
 
@@ -97,6 +100,14 @@ def main(argv: Sequence[str] | None = None) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     peers = json.loads((common.RESULTS_DIR / f"llama_cpp-{args.model}.json").read_text())["rows"]
     peers = [row for row in peers if row["system"] == "llama.cpp" and row["perplexity"] and row["linear_bpw"] < 32]
+    imatrix = None
+    if args.imatrix:  # made as bench/llama_cpp.py makes it: our default calibration windows, decoded
+        f32 = peer.convert(tree, Path(os.environ["PYTHONPATH"]), folder, workdir / "F32.gguf", args.threads)
+        imatrix = workdir / "imatrix.gguf"
+        if not imatrix.is_file():
+            windows, seq_len = peer.write_calibration_text(folder, workdir / "calibration.txt")
+            bin_dir = quantize_binary.parent
+            peer.compute_imatrix(bin_dir, f32, workdir / "calibration.txt", imatrix, windows, seq_len, args.threads)
     rows: list[dict[str, Any]] = []
     for target in args.targets:
         checkpoint = workdir / f"layerwise-{target:g}"
@@ -110,7 +121,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
         rows.append(
             exported_row(model, dequantized, target, "dequantized", tokenizer, companion_files=companions, **tool)
         )
-        for row in rows[-3:]:
+        if imatrix is not None:
+            weighted = workdir / f"base-imatrix-{target:g}.gguf"
+            options = {"base_model": folder, "imatrix": imatrix, **tool}
+            rows.append(exported_row(model, weighted, target, "base, imatrix", tokenizer, **options))
+        for row in rows[-4 if imatrix is not None else -3 :]:
             for imatrix in (False, True):
                 points = [(p["linear_bpw"], p["perplexity"]) for p in peers if p["imatrix"] == imatrix]
                 reference = frontier.interpolate(frontier.pareto_front(points), row["linear_bpw"])

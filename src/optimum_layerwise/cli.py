@@ -276,6 +276,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the plan's bits (default: the checkpoint's own weights, dequantized)",
     )
     export.add_argument("--llama-cpp", help="gguf: llama.cpp source tree (default: $LLAMA_CPP_DIR)")
+    export.add_argument("--imatrix", help="gguf: an importance matrix from llama-imatrix, for llama.cpp's rounding")
     export.add_argument(
         "--llama-quantize", help="gguf: the llama-quantize binary (default: $LLAMA_QUANTIZE, <tree>/build/bin, PATH)"
     )
@@ -734,9 +735,10 @@ def _export(args: argparse.Namespace) -> None:
     options = {}
     if args.format == "gguf":
         output = _check_output_file(args.output, force=args.force, suffix=".gguf")
-        options = {"base_model": args.base_model, "llama_cpp": args.llama_cpp, "llama_quantize": args.llama_quantize}
-    elif args.base_model or args.llama_cpp or args.llama_quantize:
-        raise CommandError("--base-model, --llama-cpp and --llama-quantize are options of --format gguf")
+        names = ("base_model", "llama_cpp", "llama_quantize", "imatrix")
+        options = {name: getattr(args, name) for name in names}
+    elif args.base_model or args.llama_cpp or args.llama_quantize or args.imatrix:
+        raise CommandError("--base-model, --llama-cpp, --llama-quantize and --imatrix are options of --format gguf")
     else:
         output = check_output(args.output, overwrite=False, force=args.force, model=args.checkpoint)
     export_checkpoint(args.checkpoint, output, args.format, **options)

@@ -114,7 +114,7 @@ class _SaveWithCard(_ModelMethodHook):
         return result
 
 
-_EXPORT_OPTIONS = {"base_model", "llama_cpp", "llama_quantize"}
+_EXPORT_OPTIONS = {"base_model", "llama_cpp", "llama_quantize", "imatrix"}
 
 
 def _save_exported(model: nn.Module, save_directory, format: str, args: tuple, kwargs: dict) -> None:

@@ -64,7 +64,7 @@ def export_model(
         companion_files (`Sequence[Path]`, *optional*):
             Files written alongside (the tokenizer's).
         options:
-            gguf only: `base_model`, `llama_cpp`, `llama_quantize` (see
+            gguf only: `base_model`, `llama_cpp`, `llama_quantize`, `imatrix` (see
             [`~optimum_layerwise.export.gguf.export_gguf`]).
     """
     _check_format(format)

@@ -84,11 +84,14 @@ def find_llama_cpp(tree: str | os.PathLike | None = None, quantize: str | os.Pat
     return (script if script is not None and script.is_file() else None), binary
 
 
-def _commands(script: str, binary: str, folder: Path, types: Path, output: Path) -> list[list[str]]:
+def _commands(
+    script: str, binary: str, folder: Path, types: Path, output: Path, imatrix: str | os.PathLike | None
+) -> list[list[str]]:
     f32 = output.with_name(output.name + ".f32.gguf")
+    weighting = ["--imatrix", str(imatrix)] if imatrix is not None else []
     return [
         [sys.executable, script, str(folder), "--outtype", "f32", "--outfile", str(f32)],
-        [binary, "--tensor-type-file", str(types), "--token-embedding-type", EMBEDDING_TYPE.lower(),
+        [binary, *weighting, "--tensor-type-file", str(types), "--token-embedding-type", EMBEDDING_TYPE.lower(),
          "--output-tensor-type", EMBEDDING_TYPE.lower(), str(f32), str(output), "Q8_0"],
     ]  # fmt: skip
 
@@ -109,6 +112,7 @@ def export_gguf(
     companion_files: Sequence[Path] = (),
     llama_cpp: str | os.PathLike | None = None,
     llama_quantize: str | os.PathLike | None = None,
+    imatrix: str | os.PathLike | None = None,
 ) -> Path:
     """Write the plan of the layer-wise `model` as the GGUF file `output`, quantized by llama.cpp.
 
@@ -126,6 +130,9 @@ def export_gguf(
             A llama.cpp source tree (for `convert_hf_to_gguf.py` and its `gguf-py`); default `$LLAMA_CPP_DIR`.
         llama_quantize (`str` or `os.PathLike`, *optional*):
             The built `llama-quantize`; default `$LLAMA_QUANTIZE`, `<llama_cpp>/build/bin/`, then `PATH`.
+        imatrix (`str` or `os.PathLike`, *optional*):
+            An importance matrix made by `llama-imatrix` for this model: llama.cpp then weighs each tensor's rounding
+            error by it (our plan's bits, llama.cpp's importance-weighted rounding).
 
     Returns:
         `Path`: the GGUF written.
@@ -148,7 +155,7 @@ def export_gguf(
         with atomic_file(types_path) as staging:
             staging.write_text(tensor_type_file(types))
         source = Path(base_model) if base_model is not None else folder
-        commands = _commands("convert_hf_to_gguf.py", "llama-quantize", source, types_path, output)
+        commands = _commands("convert_hf_to_gguf.py", "llama-quantize", source, types_path, output, imatrix)
         raise FileNotFoundError(
             "llama.cpp not found (pass its source tree as `llama_cpp` / --llama-cpp or set LLAMA_CPP_DIR, with "
             f"llama-quantize built). Finish the export with:\n  {' '.join(commands[0])}\n  {' '.join(commands[1])}"
@@ -160,7 +167,7 @@ def export_gguf(
         if base_model is None:
             _save_dense(dense_copy(model, linears), source, companion_files)
         (work / "types.txt").write_text(tensor_type_file(types))
-        convert, quantize = _commands(str(script), str(binary), source, work / "types.txt", work / "out.gguf")
+        convert, quantize = _commands(str(script), str(binary), source, work / "types.txt", work / "out.gguf", imatrix)
         python_path = os.pathsep.join(filter(None, [str(script.parent / "gguf-py"), os.environ.get("PYTHONPATH")]))
         _run(convert, work / "convert.log", {"PYTHONPATH": python_path})  # the tree's gguf-py, then the user's
         _run(quantize, work / "quantize.log", {})
