@@ -62,6 +62,8 @@ def test_without_llama_cpp_the_error_holds_the_commands(tiny_checkpoint, tmp_pat
     assert (dense / "tokenizer.json").is_file()
     assert main(["export", str(tmp_path / "lw"), "--format", "gguf", "--output", str(tmp_path / "x.gguf")]) == 1
     assert main(["export", str(tmp_path / "lw"), "--format", "gguf", "--output", str(tmp_path / "x")]) == 1
+    other = ["export", str(tmp_path / "lw"), "--format", "compressed-tensors", "--output", str(tmp_path / "ct")]
+    assert main([*other, "--imatrix", "imatrix.gguf"]) == 1  # a gguf option
 
 
 @pytest.fixture(scope="module")
