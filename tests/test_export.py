@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from optimum_layerwise import LayerwiseQuantizationConfig
@@ -66,6 +67,9 @@ def test_compressed_tensors_export_opens_in_stock_transformers_with_the_same_log
     assert len(groups[4]["targets"]) == 2 * 7
     assert sum(len(group["targets"]) for group in groups.values()) == 4 * 7
     assert (out / "tokenizer.json").is_file()  # the tokenizer travels with the weights
+    card = ModelCard.load(out / "README.md")
+    assert {"compressed-tensors", "optimum-layerwise", "8-bit", "4-bit", "2-bit"} <= set(card.data.tags)
+    assert "| 2 | 2 |" in card.text and "without optimum-layerwise" in card.text
 
     stock = _stock_logits(out, tmp_path)
     torch.testing.assert_close(stock, ours, rtol=0, atol=1e-5)

@@ -483,3 +483,43 @@ def write_model_card(
         return None
     build_model_card(model, heatmap=heatmap.name if heatmap else None, **arguments).save(card_path)
     return card_path
+
+
+def build_export_card(model: nn.Module, format: str, loading: str) -> ModelCard:
+    """The model card of an export of the layer-wise `model` (compressed-tensors): the same Hub metadata as the
+    layer-wise card (base model, license, datasets, tags plus the format's), the bits per layer and how to load it.
+
+    Args:
+        model (`PreTrainedModel`):
+            The layer-wise model that was exported.
+        format (`str`):
+            The export format, e.g. `"compressed-tensors"` (also added as a tag).
+        loading (`str`):
+            Python code that loads the export (shown as is).
+    """
+    config = layerwise_config(model)
+    if config is None:
+        raise ValueError("The model is not layer-wise quantized: its quantization_config has no layer-wise plan.")
+    base_model = base_model_of(model)
+    metadata = _metadata(config, base_model, [format], getattr(model, LICENSE_ATTR, None))
+    plan = config.plan
+    title = f"{escape_markdown(base_model.split('/')[-1])}, layer-wise quantized" if base_model else "Layer-wise model"
+    lines = [
+        f"# {title} ({escape_markdown(format)})",
+        "",
+        f"An export of a layer-wise quantized model (optimum-layerwise) to the standard {escape_markdown(format)} "
+        f"format: {plan.average_bits:.2f} average bits over {len(plan.layer_bits)} decoder layers, the same weights "
+        "as the layer-wise checkpoint. It loads without optimum-layerwise:",
+        "",
+        "```python",
+        loading,
+        "```",
+        "",
+        "## Bits per layer",
+        "",
+        "| layer | bits |",
+        "|---:|---:|",
+        *(f"| {index} | {format_bits(bits)} |" for index, bits in sorted(plan.layer_bits.items())),
+        "",
+    ]
+    return ModelCard(f"---\n{metadata.to_yaml()}\n---\n\n" + "\n".join(lines))

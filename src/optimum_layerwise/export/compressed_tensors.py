@@ -26,11 +26,16 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_folder
+from ..model_card import CARD_NAME, build_export_card
 from ..modules import QuantoLinear
 from .dense import dense_copy, packed_linears
 
 
 FORMAT = "pack-quantized"
+_LOADING = (
+    "from transformers import AutoModelForCausalLM\n\n"
+    'model = AutoModelForCausalLM.from_pretrained("path/to/this/folder")  # or its Hub repo id'
+)
 
 
 def _symmetric_modules(model: nn.Module) -> dict[str, QuantoLinear]:
@@ -130,6 +135,7 @@ def export_compressed_tensors(
     with atomic_folder(save_directory, keep_other_files=False) as staging:
         dense.save_pretrained(staging)
         compressor.update_config(staging)
+        build_export_card(model, "compressed-tensors", _LOADING).save(staging / CARD_NAME)
         for path in companion_files:
             if not (staging / path.name).exists():
                 shutil.copyfile(path, staging / path.name)
