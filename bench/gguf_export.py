@@ -126,10 +126,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
             options = {"base_model": folder, "imatrix": imatrix, **tool}
             rows.append(exported_row(model, weighted, target, "base, imatrix", tokenizer, **options))
         for row in rows[-4 if imatrix is not None else -3 :]:
-            for imatrix in (False, True):
-                points = [(p["linear_bpw"], p["perplexity"]) for p in peers if p["imatrix"] == imatrix]
+            for weighted in (False, True):
+                points = [(p["linear_bpw"], p["perplexity"]) for p in peers if p["imatrix"] == weighted]
                 reference = frontier.interpolate(frontier.pareto_front(points), row["linear_bpw"])
-                row[f"llama_cpp{'_imatrix' if imatrix else ''}_at_same_bpw"] = reference
+                row[f"llama_cpp{'_imatrix' if weighted else ''}_at_same_bpw"] = reference
             print(report(row), flush=True)
         payload = {**common.envelope(args), "model": args.model, "bits": list(args.bits), "rows": rows}
         atomic_write_text(args.output, json.dumps(payload, indent=1) + "\n")
