@@ -13,6 +13,8 @@ over the range and over HQQ, measured on the demo models: `docs/frontier.md`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -82,40 +84,38 @@ def weighted_affine(
     def error(scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         return (weights * (grouped - _rounded(grouped, scale, shift, top)[1]) ** 2).sum(dim=1, keepdim=True)
 
-    def candidate_grid(scale: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scale = as_stored(scale, stored_dtype).clamp_min(smallest)
-        return scale, (scale * half if sym else as_stored(shift, stored_dtype))
+    best_scale = best_shift = torch.zeros_like(low)
+    best_error = torch.full_like(low, torch.inf)
 
-    best_scale = best_shift = best_error = None
-    for step in range(SEARCH_STEPS + 1 if search else 1):
-        fraction = 1.0 - (1.0 - SMALLEST_RANGE) * step / SEARCH_STEPS
-        scale, shift = candidate_grid((high - low) * fraction / top, -low * fraction)
+    def consider(scale: torch.Tensor, shift_of: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
+        """Keep, per group, `scale` (as stored) and its shift where they round with less error than the best so far;
+        `shift_of(stored scale)` gives the affine shift (a symmetric grid's is `half · scale`: `None`)."""
+        nonlocal best_scale, best_shift, best_error
+        scale = as_stored(scale, stored_dtype).clamp_min(smallest)
+        shift = scale * half if sym else as_stored(shift_of(scale), stored_dtype)
         candidate = error(scale, shift)
-        if best_error is None:
-            best_scale, best_shift, best_error = scale, shift, candidate
-            continue
         better = candidate < best_error
         best_scale, best_shift = torch.where(better, scale, best_scale), torch.where(better, shift, best_shift)
         best_error = torch.where(better, candidate, best_error)
+
+    for step in range(SEARCH_STEPS + 1 if search else 1):
+        fraction = 1.0 - (1.0 - SMALLEST_RANGE) * step / SEARCH_STEPS
+        consider((high - low) * fraction / top, lambda scale, fraction=fraction: -low * fraction)
     for _ in range(REFITS if search else 0):
         codes, _ = _rounded(grouped, best_scale, best_shift, top)
         if sym:  # least squares of `grouped ≈ (codes - half) · scale` through the origin
-            signed = codes - half
-            variance = (weights * signed**2).sum(dim=1, keepdim=True)
-            covariance = (weights * signed * grouped).sum(dim=1, keepdim=True)
-            slope = torch.where(variance > 0, covariance / variance.clamp_min(1e-30), best_scale)
-            scale, shift = candidate_grid(slope, slope)
-        else:
+            centered_codes, centered_weights, shift_of = codes - half, grouped, None
+        else:  # least squares of `grouped ≈ codes · scale - shift`
             total = weights.sum(dim=1, keepdim=True)
             mean_code = (weights * codes).sum(dim=1, keepdim=True) / total
             mean_weight = (weights * grouped).sum(dim=1, keepdim=True) / total
-            variance = (weights * (codes - mean_code) ** 2).sum(dim=1, keepdim=True)
-            covariance = (weights * (codes - mean_code) * (grouped - mean_weight)).sum(dim=1, keepdim=True)
-            slope = torch.where(variance > 0, covariance / variance.clamp_min(1e-30), best_scale)
-            scale = as_stored(slope, stored_dtype).clamp_min(smallest)
-            shift = as_stored(scale * mean_code - mean_weight, stored_dtype)
-        candidate = error(scale, shift)
-        better = candidate < best_error
-        best_scale, best_shift = torch.where(better, scale, best_scale), torch.where(better, shift, best_shift)
-        best_error = torch.where(better, candidate, best_error)
+            centered_codes, centered_weights = codes - mean_code, grouped - mean_weight
+
+            def shift_of(scale: torch.Tensor, code=mean_code, weight=mean_weight) -> torch.Tensor:
+                return scale * code - weight
+
+        variance = (weights * centered_codes**2).sum(dim=1, keepdim=True)
+        covariance = (weights * centered_codes * centered_weights).sum(dim=1, keepdim=True)
+        slope = torch.where(variance > 0, covariance / variance.clamp_min(1e-30), best_scale)
+        consider(slope, shift_of)
     return best_scale, best_shift
