@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .atomic import atomic_file, atomic_write_text
-from .export import EXPORT_FORMATS
+from .export import EXPORT_FORMATS, EXPORT_OPTIONS
 from .units import format_bits, format_bytes
 
 
@@ -732,15 +732,14 @@ def _tasks(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     from .export import export_checkpoint
 
-    options = {}
+    options = {name: getattr(args, name) for name in EXPORT_OPTIONS["gguf"]}
     if args.format == "gguf":
         output = _check_output_file(args.output, force=args.force, suffix=".gguf")
-        names = ("base_model", "llama_cpp", "llama_quantize", "imatrix")
-        options = {name: getattr(args, name) for name in names}
-    elif args.base_model or args.llama_cpp or args.llama_quantize or args.imatrix:
-        raise CommandError("--base-model, --llama-cpp, --llama-quantize and --imatrix are options of --format gguf")
+    elif any(options.values()):
+        flags = ", ".join("--" + name.replace("_", "-") for name in options)
+        raise CommandError(f"{flags} are options of --format gguf")
     else:
-        output = check_output(args.output, overwrite=False, force=args.force, model=args.checkpoint)
+        output, options = check_output(args.output, overwrite=False, force=args.force, model=args.checkpoint), {}
     export_checkpoint(args.checkpoint, output, args.format, **options)
     print(f"saved to {args.output} ({args.format}); it loads without `import optimum_layerwise`")
 

@@ -114,20 +114,18 @@ class _SaveWithCard(_ModelMethodHook):
         return result
 
 
-_EXPORT_OPTIONS = {"base_model", "llama_cpp", "llama_quantize", "imatrix"}
-
-
 def _save_exported(model: nn.Module, save_directory, format: str, args: tuple, kwargs: dict) -> None:
     """`save_pretrained(save_directory, format=...)` with an export format (see `optimum_layerwise.export`)."""
-    from .export import EXPORT_FORMATS, export_model
+    from .export import EXPORT_FORMATS, EXPORT_OPTIONS, export_model
 
     if format not in EXPORT_FORMATS:
         raise ValueError(f"`format` must be 'layerwise' or one of {EXPORT_FORMATS}, got {format!r:.40}.")
-    unknown = sorted(set(kwargs) - _EXPORT_OPTIONS)
+    unknown = sorted(set(kwargs) - set(EXPORT_OPTIONS[format]))
     if args or unknown:
         raise ValueError(
-            f"save_pretrained(format={format!r}) takes only the destination and, for gguf, {sorted(_EXPORT_OPTIONS)}; "
-            f"got {unknown or 'more arguments'}. Upload an export with `huggingface_hub.upload_folder`."
+            f"save_pretrained(format={format!r}) takes only the destination and the options "
+            f"{list(EXPORT_OPTIONS[format])}; got {unknown or 'more arguments'}. Upload an export with "
+            "`huggingface_hub.upload_folder`."
         )
     export_model(model, save_directory, format, **kwargs)
 

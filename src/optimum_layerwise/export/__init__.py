@@ -26,7 +26,12 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-EXPORT_FORMATS = ("compressed-tensors", "gguf")
+EXPORT_OPTIONS: dict[str, tuple[str, ...]] = {
+    "compressed-tensors": (),
+    "gguf": ("base_model", "llama_cpp", "llama_quantize", "imatrix"),
+}
+"""The options each export format takes (see [`export_model`])."""
+EXPORT_FORMATS = tuple(EXPORT_OPTIONS)
 # files of a checkpoint folder that describe the tokenizer and generation, copied next to the exported weights
 _COMPANION_FILES = (
     "tokenizer.json",
@@ -68,14 +73,15 @@ def export_model(
             [`~optimum_layerwise.export.gguf.export_gguf`]).
     """
     _check_format(format)
+    unknown = sorted(set(options) - set(EXPORT_OPTIONS[format]))
+    if unknown:
+        raise ValueError(f"format={format!r} takes the options {list(EXPORT_OPTIONS[format])}, got {unknown}.")
     if format == "gguf":
         from .gguf import export_gguf
 
         if Path(destination).suffix != ".gguf":
             raise ValueError(f"A GGUF export is one file: its name must end in .gguf, got {os.fspath(destination)!r}.")
         return export_gguf(model, destination, companion_files=companion_files, **options)
-    if options:
-        raise ValueError(f"format='compressed-tensors' takes no options, got {sorted(options)}.")
     if importlib.util.find_spec("compressed_tensors") is None:
         raise ImportError("format='compressed-tensors' needs it: pip install 'compressed-tensors>=0.20'")
     from .compressed_tensors import export_compressed_tensors

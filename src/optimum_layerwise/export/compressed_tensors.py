@@ -18,7 +18,6 @@ ours to float rounding.
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from torch import nn
 from ..atomic import atomic_folder
 from ..model_card import CARD_NAME, build_export_card
 from ..modules import QuantoLinear
-from .dense import dense_copy, packed_linears
+from .dense import copy_companions, dense_copy, packed_linears
 
 
 FORMAT = "pack-quantized"
@@ -136,7 +135,5 @@ def export_compressed_tensors(
         dense.save_pretrained(staging)
         compressor.update_config(staging)
         build_export_card(model, "compressed-tensors", _LOADING).save(staging / CARD_NAME)
-        for path in companion_files:
-            if not (staging / path.name).exists():
-                shutil.copyfile(path, staging / path.name)
+        copy_companions(companion_files, staging)
     return Path(save_directory)

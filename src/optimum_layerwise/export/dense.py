@@ -4,7 +4,9 @@ its dequantized weight, without the layer-wise quantizer (so it saves as a plain
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from torch import nn
 
@@ -42,3 +44,10 @@ def dense_copy(model: nn.Module, linears: Mapping[str, nn.Module]) -> nn.Module:
     dense.config = copy.deepcopy(model.config)
     del dense.config.quantization_config
     return dense
+
+
+def copy_companions(files: Sequence[Path], folder: Path) -> None:
+    """Copy `files` (the tokenizer's, ...) into `folder`, except names the export itself wrote there."""
+    for path in files:
+        if not (folder / path.name).exists():
+            shutil.copyfile(path, folder / path.name)

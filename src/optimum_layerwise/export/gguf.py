@@ -25,7 +25,7 @@ from torch import nn
 
 from ..atomic import atomic_file, atomic_folder
 from ..plan import ModulePlan
-from .dense import dense_copy, packed_linears
+from .dense import copy_companions, dense_copy, packed_linears
 
 
 # Hugging Face Linear names of the Llama, Mistral, Qwen2 and Gemma families -> llama.cpp tensor names
@@ -178,6 +178,4 @@ def export_gguf(
 
 def _save_dense(model: nn.Module, folder: Path, companion_files: Sequence[Path]) -> None:
     model.save_pretrained(folder)
-    for path in companion_files:
-        if not (folder / path.name).exists():
-            shutil.copyfile(path, folder / path.name)
+    copy_companions(companion_files, folder)
