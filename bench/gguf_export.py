@@ -52,7 +52,8 @@ def layerwise_row(model, output: Path, target: float, tokenizer) -> dict[str, An
     modules = dict(model.named_modules())
     planned = model.config.quantization_config.plan.modules
     linear_weights = {name: modules[name].in_features * modules[name].out_features for name in planned}
-    others = sum(p.numel() for name, p in model.named_parameters() if name.rpartition(".")[0] not in planned)
+    packed = {f"{name}.{tensor}" for name in planned for tensor in ("weight", "weight_scale", "weight_shift")}
+    others = sum(p.numel() for name, p in model.named_parameters() if name not in packed)  # biases count as they are
     bits = frontier.bits_per_weight(output, linear_weights, sum(linear_weights.values()) + others)
     return {"system": "ours (layer-wise)", "target_bits": target, **bits, "perplexity": ppl, "eval_seconds": seconds}
 
