@@ -108,6 +108,20 @@ def tiny_checkpoint(tmp_path_factory, request):
     return str(folder)
 
 
+def save_layerwise(source, folder, **settings) -> torch.nn.Module:
+    """Quantize the model in `source` with `LayerwiseQuantizationConfig(**settings)`, save it with the tokenizer of
+    `source` to `folder` (as the CLI does) and return it."""
+    from transformers import AutoTokenizer
+
+    from optimum_layerwise import LayerwiseQuantizationConfig
+
+    config = LayerwiseQuantizationConfig(**settings)
+    model = AutoModelForCausalLM.from_pretrained(source, quantization_config=config)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    return model
+
+
 @pytest.fixture
 def token_batches():
     """Deterministic token-id calibration sequences for the tiny models (vocab 128)."""

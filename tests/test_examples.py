@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import save_layerwise
+
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -40,13 +42,7 @@ def test_compare_orderings(tiny_checkpoint, tmp_path):
 
 
 def test_finetune_lora(tiny_checkpoint, tmp_path):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from optimum_layerwise import LayerwiseQuantizationConfig
-
-    config = LayerwiseQuantizationConfig(bits=(8, 4), importance="zd", target_bits=6)
-    AutoModelForCausalLM.from_pretrained(tiny_checkpoint, quantization_config=config).save_pretrained(tmp_path / "lw")
-    AutoTokenizer.from_pretrained(tiny_checkpoint).save_pretrained(tmp_path / "lw")
+    save_layerwise(tiny_checkpoint, tmp_path / "lw", bits=(8, 4), importance="zd", target_bits=6)
     text = tmp_path / "text.txt"
     text.write_text("the quick brown fox jumps over the lazy dog. " * 400)
     stdout = run_example(

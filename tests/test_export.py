@@ -8,9 +8,9 @@ import sys
 import pytest
 import torch
 from huggingface_hub import ModelCard
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
-from optimum_layerwise import LayerwiseQuantizationConfig
+from conftest import save_layerwise
 from optimum_layerwise.cli import main
 from optimum_layerwise.export import export_checkpoint
 
@@ -31,10 +31,9 @@ print(type(model.model.layers[1].self_attn.q_proj).__name__)
 
 
 def _quantized(folder, tmp_path, **overrides):
-    config = LayerwiseQuantizationConfig(bits=(8, 4, 2), layer_bits=LAYER_BITS, group_size=32, **overrides)
-    model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=config)
-    model.save_pretrained(tmp_path / "layerwise")
-    AutoTokenizer.from_pretrained(folder).save_pretrained(tmp_path / "layerwise")
+    model = save_layerwise(
+        folder, tmp_path / "layerwise", bits=(8, 4, 2), layer_bits=LAYER_BITS, group_size=32, **overrides
+    )
     return model, tmp_path / "layerwise"
 
 

@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from optimum_layerwise import LayerwiseQuantizationConfig
+from conftest import save_layerwise
 from optimum_layerwise.cli import main
 from optimum_layerwise.export import export_checkpoint
 from optimum_layerwise.export.gguf import gguf_tensor_types, gguf_type, tensor_type_file
@@ -47,9 +46,7 @@ def test_without_llama_cpp_the_error_holds_the_commands(tiny_checkpoint, tmp_pat
     monkeypatch.delenv("LLAMA_CPP_DIR", raising=False)
     monkeypatch.delenv("LLAMA_QUANTIZE", raising=False)
     monkeypatch.setattr("optimum_layerwise.export.gguf.shutil.which", lambda name: None)  # none on PATH either
-    config = LayerwiseQuantizationConfig(bits=(8, 4), importance="zd", layer_bits={0: 8, 1: 4, 2: 4, 3: 8})
-    AutoModelForCausalLM.from_pretrained(tiny_checkpoint, quantization_config=config).save_pretrained(tmp_path / "lw")
-    AutoTokenizer.from_pretrained(tiny_checkpoint).save_pretrained(tmp_path / "lw")
+    save_layerwise(tiny_checkpoint, tmp_path / "lw", bits=(8, 4), importance="zd", layer_bits={0: 8, 1: 4, 2: 4, 3: 8})
     with pytest.raises(
         FileNotFoundError, match=r"llama.cpp not found .*\n.*convert_hf_to_gguf.py .*\n.*llama-quantize"
     ):
@@ -89,10 +86,7 @@ def test_gguf_export_of_the_demo_model_runs_in_llama_cpp(llama_cpp_tools, tmp_pa
     tree, bin_dir, packages = llama_cpp_tools
     monkeypatch.setenv("PYTHONPATH", str(packages))  # sentencepiece, which the converter imports for Llama models
     source = resolve_model("smollm2-135m")
-    config = LayerwiseQuantizationConfig(bits=(8, 4), importance="zd", target_bits=6)
-    model = AutoModelForCausalLM.from_pretrained(source, quantization_config=config)
-    model.save_pretrained(tmp_path / "lw")
-    AutoTokenizer.from_pretrained(source).save_pretrained(tmp_path / "lw")
+    model = save_layerwise(source, tmp_path / "lw", bits=(8, 4), importance="zd", target_bits=6)
     code = main([
         "export", str(tmp_path / "lw"), "--format", "gguf", "--output", str(tmp_path / "smollm2.gguf"),
         "--llama-cpp", str(tree), "--llama-quantize", str(bin_dir / "llama-quantize"),

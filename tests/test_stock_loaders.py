@@ -9,9 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from optimum_layerwise import LayerwiseQuantizationConfig
+from conftest import save_layerwise
 from optimum_layerwise.demo_models import resolve_model
 from optimum_layerwise.evaluation.tasks import write_task_configs
 from optimum_layerwise.export import export_checkpoint
@@ -37,10 +36,7 @@ def _fresh(code: str, *arguments: str, cwd=None) -> subprocess.CompletedProcess:
 
 
 def _layerwise(source: str, folder, **settings) -> str:
-    config = LayerwiseQuantizationConfig(**settings)
-    model = AutoModelForCausalLM.from_pretrained(source, quantization_config=config)
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    save_layerwise(source, folder, **settings)
     return str(folder)
 
 
