@@ -11,6 +11,8 @@ export from the full-precision model passes llama.cpp the importance matrix that
 uses (our allocation, llama.cpp's importance-weighted rounding).
 
     python bench/gguf_export.py --model smollm2-135m --targets 5 6 7 --imatrix --threads 1
+    python bench/gguf_export.py --model smollm2-135m --targets 5 --imatrix --peer-types Q4_K_S Q4_K_M Q5_K_S \
+        --output bench/results/gguf_export-smollm2-135m-side-by-side.json
 """
 
 from __future__ import annotations
@@ -80,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bits", type=lambda v: tuple(int(b) for b in v.split(",")), default=(8, 4))
     parser.add_argument("--targets", type=float, nargs="+", default=[5.0, 6.0, 7.0])
     parser.add_argument("--imatrix", action="store_true", help="also export with llama.cpp's importance matrix")
+    parser.add_argument(
+        "--peer-types",
+        nargs="+",
+        default=[],
+        help="also quantize the model to these llama.cpp types in this run (and with the imatrix, given --imatrix) "
+        "and compare with them rather than with bench/results/llama_cpp-<model>.json",
+    )
     return parser
 
 
@@ -99,17 +108,25 @@ def main(argv: Sequence[str] | None = None) -> Path:
     os.environ["PYTHONPATH"] = str(peer.converter_packages(args.cache_dir))  # sentencepiece for the converter
     folder = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    peers = json.loads((common.RESULTS_DIR / f"llama_cpp-{args.model}.json").read_text())["rows"]
-    peers = [row for row in peers if row["system"] == "llama.cpp" and row["perplexity"] and row["linear_bpw"] < 32]
+    f32 = peer.convert(tree, Path(os.environ["PYTHONPATH"]), folder, workdir / "F32.gguf", args.threads)
     imatrix = None
     if args.imatrix:  # made as bench/llama_cpp.py makes it: our default calibration windows, decoded
-        f32 = peer.convert(tree, Path(os.environ["PYTHONPATH"]), folder, workdir / "F32.gguf", args.threads)
         imatrix = workdir / "imatrix.gguf"
         if not imatrix.is_file():
             windows, seq_len = peer.write_calibration_text(folder, workdir / "calibration.txt")
             bin_dir = quantize_binary.parent
             peer.compute_imatrix(bin_dir, f32, workdir / "calibration.txt", imatrix, windows, seq_len, args.threads)
     rows: list[dict[str, Any]] = []
+    if args.peer_types:  # llama.cpp's own mixes, measured in this run
+        for qtype in args.peer_types:
+            for matrix in (None, imatrix) if imatrix is not None else (None,):
+                row = peer.quantized_row(quantize_binary.parent, f32, qtype, workdir, args.threads, matrix, tokenizer)
+                rows.append(row)
+                print(peer.report(row), flush=True)
+        peers = [row for row in rows if row["status"] == "ok"]
+    else:  # llama.cpp's rows of bench/llama_cpp.py's result file (the same windows, measured the same way)
+        peers = json.loads((common.RESULTS_DIR / f"llama_cpp-{args.model}.json").read_text())["rows"]
+        peers = [row for row in peers if row["system"] == "llama.cpp" and row["perplexity"] and row["linear_bpw"] < 32]
     for target in args.targets:
         checkpoint = workdir / f"layerwise-{target:g}"
         model = ours(folder, tokenizer, args.bits, target, checkpoint)
