@@ -1,63 +1,27 @@
 """Calibrated quantization (GPT-Q), one decoder layer after another; and the calibrated versions of every layer at
 every level that cost measurements compare (see [`calibrated_versions`]).
 
-The walk GPTQModel and optimum's `GPTQQuantizer` use: one forward pass of the full-precision model records the inputs
-of the first decoder layer and the keyword arguments of every layer (attention masks and position embeddings, which
-differ per layer on models that mix sliding and full attention). Then, for each layer: run it on its inputs with
-hooks that feed every Linear's inputs to the backend's calibrator, quantize its Linear modules at the layer's bits,
-and run the now quantized layer again to produce the inputs of the next one. Each layer is thus calibrated on the
-outputs of the already quantized layers before it. Padding positions are left out of the statistics.
+The walk GPTQModel and optimum's `GPTQQuantizer` use ([`~optimum_layerwise.walk.walk_layers`]): for each layer, run
+it on its inputs with hooks that feed every Linear's inputs to the backend's calibrator, quantize its Linear modules
+at the layer's bits, and run the now quantized layer again to produce the inputs of the next one. Each layer is thus
+calibrated on the outputs of the already quantized layers before it. Padding positions are left out of the
+statistics.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
-from transformers.utils import logging
 
 from .backends import QuantizationBackend
 from .calibration import CalibrationBatch
-from .layers import decoder_layers, set_submodule
+from .layers import set_submodule
+from .offload import PackedLayerStore, execution_device
 from .plan import QuantizationPlan
-
-
-@dataclass
-class _LayerCall:
-    """The inputs of one decoder layer for one calibration batch."""
-
-    hidden_states: torch.Tensor | None
-    kwargs: dict[str, Any]
-
-
-def _record_layer_calls(model: nn.Module, batches: Sequence[CalibrationBatch]) -> list[list[_LayerCall]]:
-    """`calls[layer][batch]`: the first layer's hidden states and every layer's keyword arguments, from one pass."""
-    layers = decoder_layers(model)
-    calls: list[list[_LayerCall]] = [[] for _ in layers]
-
-    def hook_for(index: int):
-        def hook(module, args, kwargs):
-            hidden = args[0] if args else kwargs["hidden_states"]
-            rest = {key: value for key, value in kwargs.items() if key != "hidden_states"}
-            calls[index].append(_LayerCall(hidden if index == 0 else None, rest))
-
-        return hook
-
-    handles = [layer.register_forward_pre_hook(hook_for(i), with_kwargs=True) for i, layer in enumerate(layers)]
-    device = model.get_input_embeddings().weight.device
-    runner = model.base_model if hasattr(model, "base_model") else model
-    try:
-        for batch in logging.tqdm(batches, desc="Recording layer inputs", unit="batch"):
-            input_ids, attention_mask = batch.input_ids.to(device), batch.attention_mask.to(device)
-            runner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return calls
+from .walk import LayerCall, first_output, run_layer, walk_layers
 
 
 def _feeding_hook(calibrator: Any, current: dict[str, torch.Tensor]):
@@ -70,15 +34,11 @@ def _feeding_hook(calibrator: Any, current: dict[str, torch.Tensor]):
     return hook
 
 
-def _first(output: Any) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output
-
-
 def _run_feeding(
     layer: nn.Module,
     feeds: Sequence[tuple[nn.Linear, Any]],
     hidden: Sequence[torch.Tensor],
-    calls: Sequence[_LayerCall],
+    calls: Sequence[LayerCall],
     masks: Sequence[torch.Tensor],
 ) -> list[torch.Tensor]:
     """Run `layer` on its recorded inputs while each `(linear, calibrator)` of `feeds` receives the Linear's inputs
@@ -89,7 +49,7 @@ def _run_feeding(
         outputs = []
         for states, call, mask in zip(hidden, calls, masks):
             current["mask"] = mask
-            outputs.append(_first(layer(states, **call.kwargs)))
+            outputs.append(first_output(layer(states, **call.kwargs)))
         return outputs
     finally:
         for handle in handles:
@@ -102,6 +62,7 @@ def quantize_sequentially(
     batches: Sequence[CalibrationBatch],
     backend: QuantizationBackend,
     linears_per_layer: Sequence[dict[str, nn.Linear]],
+    store: PackedLayerStore | None = None,
 ) -> None:
     """Quantize every decoder layer's Linear modules in place with a calibrated backend (GPT-Q).
 
@@ -116,25 +77,30 @@ def quantize_sequentially(
             A backend with `requires_calibration`.
         linears_per_layer (`Sequence[dict[str, nn.Linear]]`):
             For each decoder layer, the Linear modules to quantize by name inside the layer.
+        store ([`~optimum_layerwise.offload.PackedLayerStore`], *optional*):
+            Where each layer's packed modules go once the layer is done (low-memory quantization); by default they
+            stay in memory.
     """
-    layers = decoder_layers(model)
-    with torch.no_grad():
-        calls = _record_layer_calls(model, batches)
-        hidden = [call.hidden_states for call in calls[0]]
-        masks = [batch.attention_mask.bool() for batch in batches]
-        for index in logging.tqdm(range(len(layers)), desc=f"Quantizing layers ({backend.name})", unit="layer"):
-            layer, linears = layers[index], linears_per_layer[index]
-            settings = {name: plan.modules[f"{plan.layers_path}.{index}.{name}"] for name in linears}
-            calibrators = {
-                name: backend.calibrator(linear, settings[name].bits, settings[name].group_size)
-                for name, linear in linears.items()
-            }
-            _run_feeding(layer, [(linears[n], c) for n, c in calibrators.items()], hidden, calls[index], masks)
-            for name, calibrator in calibrators.items():
-                set_submodule(layer, name, calibrator.finish())
-            calibrators.clear()
-            hidden = [_first(layer(states, **call.kwargs)) for states, call in zip(hidden, calls[index])]
-            calls[index] = []
+    masks = [batch.attention_mask.bool() for batch in batches]
+
+    def step(index: int, layer: nn.Module, hidden: list[torch.Tensor], calls: list[LayerCall]) -> list[torch.Tensor]:
+        linears = linears_per_layer[index]
+        settings = {name: plan.modules[f"{plan.layers_path}.{index}.{name}"] for name in linears}
+        calibrators = {
+            name: backend.calibrator(linear, settings[name].bits, settings[name].group_size)
+            for name, linear in linears.items()
+        }
+        _run_feeding(layer, [(linears[n], c) for n, c in calibrators.items()], hidden, calls, masks)
+        packed = {name: calibrator.finish() for name, calibrator in calibrators.items()}
+        calibrators.clear()
+        for name, module in packed.items():
+            set_submodule(layer, name, module)
+        outputs = run_layer(layer, hidden, calls)
+        if store is not None:
+            store.offload(index, packed, execution_device(layer))
+        return outputs
+
+    walk_layers(model, batches, step, f"Quantizing layers ({backend.name})")
 
 
 def calibrated_versions(
@@ -149,31 +115,58 @@ def calibrated_versions(
     calibrated on its full-precision inputs (the model is not changed), for measuring what quantizing one layer, block
     or module alone costs with the quantizer that will be used.
 
-    One forward pass records the first layer's inputs; then each layer runs once on them with hooks that feed every
-    Linear's inputs to one calibrator per level (on a copy of the Linear), and its outputs of that same run are the
-    next layer's full-precision inputs. Cost: about two forward passes, plus one GPT-Q run per Linear and level.
+    Each layer runs once on its inputs with hooks that feed every Linear's inputs to one calibrator per level (on a
+    copy of the Linear), and its outputs of that same run are the next layer's full-precision inputs. Cost: about one
+    forward pass, plus one GPT-Q run per Linear and level.
 
     Returns:
         `dict[tuple[int, int], dict[str, nn.Module]]`: `{(layer, bits): {name: packed module}}`.
     """
-    layers = decoder_layers(model)
     versions: dict[tuple[int, int], dict[str, nn.Module]] = {}
-    with torch.no_grad():
-        calls = _record_layer_calls(model, batches)
-        hidden = [call.hidden_states for call in calls[0]]
-        masks = [batch.attention_mask.bool() for batch in batches]
-        for index in logging.tqdm(range(len(layers)), desc=f"Calibrating every level ({backend.name})", unit="layer"):
-            layer, linears = layers[index], linears_per_layer[index]
-            calibrators = {
-                (name, bits): backend.calibrator(
-                    copy.deepcopy(linear), bits, backend.module_plan(linear.in_features, bits, group_size).group_size
-                )
-                for name, linear in linears.items()
-                for bits in levels
-            }
-            feeds = [(linears[name], calibrator) for (name, _), calibrator in calibrators.items()]
-            outputs = _run_feeding(layer, feeds, hidden, calls[index], masks)
-            for (name, bits), calibrator in calibrators.items():
-                versions.setdefault((index, bits), {})[name] = calibrator.finish()
-            hidden, calls[index] = outputs, []
+    masks = [batch.attention_mask.bool() for batch in batches]
+
+    def step(index: int, layer: nn.Module, hidden: list[torch.Tensor], calls: list[LayerCall]) -> list[torch.Tensor]:
+        outputs, by_level = calibrate_every_level(
+            layer, linears_per_layer[index], hidden, calls, masks, levels, backend, group_size
+        )
+        versions.update({(index, bits): packed for bits, packed in by_level.items()})
+        return outputs
+
+    walk_layers(model, batches, step, f"Calibrating every level ({backend.name})")
     return versions
+
+
+def calibrate_every_level(
+    layer: nn.Module,
+    linears: dict[str, nn.Linear],
+    hidden: Sequence[torch.Tensor],
+    calls: Sequence[LayerCall],
+    masks: Sequence[torch.Tensor],
+    levels: Sequence[int],
+    backend: QuantizationBackend,
+    group_size: int | None,
+) -> tuple[list[torch.Tensor], dict[int, dict[str, nn.Module]]]:
+    """Run `layer` once on its inputs while one calibrator per Linear and level (each on a copy of the Linear) reads
+    the Linear's inputs; return the layer's (full-precision) outputs and `{bits: {name: packed module}}`."""
+    calibrators = {
+        (name, bits): backend.calibrator(
+            _detached_copy(linear), bits, backend.module_plan(linear.in_features, bits, group_size).group_size
+        )
+        for name, linear in linears.items()
+        for bits in levels
+    }
+    feeds = [(linears[name], calibrator) for (name, _), calibrator in calibrators.items()]
+    outputs = _run_feeding(layer, feeds, hidden, calls, masks)
+    by_level: dict[int, dict[str, nn.Module]] = {}
+    for (name, bits), calibrator in calibrators.items():
+        by_level.setdefault(bits, {})[name] = calibrator.finish()
+    return outputs, by_level
+
+
+def _detached_copy(linear: nn.Linear) -> nn.Linear:
+    """A plain `nn.Linear` with copies of `linear`'s tensors (none of its hooks), for a calibrator to change."""
+    twin = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
+    twin.weight = nn.Parameter(linear.weight.detach().clone(), requires_grad=False)
+    if linear.bias is not None:
+        twin.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+    return twin

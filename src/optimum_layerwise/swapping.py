@@ -71,6 +71,11 @@ class LayerVersions:
             self.use_versions({(index, bits): packed})
         return self.cache[index, bits]
 
+    def release(self, index: int) -> None:
+        """Forget the quantized versions of layer `index` built so far (they are built again if asked for)."""
+        for key in [key for key in self.cache if key[0] == index]:
+            del self.cache[key]
+
     def use_versions(self, versions: Mapping[tuple[int, int], Mapping[str, nn.Module]]) -> None:
         """Take packed modules quantized elsewhere (e.g. calibrated by GPT-Q) as the versions of their layers and
         levels: `{(layer, bits): {name: packed module}}`."""

@@ -8,11 +8,12 @@ Two measures:
   inputs `x`. Per token, because the next layers read each token's hidden state through a norm (RMSNorm): a few
   tokens with huge hidden states ("massive activations", from layer 12 on in SmolLM2) would otherwise dominate the
   norm of the whole output and make every later layer look 50× cheaper to quantize than it is. Squared errors of
-  independent perturbations add up, which is what the allocation assumes when it sums costs. Measured inside ONE
-  forward pass of the full-precision model per batch: a forward hook re-runs the layer with its quantized Linear
-  modules on the same input. Cost: one forward pass plus one pass through each layer per lower level and unit (≈ 2
-  forward passes for a two-level plan per layer; a Llama layer has 2 blocks and 7 modules). The re-run uses float
-  copies of the dequantized weights: the same numbers as the packed modules, at float speed.
+  independent perturbations add up, which is what the allocation assumes when it sums costs. Measured in ONE pass
+  over the layers ([`~optimum_layerwise.walk.walk_layers`]: each layer in memory once): each layer runs on its
+  full-precision inputs, then again with its quantized Linear modules on the same inputs. Cost: one forward pass
+  plus one pass through each layer per lower level and unit (≈ 2 forward passes for a two-level plan per layer; a
+  Llama layer has 2 blocks and 7 modules). The re-run uses float copies of the dequantized weights: the same numbers
+  as the packed modules, at float speed; a layer's versions are dropped once it is measured.
 - `"kl"` (exact): the KL divergence `KL(p_top ‖ p_u)` of the next-token distribution between the model with every
   layer at the top level and the same model with only unit `u` at the lower level, averaged over calibration tokens.
   Cost: one forward pass per unit and lower level, plus one for the reference.
@@ -24,7 +25,7 @@ layer 7 times per level.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -33,22 +34,28 @@ from transformers.utils import logging
 from ..calibration import CalibrationBatch
 from ..layers import AllocationUnit, allocation_units
 from ..plan import check_granularity
-from ..sequential import calibrated_versions
+from ..sequential import calibrate_every_level, calibrated_versions
 from ..swapping import LayerVersions
+from ..walk import LayerCall, first_output, run_layer, walk_layers
 
 
 SENSITIVITY_MEASURES = ("output", "kl")
 SCORING_WINDOWS = 8  # on SmolLM2-135M the ranking from 2 to 32 windows matches the one from 64 (Spearman >= 0.997)
 
 
-def scoring_batches(batches: Sequence[CalibrationBatch], max_windows: int = SCORING_WINDOWS) -> list[CalibrationBatch]:
-    """About `max_windows` windows of `batches`, as whole batches spread evenly over them (all of them when they hold
-    no more)."""
+def scoring_positions(batches: Sequence[CalibrationBatch], max_windows: int = SCORING_WINDOWS) -> list[int]:
+    """Positions in `batches` of about `max_windows` windows, as whole batches spread evenly over them (all of them
+    when they hold no more)."""
     sizes = [len(batch.input_ids) for batch in batches]
     if sum(sizes) <= max_windows:
-        return list(batches)
+        return list(range(len(batches)))
     count = max(1, round(max_windows * len(batches) / sum(sizes)))
-    return [batches[index * len(batches) // count] for index in range(count)]
+    return [index * len(batches) // count for index in range(count)]
+
+
+def scoring_batches(batches: Sequence[CalibrationBatch], max_windows: int = SCORING_WINDOWS) -> list[CalibrationBatch]:
+    """The batches at [`scoring_positions`]."""
+    return [batches[position] for position in scoring_positions(batches, max_windows)]
 
 
 def _token_squared_norms(hidden: torch.Tensor) -> torch.Tensor:
@@ -62,54 +69,48 @@ def _output_error(
     versions: LayerVersions,
     units: Sequence[AllocationUnit],
     lower: Sequence[int],
-    batches: Iterable[CalibrationBatch],
+    batches: Sequence[CalibrationBatch],
+    calibrated: bool,
 ) -> dict[str, dict[int, float]]:
+    """Relative output errors measured on the [`scoring_batches`] of `batches` in one walk over the layers; with
+    `calibrated`, the walk covers all of `batches` and each layer's versions are first calibrated on all of them."""
     units_of_layer: dict[int, list[int]] = {}
     for position, unit in enumerate(units):
         units_of_layer.setdefault(unit.layer, []).append(position)
     relative_error = torch.zeros(len(units), len(lower), dtype=torch.float64)
     num_tokens = torch.zeros(len(versions.layers), dtype=torch.float64)
-    state = {"busy": False, "mask": None}
+    measured = scoring_positions(batches)
+    walked = list(batches) if calibrated else [batches[position] for position in measured]
+    if not calibrated:
+        measured = list(range(len(walked)))
+    masks = [batch.attention_mask.double() for batch in walked]
+    calibration_masks = [batch.attention_mask.bool() for batch in walked]
 
-    def hook_for(index: int):
-        def hook(module, args, kwargs, output):
-            if state["busy"]:
-                return
-            state["busy"] = True
-            try:
-                reference = output[0] if isinstance(output, tuple) else output
-                mask = state["mask"].to(reference.device)
-                norms = _token_squared_norms(reference).clamp_min(torch.finfo(torch.float32).tiny)
-                num_tokens[index] += float(mask.sum())
-                for position in units_of_layer.get(index, ()):
-                    members = units[position].members
-                    for column, bits in enumerate(lower):
-                        versions.put(index, bits, members)
-                        quantized = module(*args, **kwargs)
-                        quantized = quantized[0] if isinstance(quantized, tuple) else quantized
-                        ratio = _token_squared_norms(quantized - reference) / norms
-                        relative_error[position, column] += float((ratio * mask).sum())
-                    versions.put(index, None, members)
-            finally:
-                state["busy"] = False
+    def step(index: int, layer: nn.Module, inputs: list[torch.Tensor], calls: list[LayerCall]) -> list[torch.Tensor]:
+        if calibrated:
+            outputs, by_level = calibrate_every_level(
+                layer, versions.originals[index], inputs, calls, calibration_masks, lower, versions.backend,
+                versions.group_size,
+            )  # fmt: skip
+            versions.use_versions({(index, bits): packed for bits, packed in by_level.items()})
+        else:
+            outputs = run_layer(layer, inputs, calls)
+        chosen = [(inputs[p], calls[p], outputs[p], masks[p]) for p in measured]
+        norms = [_token_squared_norms(out).clamp_min(torch.finfo(torch.float32).tiny) for _, _, out, _ in chosen]
+        num_tokens[index] += float(sum(mask.sum() for *_, mask in chosen))
+        for position in units_of_layer.get(index, ()):
+            members = units[position].members
+            for column, bits in enumerate(lower):
+                versions.put(index, bits, members)
+                for (states, call, reference, mask), norm in zip(chosen, norms):
+                    quantized = first_output(layer(states, **call.kwargs))
+                    ratio = _token_squared_norms(quantized - reference) / norm
+                    relative_error[position, column] += float((ratio * mask.to(ratio.device)).sum())
+            versions.put(index, None, members)
+        versions.release(index)
+        return outputs
 
-        return hook
-
-    handles = [layer.register_forward_hook(hook_for(i), with_kwargs=True) for i, layer in enumerate(versions.layers)]
-    device = model.get_input_embeddings().weight.device
-    runner = model.base_model if hasattr(model, "base_model") else model
-    try:
-        with torch.no_grad():
-            for batch in logging.tqdm(batches, desc="Measuring sensitivity (output)", unit="batch"):
-                state["mask"] = batch.attention_mask.double()
-                runner(
-                    input_ids=batch.input_ids.to(device),
-                    attention_mask=batch.attention_mask.to(device),
-                    use_cache=False,
-                )
-    finally:
-        for handle in handles:
-            handle.remove()
+    walk_layers(model, walked, step, "Measuring sensitivity (output)")
     relative = relative_error / torch.stack([num_tokens[unit.layer] for unit in units])[:, None]
     return {unit.name: {bits: float(relative[p, c]) for c, bits in enumerate(lower)} for p, unit in enumerate(units)}
 
@@ -202,16 +203,16 @@ def measure_unit_costs(
     top, lower = bits[0], list(bits[1:])
     units = allocation_units(model, skip, granularity)
     versions = LayerVersions(model, backend, group_size, skip, simulate=True)
-    if calibrated and versions.backend.requires_calibration:
-        levels = lower if measure == "output" else [top, *lower]
-        versions.use_versions(
-            calibrated_versions(model, batches, levels, versions.backend, group_size, versions.originals)
-        )
-    scoring = scoring_batches(batches)
+    calibrated = calibrated and versions.backend.requires_calibration
     if measure == "output":
-        costs = _output_error(model, versions, units, lower, scoring)
+        costs = _output_error(model, versions, units, lower, batches, calibrated)
     else:
-        costs = _kl(model, versions, units, top, lower, scoring)
+        if calibrated:
+            levels = [top, *lower]
+            versions.use_versions(
+                calibrated_versions(model, batches, levels, versions.backend, group_size, versions.originals)
+            )
+        costs = _kl(model, versions, units, top, lower, scoring_batches(batches))
     return {name: {top: 0.0, **unit_costs} for name, unit_costs in costs.items()}
 
 
