@@ -93,6 +93,19 @@ def build_tiny_model(arch: str = "llama", seed: int = 0, **overrides) -> torch.n
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
 
 
+# the tiny Llama with its two middle layers offloaded to disk and the rest in CPU memory
+OFFLOAD_DEVICE_MAP = {
+    "model.embed_tokens": "cpu",
+    "model.layers.0": "cpu",
+    "model.layers.1": "disk",
+    "model.layers.2": "disk",
+    "model.layers.3": "cpu",
+    "model.norm": "cpu",
+    "model.rotary_emb": "cpu",
+    "lm_head": "cpu",
+}
+
+
 @pytest.fixture(params=sorted(TINY_CONFIGS))
 def arch(request) -> str:
     return request.param

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM
 
+from conftest import OFFLOAD_DEVICE_MAP
 from optimum_layerwise import LayerwiseQuantizationConfig
 from optimum_layerwise.footprint import tensor_nbytes
 from optimum_layerwise.modules import QuantoLinear
@@ -65,18 +66,8 @@ def test_reload_with_disk_offload(tiny_checkpoint, tmp_path):
     model = quantize(tiny_checkpoint, importance="zd", num_low_bit_layers=2)
     expected = logits(model)
     model.save_pretrained(tmp_path / "saved")
-    device_map = {
-        "model.embed_tokens": "cpu",
-        "model.layers.0": "cpu",
-        "model.layers.1": "disk",
-        "model.layers.2": "disk",
-        "model.layers.3": "cpu",
-        "model.norm": "cpu",
-        "model.rotary_emb": "cpu",
-        "lm_head": "cpu",
-    }
     offloaded = AutoModelForCausalLM.from_pretrained(
-        tmp_path / "saved", device_map=device_map, offload_folder=str(tmp_path / "offload")
+        tmp_path / "saved", device_map=OFFLOAD_DEVICE_MAP, offload_folder=str(tmp_path / "offload")
     )
     assert offloaded.model.layers[1].self_attn.q_proj.weight.is_meta  # really offloaded
     assert torch.equal(logits(offloaded), expected)
@@ -115,14 +106,6 @@ def test_modules_to_not_convert_stay_full_precision(tiny_checkpoint, tmp_path):
     expected = logits(model)
     model.save_pretrained(tmp_path)
     assert torch.equal(logits(AutoModelForCausalLM.from_pretrained(tmp_path)), expected)
-
-
-def test_quantize_on_load_refuses_offloaded_device_maps(tiny_checkpoint):
-    config = LayerwiseQuantizationConfig(importance="zd", num_low_bit_layers=2)
-    with pytest.raises(ValueError, match="cpu/disk-offloaded `device_map`"):
-        AutoModelForCausalLM.from_pretrained(
-            tiny_checkpoint, quantization_config=config, device_map={"model": "cpu", "lm_head": "disk"}
-        )
 
 
 def test_layer_bits_for_missing_layers(tiny_checkpoint):

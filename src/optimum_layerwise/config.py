@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -185,6 +186,16 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             Loading only, never saved: pass `LayerwiseQuantizationConfig(verify=True)` as `quantization_config=` when
             loading a saved checkpoint to check every tensor and `config.json` against the checkpoint's sha256
             manifest first (reads all weight files once).
+        low_memory (`bool`, *optional*):
+            Quantizing only, never saved. `True`: quantize layer by layer without the model in memory: every decoder
+            layer is read from the checkpoint's files when it is needed (accelerate disk offload) and each quantized
+            layer is written to `work_dir` at once, so memory holds about one layer, the embeddings and the
+            calibration activations whatever the model's size (see docs/large-models.md). `False`: the whole model in
+            memory. `None` (default): `True` when the checkpoint's weights exceed the memory available to this
+            process (a cgroup limit included) and no `device_map` was given.
+        work_dir (`str` or `os.PathLike`, *optional*):
+            Quantizing only, never saved: where low-memory quantization keeps the quantized layers until the model is
+            saved (default: a temporary folder, removed with the model). Use a disk with room for the quantized model.
 
     With `backend="gptq"` the saved `quantization_config` is a standard GPT-Q one (`quant_method="gptq"`, the top
     level as `bits`, the lower layers in `dynamic`, derived from the plan) with this config under the key
@@ -218,6 +229,8 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         granularity: str = "layer",
         plan: QuantizationPlan | Mapping[str, Any] | None = None,
         verify: bool = False,
+        low_memory: bool | None = None,
+        work_dir: str | os.PathLike | None = None,
         **kwargs,
     ):
         _reject_unknown_arguments(kwargs)
@@ -247,6 +260,8 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         self.granularity = granularity
         self.plan = QuantizationPlan.from_dict(plan) if isinstance(plan, Mapping) else plan
         self.verify = verify
+        self.low_memory = low_memory
+        self.work_dir = work_dir
         self.post_init()
 
     def post_init(self):
@@ -292,6 +307,12 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             raise ValueError(f"`seed` must be an int in [0, 2**63), got {self.seed!r}.")
         if not isinstance(self.verify, bool):
             raise ValueError(f"`verify` must be True or False, got {self.verify!r}.")
+        if self.low_memory is not None and not isinstance(self.low_memory, bool):
+            raise ValueError(
+                f"`low_memory` must be True, False or None (decide from the memory), got {self.low_memory!r}."
+            )
+        if self.work_dir is not None and not isinstance(self.work_dir, (str, os.PathLike)):
+            raise ValueError(f"`work_dir` must be a folder path, got {type(self.work_dir).__name__}.")
         if self.group_size is not None and (
             isinstance(self.group_size, bool)
             or not isinstance(self.group_size, int)

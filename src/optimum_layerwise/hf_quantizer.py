@@ -17,16 +17,10 @@ from .loading import (
 )
 from .quality import QualityCheck
 from .quantize import quantize_model
+from .streaming import choose_low_memory, streaming_device_map
 
 
 logger = logging.get_logger(__name__)
-
-
-def _has_offload(device_map: Any) -> bool:
-    if not isinstance(device_map, dict):
-        return False
-    devices = {str(device) for device in device_map.values()}
-    return "disk" in devices or ("cpu" in devices and len(devices) > 1)
 
 
 class LayerwiseHfQuantizer(HfQuantizer):
@@ -34,16 +28,25 @@ class LayerwiseHfQuantizer(HfQuantizer):
 
     requires_calibration = False
 
+    def __init__(self, quantization_config, **kwargs):
+        super().__init__(quantization_config, **kwargs)
+        self._streaming_map: dict[str, Any] | None = None  # filled before the weights load, see update_device_map
+        self._low_memory = False
+
     def validate_environment(self, *args, device_map: Any = None, **kwargs):
         self.quantization_config.quantization_backend().require()
         if not self.pre_quantized:
             self.quantization_config.check_quantizable()
-        if not self.pre_quantized and _has_offload(device_map):
-            raise ValueError(
-                "Quantizing while loading with a cpu/disk-offloaded `device_map` is not supported: offloaded layers "
-                "are not in memory to be quantized. Quantize without offload, `save_pretrained`, then load the saved "
-                "checkpoint with this device_map."
-            )
+
+    def update_device_map(self, device_map: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Without a `device_map`, a quantization that may have to stream (`low_memory` not `False`) gets an empty
+        dict that [`_process_model_before_weight_loading`] fills once the model's layers and the checkpoint's size are
+        known: every decoder layer on `"disk"` (read from the checkpoint's files when needed) or everything in
+        memory."""
+        if self.pre_quantized or device_map is not None or self.quantization_config.low_memory is False:
+            return device_map
+        self._streaming_map = {}
+        return self._streaming_map
 
     def _skip(self, model) -> list[str]:
         return list(self.quantization_config.modules_to_not_convert or []) + list(model._keep_in_fp32_modules or [])
@@ -51,6 +54,9 @@ class LayerwiseHfQuantizer(HfQuantizer):
     def _process_model_before_weight_loading(self, model, checkpoint_files=None, **kwargs):
         if not self.pre_quantized:
             decoder_layers(model)  # fail before the weights load if the architecture is not supported
+            if self._streaming_map is not None:
+                self._low_memory = choose_low_memory(self.quantization_config.low_memory, checkpoint_files)
+                self._streaming_map.update(streaming_device_map(model) if self._low_memory else {"": "cpu"})
             return
         plan, packed = replace_with_packed_modules(model, self.quantization_config, self._skip(model))
         if plan is not self.quantization_config.plan:  # resolved from a checkpoint that did not list its modules
@@ -69,7 +75,9 @@ class LayerwiseHfQuantizer(HfQuantizer):
                     backend.finish_loading(module)
         else:
             # a new config holding the plan; the one passed to from_pretrained stays as it was
-            self.quantization_config = quantize_model(model, self.quantization_config, skip=self._skip(model))
+            self.quantization_config = quantize_model(
+                model, self.quantization_config, skip=self._skip(model), low_memory=self._low_memory or None
+            )
         from .hub import attach_model_card  # save_pretrained/push_to_hub also write the card
         from .model_card import set_eval_results
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
+
 import torch
 from torch import nn
 from transformers.utils import logging
@@ -11,6 +16,7 @@ from .calibration import CalibrationBatch, calibration_batches, split_windows
 from .config import LayerwiseQuantizationConfig
 from .corpora import recorded_dataset_name
 from .layers import decoder_layers_path, is_skipped, quantizable_linears, set_submodule, vocab_size
+from .offload import PackedLayerStore, execution_device, materialized
 from .plan import QuantizationPlan
 from .planning import make_plan
 from .quality import QualityCheck, prepare_windows, score_windows
@@ -70,18 +76,24 @@ def _warn_unmatched(model: nn.Module, names: list[str]) -> None:
         )
 
 
-def _check_materialized(model: nn.Module) -> None:
-    offloaded = sorted({name.rsplit(".", 1)[0] for name, p in model.named_parameters() if p.is_meta})
-    if offloaded:
-        raise ValueError(
-            "Quantizing while loading needs every weight in memory, but these modules are offloaded (cpu/disk "
-            f"device_map): {offloaded[:5]}{' ...' if len(offloaded) > 5 else ''}. Load without offload to quantize, "
-            "save, then load the saved checkpoint with any device_map."
-        )
+def packed_layer_store(model: nn.Module, config: LayerwiseQuantizationConfig) -> PackedLayerStore:
+    """Where low-memory quantization writes the quantized layers: `config.work_dir`, else a temporary folder removed
+    when `model` is garbage-collected."""
+    if config.work_dir is not None:
+        folder = Path(config.work_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="optimum-layerwise-layers-"))
+        weakref.finalize(model, shutil.rmtree, folder, True)
+    logger.info(f"Low-memory quantization: quantized layers go to {folder} until the model is saved.")
+    return PackedLayerStore(folder)
 
 
 def quantize_model(
-    model: nn.Module, config: LayerwiseQuantizationConfig, skip: list[str] | None = None
+    model: nn.Module,
+    config: LayerwiseQuantizationConfig,
+    skip: list[str] | None = None,
+    low_memory: bool | None = None,
 ) -> LayerwiseQuantizationConfig:
     """Quantize `model` in place: plan (score its decoder layers, allocate bits), then replace each layer's Linear
     modules by packed ones with their planned settings, one layer at a time (full-precision weights are released as
@@ -90,18 +102,24 @@ def quantize_model(
 
     Args:
         model (`PreTrainedModel`):
-            A full-precision causal LM with all weights in memory.
+            A full-precision causal LM. Decoder layers offloaded by accelerate (cpu or disk `device_map`) are read
+            into memory one at a time.
         config ([`LayerwiseQuantizationConfig`]):
             What to do. Not modified: the same config can quantize several models.
         skip (`list[str]`, *optional*):
             Linear modules to keep in full precision (defaults to `config.modules_to_not_convert`).
+        low_memory (`bool`, *optional*):
+            Write each quantized layer to disk at once ([`packed_layer_store`]) instead of keeping it in memory;
+            defaults to `config.low_memory`.
 
     Returns:
         [`LayerwiseQuantizationConfig`]: a new config, the request plus its `plan`; it is also set as
         `model.config.quantization_config` when the model has a config.
     """
     config.check_quantizable()
-    _check_materialized(model)
+    low_memory = bool(config.low_memory) if low_memory is None else low_memory
+    if low_memory:
+        _check_low_memory_options(config)
     backend = config.quantization_backend()
     backend.require()
     skip = list(config.modules_to_not_convert or []) if skip is None else skip
@@ -111,11 +129,12 @@ def quantize_model(
     held_out, context = prepare_windows(held_out, config.tokenizer)
     reference = score_windows(model, held_out, context, desc="Held-out check, unquantized") if held_out else None
     plan = make_plan(model, config, backend, skip, batches)
+    store = packed_layer_store(model, config) if low_memory else None
     if backend.requires_calibration:
         linears = [linears for _, _, linears in quantizable_linears(model, skip)]
-        quantize_sequentially(model, plan, batches, backend, linears)
+        quantize_sequentially(model, plan, batches, backend, linears, store)
     else:
-        _quantize_round_to_nearest(model, plan, backend, skip)
+        _quantize_round_to_nearest(model, plan, backend, skip, store)
     done = f"Quantized {len(plan.layer_bits)} decoder layers to {plan.average_bits:.2f} average bits"
     if reference is None:
         logger.warning(f"{done}; quality not measured: {_why_no_quality(config)}.")
@@ -136,14 +155,32 @@ def quantize_model(
     return result
 
 
+def _check_low_memory_options(config: LayerwiseQuantizationConfig) -> None:
+    if config.importance == "sensitivity_kl":
+        raise ValueError(
+            "importance='sensitivity_kl' runs the whole model once per layer and level, which low-memory "
+            "quantization cannot afford: use importance='sensitivity' (each layer's output error) or low_memory=False."
+        )
+
+
 def _quantize_round_to_nearest(
-    model: nn.Module, plan: QuantizationPlan, backend: QuantizationBackend, skip: list[str]
+    model: nn.Module,
+    plan: QuantizationPlan,
+    backend: QuantizationBackend,
+    skip: list[str],
+    store: PackedLayerStore | None,
 ) -> None:
     progress = logging.tqdm(total=len(plan.layer_bits), desc=f"Quantizing layers ({backend.name})", unit="layer")
     with torch.no_grad():
         for index, layer, linears in quantizable_linears(model, skip):
-            for name, linear in linears.items():
-                settings = plan.modules[f"{plan.layers_path}.{index}.{name}"]
-                set_submodule(layer, name, backend.quantize_linear(linear, settings.bits, settings.group_size))
+            with materialized(layer):
+                packed = {}
+                for name, linear in linears.items():
+                    settings = plan.modules[f"{plan.layers_path}.{index}.{name}"]
+                    packed[name] = backend.quantize_linear(linear, settings.bits, settings.group_size)
+            for name, module in packed.items():
+                set_submodule(layer, name, module)
+            if store is not None:
+                store.offload(index, packed, execution_device(layer))
             progress.update()
     progress.close()

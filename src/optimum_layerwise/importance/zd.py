@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..layers import decoder_layers, linear_modules
+from ..offload import materialized
 
 
 def _share_above_one_sigma(weights: list[torch.Tensor]) -> float:
@@ -37,10 +38,9 @@ def zd_scores(model: nn.Module, skip: Iterable[str] = ()) -> list[float]:
     """
     scores = []
     for index, layer in enumerate(decoder_layers(model)):
-        weights = [linear.weight.detach() for linear in linear_modules(layer, skip).values()]
-        if not weights:
-            raise ValueError(f"Decoder layer {index} has no Linear module to score with ZD.")
-        if any(weight.is_meta for weight in weights):
-            raise ValueError(f"Decoder layer {index} is offloaded (meta weights): ZD needs the weights in memory.")
-        scores.append(_share_above_one_sigma(weights))
+        with materialized(layer):  # one layer in memory at a time when accelerate offloaded them
+            weights = [linear.weight.detach() for linear in linear_modules(layer, skip).values()]
+            if not weights:
+                raise ValueError(f"Decoder layer {index} has no Linear module to score with ZD.")
+            scores.append(_share_above_one_sigma(weights))
     return scores

@@ -1,0 +1,67 @@
+"""How much memory this process may still use: the machine's available memory, or less under a cgroup limit.
+
+This module imports neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+_UNLIMITED = 1 << 60  # cgroup v1 writes "no limit" as a number near 2**63
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    if text == "max":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return value if value < _UNLIMITED else None
+
+
+def meminfo_available(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """`MemAvailable` of `/proc/meminfo` in bytes (`None` when unreadable)."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def cgroup_headroom(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Bytes left under the memory limit of this process's cgroup (v1 `memory` controller or v2), `None` without a
+    limit."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        relative = path.lstrip("/")
+        if "memory" in controllers.split(","):  # v1
+            folder = root / "memory" / relative
+            limit = _read_int(folder / "memory.limit_in_bytes")
+            usage = _read_int(folder / "memory.usage_in_bytes")
+        elif controllers == "":  # v2 unified hierarchy
+            folder = root / relative
+            limit, usage = _read_int(folder / "memory.max"), _read_int(folder / "memory.current")
+        else:
+            continue
+        if limit is not None:
+            return max(0, limit - (usage or 0))
+    return None
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: the smaller of the machine's available memory and the headroom under
+    its cgroup's memory limit (`None` when neither can be read)."""
+    known = [value for value in (meminfo_available(), cgroup_headroom()) if value is not None]
+    return min(known) if known else None

@@ -1,0 +1,164 @@
+"""Low-memory quantization: decoder layers read from the checkpoint's files one at a time, quantized layers written to
+disk at once; the checkpoint it saves is byte-identical to the in-memory one."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from conftest import OFFLOAD_DEVICE_MAP, build_tiny_model
+from optimum_layerwise import LayerwiseQuantizationConfig
+from optimum_layerwise.offload import is_offloaded
+from optimum_layerwise.streaming import choose_low_memory, streaming_device_map
+from optimum_layerwise.system_memory import cgroup_headroom, meminfo_available
+
+
+WINDOWS = [[(7 * i + j) % 120 + 4 for j in range(200)] for i in range(6)]
+REQUESTS = {
+    "zd-rtn": dict(importance="zd", num_low_bit_layers=2),
+    "sensitivity-imatrix": dict(dataset=WINDOWS, seq_len=48, num_samples=4),
+    "lim-three-levels": dict(importance="lim", bits=(8, 4, 2), dataset=WINDOWS, seq_len=48, num_samples=4),
+}
+
+
+def shard_digests(folder: Path) -> dict[str, str]:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.glob("*.safetensors"))}
+
+
+def quantize_and_save(source: str, folder: Path, **settings) -> torch.nn.Module:
+    model = AutoModelForCausalLM.from_pretrained(source, quantization_config=LayerwiseQuantizationConfig(**settings))
+    model.save_pretrained(folder)
+    return model
+
+
+@pytest.mark.parametrize("request_name", sorted(REQUESTS))
+def test_low_memory_checkpoint_is_byte_identical(request_name, tiny_checkpoint, tmp_path):
+    settings = REQUESTS[request_name]
+    in_memory = quantize_and_save(tiny_checkpoint, tmp_path / "in-memory", low_memory=False, **settings)
+    work_dir = tmp_path / "work"
+    streamed = quantize_and_save(
+        tiny_checkpoint, tmp_path / "streamed", low_memory=True, work_dir=str(work_dir), **settings
+    )
+    assert is_offloaded(streamed.model.layers[1])  # the quantized layers live on disk, not in memory
+    assert streamed.model.layers[1].self_attn.q_proj.weight.is_meta
+    assert sorted(path.name for path in work_dir.iterdir()) == [f"layer-{i:05d}.safetensors" for i in range(4)]
+    assert not is_offloaded(in_memory.model.layers[1])
+    assert shard_digests(tmp_path / "streamed") == shard_digests(tmp_path / "in-memory")
+    plan, streamed_plan = in_memory.config.quantization_config.plan, streamed.config.quantization_config.plan
+    assert streamed_plan == plan
+    ids = torch.tensor([WINDOWS[5][:40]])
+    with torch.no_grad():
+        assert torch.equal(streamed(ids).logits, in_memory(ids).logits)
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "streamed")
+        assert torch.equal(reloaded(ids).logits, in_memory(ids).logits)
+
+
+def test_quantize_on_load_with_an_offloaded_device_map(tiny_checkpoint, tmp_path):
+    settings = REQUESTS["sensitivity-imatrix"]
+    in_memory = quantize_and_save(tiny_checkpoint, tmp_path / "in-memory", **settings)
+    offloaded = AutoModelForCausalLM.from_pretrained(
+        tiny_checkpoint,
+        quantization_config=LayerwiseQuantizationConfig(**settings),
+        device_map=OFFLOAD_DEVICE_MAP,
+        offload_folder=str(tmp_path / "offload"),
+    )
+    assert offloaded.config.quantization_config.plan == in_memory.config.quantization_config.plan
+    offloaded.save_pretrained(tmp_path / "offloaded")
+    assert shard_digests(tmp_path / "offloaded") == shard_digests(tmp_path / "in-memory")
+
+
+def test_auto_device_map_with_a_small_max_memory(tiny_checkpoint, tmp_path):
+    quantize_and_save(tiny_checkpoint, tmp_path / "in-memory", **REQUESTS["zd-rtn"])
+    model = AutoModelForCausalLM.from_pretrained(
+        tiny_checkpoint,
+        quantization_config=LayerwiseQuantizationConfig(**REQUESTS["zd-rtn"]),
+        device_map="auto",
+        max_memory={"cpu": 60_000},
+        offload_folder=str(tmp_path / "offload"),
+    )
+    assert "disk" in model.hf_device_map.values()
+    model.save_pretrained(tmp_path / "auto")
+    assert shard_digests(tmp_path / "auto") == shard_digests(tmp_path / "in-memory")
+
+
+def test_streaming_device_map_puts_every_layer_on_disk():
+    with torch.device("meta"):
+        model = build_tiny_model("qwen2")
+    device_map = streaming_device_map(model)
+    assert {name: device for name, device in device_map.items() if device == "disk"} == {
+        f"model.layers.{i}": "disk" for i in range(4)
+    }
+    assert {name for name, device in device_map.items() if device != "disk"} == {
+        "model.embed_tokens",
+        "model.norm",
+        "model.rotary_emb",
+        "lm_head",
+    }
+
+
+def test_low_memory_refuses_the_kl_measure(tiny_checkpoint):
+    config = LayerwiseQuantizationConfig(importance="sensitivity_kl", dataset=WINDOWS, seq_len=48, low_memory=True)
+    with pytest.raises(ValueError, match="importance='sensitivity'"):
+        AutoModelForCausalLM.from_pretrained(tiny_checkpoint, quantization_config=config)
+
+
+@pytest.mark.parametrize("value", ["yes", 1])
+def test_low_memory_must_be_a_bool_or_none(value):
+    with pytest.raises(ValueError, match="`low_memory` must be True, False or None"):
+        LayerwiseQuantizationConfig(low_memory=value)
+
+
+def test_low_memory_settings_are_never_saved(tmp_path):
+    config = LayerwiseQuantizationConfig(importance="zd", low_memory=True, work_dir=str(tmp_path))
+    assert "low_memory" not in config.to_dict() and "work_dir" not in config.to_dict()
+
+
+def test_choose_low_memory_compares_the_checkpoint_with_the_memory(tmp_path):
+    checkpoint = tmp_path / "model.safetensors"
+    checkpoint.write_bytes(b"\0" * 1000)
+    assert choose_low_memory(True, None) and not choose_low_memory(False, [str(checkpoint)])
+    assert not choose_low_memory(None, [str(checkpoint)])  # 1000 bytes fit in this machine's memory
+    assert not choose_low_memory(None, None)
+
+
+def fake_cgroup_tree(tmp_path: Path, membership: str, files: dict[str, str]) -> tuple[Path, Path]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "proc-cgroup").write_text(membership)
+    for relative, content in files.items():
+        path = tmp_path / "sys" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    return tmp_path / "proc-cgroup", tmp_path / "sys"
+
+
+def test_cgroup_v1_headroom(tmp_path):
+    proc, root = fake_cgroup_tree(
+        tmp_path,
+        "9:pids:/\n4:memory:/quantize\n0::/\n",
+        {"memory/quantize/memory.limit_in_bytes": "4000000000\n", "memory/quantize/memory.usage_in_bytes": "1000"},
+    )
+    assert cgroup_headroom(proc, root) == 4_000_000_000 - 1000
+
+
+def test_cgroup_v2_headroom_and_no_limit(tmp_path):
+    proc, root = fake_cgroup_tree(
+        tmp_path, "0::/job\n", {"job/memory.max": "2000000\n", "job/memory.current": "500000\n"}
+    )
+    assert cgroup_headroom(proc, root) == 1_500_000
+    proc, root = fake_cgroup_tree(tmp_path / "unlimited", "0::/job\n", {"job/memory.max": "max\n"})
+    assert cgroup_headroom(proc, root) is None
+    proc, root = fake_cgroup_tree(
+        tmp_path / "v1", "4:memory:/\n", {"memory/memory.limit_in_bytes": "9223372036854771712"}
+    )
+    assert cgroup_headroom(proc, root) is None
+
+
+def test_meminfo_available(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemFree:  100 kB\nMemAvailable:   20000000 kB\n")
+    assert meminfo_available(meminfo) == 20_000_000 * 1024
+    assert meminfo_available(tmp_path / "missing") is None
