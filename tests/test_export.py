@@ -129,3 +129,22 @@ def test_only_layerwise_models_are_exported(tiny_checkpoint, tmp_path):
     with pytest.raises(ValueError, match="must be one of"):
         export_model(plain, tmp_path / "x", "onnx")
     assert not any(tmp_path.iterdir())
+
+
+def test_plans_that_vllm_cannot_fuse_are_named():
+    from optimum_layerwise.export.compressed_tensors import vllm_fusion_conflicts
+    from optimum_layerwise.modules import QuantoLinear
+
+    def packed(bits: int, group_size: int | None = 64) -> QuantoLinear:
+        return QuantoLinear(64, 64, bits, group_size if bits != 8 else None, device="meta")
+
+    attention = {f"model.layers.0.self_attn.{name}": packed(4) for name in ("q_proj", "k_proj", "v_proj", "o_proj")}
+    mlp = {"model.layers.0.mlp.gate_proj": packed(8), "model.layers.0.mlp.up_proj": packed(4)}
+    assert vllm_fusion_conflicts(attention) == []
+    assert vllm_fusion_conflicts({**attention, **mlp}) == [
+        "model.layers.0.mlp.gate_up_proj: gate_proj 8-bit/channel, up_proj 4-bit/g64"
+    ]
+    attention["model.layers.0.self_attn.k_proj"] = packed(4, 32)
+    assert vllm_fusion_conflicts(attention) == [
+        "model.layers.0.self_attn.qkv_proj: q_proj 4-bit/g64, k_proj 4-bit/g32, v_proj 4-bit/g64"
+    ]

@@ -23,12 +23,15 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from transformers.utils import logging
 
 from ..atomic import atomic_folder
 from ..model_card import CARD_NAME, build_export_card
 from ..modules import QuantoLinear
 from .dense import copy_companions, dense_copy, packed_linears
 
+
+logger = logging.get_logger(__name__)
 
 FORMAT = "pack-quantized"
 _LOADING = (
@@ -81,6 +84,34 @@ def compressed_tensors_config(modules: dict[str, QuantoLinear]):
     return QuantizationConfig(config_groups=schemes, format=FORMAT, ignore=["lm_head"], quantization_status="frozen")
 
 
+# Linear modules that vLLM fuses into one (QKVParallelLinear, MergedColumnParallelLinear): one scheme for all
+VLLM_FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+
+
+def vllm_fusion_conflicts(modules: dict[str, nn.Module]) -> list[str]:
+    """The modules vLLM fuses but the plan quantizes differently (bits or group size), one line per fused module;
+    vLLM would load such a fused module with the scheme of its first part."""
+    settings = {name: (module.bits, module.group_size) for name, module in modules.items()}
+    conflicts = []
+    for name in sorted(settings):
+        prefix, _, leaf = name.rpartition(".")
+        for fused, parts in VLLM_FUSED.items():
+            if leaf != parts[0]:
+                continue
+            found = {part: settings.get(f"{prefix}.{part}") for part in parts}
+            if len(set(found.values())) > 1:
+                described = ", ".join(f"{part} {_describe(value)}" for part, value in found.items())
+                conflicts.append(f"{prefix}.{fused}: {described}")
+    return conflicts
+
+
+def _describe(settings: tuple[int, int | None] | None) -> str:
+    if settings is None:
+        return "unquantized"
+    bits, group_size = settings
+    return f"{bits}-bit/{'channel' if group_size is None else f'g{group_size}'}"
+
+
 def _check_recovered(dense: nn.Module, modules: dict[str, QuantoLinear]) -> None:
     """Raise unless compressed-tensors' quantization of each dense Linear gives back our codes and weights."""
     from compressed_tensors.quantization.lifecycle.forward import fake_quantize
@@ -121,6 +152,13 @@ def export_compressed_tensors(
     from compressed_tensors.quantization import apply_quantization_config
 
     modules = _symmetric_modules(model)
+    conflicts = vllm_fusion_conflicts(modules)
+    if conflicts:
+        logger.warning(
+            f"vLLM fuses q/k/v and gate/up projections into one module with one scheme, but this plan quantizes "
+            f"{len(conflicts)} of them differently (e.g. {conflicts[0]}): transformers and lm-eval load this export, "
+            "vLLM cannot. For vLLM, plan with granularity='layer' or 'block'."
+        )
     config = compressed_tensors_config(modules)
     dense = dense_copy(model, modules)
     apply_quantization_config(dense, config)
