@@ -147,14 +147,24 @@ def test_load_time_quick(run_quick):
 
 def test_inference_quick(run_quick):
     result = run_quick("inference")["tiny"]["bfloat16"]
-    assert set(result["variants"]) == {"unquantized", "quanto-int4", "layerwise-int4", "layerwise-4/2"}
+    assert set(result["variants"]) == {
+        "unquantized",
+        "quanto-int4",
+        "layerwise-int4",
+        "layerwise-4/2",
+        "layerwise-8/4",
+        "unquantized-float32",
+    }
     assert result["prefill_tokens"] == 64 and result["decode_tokens"] == 8
     for row in result["variants"].values():
         for metric in ("prefill_s", "decode_ms_per_token"):
             assert positive(row[metric]["median"]) and positive(row[f"{metric}_vs_quanto-int4"]["median"])
     assert result["variants"]["quanto-int4"]["decode_ms_per_token_vs_quanto-int4"]["median"] == 1.0
+    assert result["variants"]["unquantized-float32"]["decode_vs_float32"]["median"] == 1.0
+    assert set(result["cpu_decode_goal_met"]) == {"layerwise-int4", "layerwise-4/2", "layerwise-8/4"}
     sizes = {variant: row["model_bytes"] for variant, row in result["variants"].items()}
-    assert sizes["layerwise-4/2"] < sizes["layerwise-int4"] < sizes["unquantized"]
+    assert sizes["layerwise-4/2"] < sizes["layerwise-int4"] < sizes["layerwise-8/4"] < sizes["unquantized"]
+    assert sizes["unquantized"] * 2 == sizes["unquantized-float32"]
     linears = result["module_overhead"]["linears"]
     assert {row["bits"] for row in linears} == {2, 4}
     assert all(positive(row["quanto_weight_us"]) and positive(row["layerwise_us"]) for row in linears)

@@ -162,3 +162,27 @@ def test_meminfo_available(tmp_path):
     meminfo.write_text("MemTotal:       24000000 kB\nMemFree:  100 kB\nMemAvailable:   20000000 kB\n")
     assert meminfo_available(meminfo) == 20_000_000 * 1024
     assert meminfo_available(tmp_path / "missing") is None
+
+
+def test_cli_low_memory_writes_the_same_checkpoint_and_cleans_up(tiny_checkpoint, tmp_path):
+    from optimum_layerwise.cli import main
+
+    text = tmp_path / "calibration.txt"
+    text.write_text("It was the best of times, it was the worst of times. " * 60, encoding="utf-8")
+    common = [tiny_checkpoint, "--group-size", "32", "--dataset", str(text), "--seq-len", "48", "--num-samples", "4"]
+    assert main(["--quiet", "quantize", *common, "--in-memory", "--output", str(tmp_path / "in-memory")]) == 0
+    assert main(["--quiet", "quantize", *common, "--low-memory", "--output", str(tmp_path / "streamed")]) == 0
+    assert shard_digests(tmp_path / "streamed") == shard_digests(tmp_path / "in-memory")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["calibration.txt", "in-memory", "streamed"]
+
+
+@pytest.mark.gptq
+def test_gptq_low_memory_checkpoint_is_byte_identical(tiny_checkpoint, tmp_path):
+    settings = dict(backend="gptq", bits=(4, 2), group_size=32, importance="lim", dataset=WINDOWS, seq_len=48)
+    in_memory = quantize_and_save(tiny_checkpoint, tmp_path / "in-memory", low_memory=False, **settings)
+    streamed = quantize_and_save(tiny_checkpoint, tmp_path / "streamed", low_memory=True, **settings)
+    assert is_offloaded(streamed.model.layers[2])
+    assert shard_digests(tmp_path / "streamed") == shard_digests(tmp_path / "in-memory")
+    ids = torch.tensor([WINDOWS[5][:40]])
+    with torch.no_grad():
+        torch.testing.assert_close(streamed(ids).logits, in_memory(ids).logits, rtol=0, atol=0)

@@ -201,6 +201,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     quantize.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
     quantize.add_argument("--device-map", help="accelerate device map for loading, e.g. auto or cpu")
+    memory = quantize.add_mutually_exclusive_group()
+    memory.add_argument(
+        "--low-memory",
+        dest="low_memory",
+        action="store_const",
+        const=True,
+        help="quantize layer by layer from the checkpoint's files, each quantized layer written to --work-dir at once "
+        "(default: when the model does not fit in the memory available)",
+    )
+    memory.add_argument(
+        "--in-memory", dest="low_memory", action="store_const", const=False, help="load the whole model in memory"
+    )
+    quantize.add_argument(
+        "--work-dir",
+        help="where --low-memory keeps the quantized layers until the save (default: a hidden folder next to "
+        "--output, removed after the save)",
+    )
     quantize.add_argument("--push-to-hub", metavar="REPO", help="also upload the checkpoint to this Hub repo")
     quantize.add_argument(
         "--reuse-costs",
@@ -446,10 +463,13 @@ def _quantize(args) -> None:
         desc_act=args.desc_act,
         optimizer=args.optimizer,
         granularity=args.granularity,
+        low_memory=args.low_memory,
+        work_dir=args.work_dir or output.with_name(f".{output.name}.layerwise-work"),
     )
     model, tokenizer = _quantize_model(args, config)
     _print_result(model, model.config.quantization_config.plan)
     from .atomic import atomic_folder
+    from .offload import PackedLayerStore
 
     if args.format != "layerwise":
         _save_exported(model, tokenizer, output, args.format)
@@ -458,6 +478,7 @@ def _quantize(args) -> None:
             model.save_pretrained(staging)
             if tokenizer is not None:
                 tokenizer.save_pretrained(staging)
+    PackedLayerStore(config.work_dir).remove()
     print(f"saved to {args.output}" + (f" ({args.format})" if args.format != "layerwise" else ""))
     if args.push_to_hub:
         model.push_to_hub(args.push_to_hub)

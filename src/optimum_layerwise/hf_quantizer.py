@@ -15,6 +15,7 @@ from .loading import (
     replace_with_packed_modules,
     verify_checkpoint_files,
 )
+from .offload import materialized
 from .quality import QualityCheck
 from .quantize import quantize_model
 from .streaming import choose_low_memory, streaming_device_map
@@ -104,7 +105,8 @@ class LayerwiseHfQuantizer(HfQuantizer):
                     f"Cannot save: module {module_name} holds {module.bits}-bit weights but the plan says "
                     f"{planned.bits if planned else 'it is not quantized'}."
                 )
-            tensors = backend.checkpoint_tensors(module)
+            with materialized(module):  # a layer written to disk by low-memory quantization is read back
+                tensors = backend.checkpoint_tensors(module)
             replaced.update({f"{module_name}.{name}": tensor for name, tensor in tensors.items()})
             packed.add(module_name)
         unpacked = sorted(set(plan.modules) - packed)

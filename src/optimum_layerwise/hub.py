@@ -67,6 +67,11 @@ class _ModelMethodHook:
         return f"<{type(self.model).__name__}.{self.method} of a layer-wise model, with model card>"
 
 
+# Shards of at most this size: saving a model whose layers live on disk (low-memory quantization) reads one shard at
+# a time, so this bounds the memory a save needs; the same for every layer-wise save, so both paths write the same
+# files. Pass `max_shard_size` to choose another.
+MAX_SHARD_SIZE = "2GB"
+
 # Previous entries of a folder that a new save never keeps: weights (transformers removes its stale shards too) and
 # the files generated from the plan.
 STALE_ON_SAVE = (
@@ -80,7 +85,8 @@ STALE_ON_SAVE = (
 
 
 class _SaveWithCard(_ModelMethodHook):
-    """`model.save_pretrained`, atomic, that also writes the model card, the heatmap and the checksum manifest.
+    """`model.save_pretrained`, atomic, that also writes the model card, the heatmap and the checksum manifest, in
+    shards of at most [`MAX_SHARD_SIZE`] unless `max_shard_size` is given.
 
     Everything is written into a staging folder next to `save_directory`, then swapped into place (see
     [`~optimum_layerwise.atomic.atomic_folder`]); files of an existing `save_directory` that the save does not
@@ -101,6 +107,8 @@ class _SaveWithCard(_ModelMethodHook):
         push = arguments.get("push_to_hub", False)
         if layerwise:
             build_model_card(model)  # raises (e.g. on bad eval results) before anything is written
+        if layerwise and "max_shard_size" not in arguments:  # bounds the memory of saving offloaded layers
+            kwargs["max_shard_size"] = MAX_SHARD_SIZE
         if push:  # transformers names the repo after the folder it writes to: the target, not the staging folder
             kwargs.setdefault("repo_id", Path(os.fspath(save_directory)).name)
         previous_card = Path(os.fspath(save_directory)) / CARD_NAME

@@ -85,6 +85,13 @@ class PackedLayerStore:
         """The file of decoder layer `index`."""
         return self.folder / f"layer-{index:05d}.safetensors"
 
+    def remove(self) -> None:
+        """Delete the layer files (and the folder, when nothing else is left in it)."""
+        for path in self.folder.glob("layer-*.safetensors"):
+            path.unlink()
+        if self.folder.is_dir() and not any(self.folder.iterdir()):
+            self.folder.rmdir()
+
     def offload(self, index: int, modules: Mapping[str, nn.Module], device: torch.device | str) -> None:
         """Write the tensors of `modules` (`{name inside the layer: packed module}`, all of layer `index`) to the
         layer's file, then drop them from memory and hook each module to read them back when it runs on `device`."""
