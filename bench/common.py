@@ -181,25 +181,32 @@ def num_layers(folder: str) -> int:
     return json.loads((Path(folder) / "config.json").read_text())["num_hidden_layers"]
 
 
-def layerwise_config(num_low_bit_layers: int):
-    """`LayerwiseQuantizationConfig` of the benchmarks: 4/2 bits, ZD order (no calibration data, so load cost is not
-    mixed with scoring cost; LIM's cost is `scoring.py`), group size 128."""
+def layerwise_config(num_low_bit_layers: int, bits: tuple[int, int] = (4, 2)):
+    """`LayerwiseQuantizationConfig` of the benchmarks: `bits` (high, low; 4/2 unless said), ZD order (no calibration
+    data, so load cost is not mixed with scoring cost; LIM's cost is `scoring.py`), group size 128."""
     from optimum_layerwise import LayerwiseQuantizationConfig
 
     return LayerwiseQuantizationConfig(
-        bits=(4, 2), num_low_bit_layers=num_low_bit_layers, importance="zd", group_size=128
+        bits=bits, num_low_bit_layers=num_low_bit_layers, importance="zd", group_size=128
     )
 
 
-def load_model(folder: str, dtype: str, quantization: str | None = None, num_low_bit_layers: int = 0):
+def load_model(
+    folder: str,
+    dtype: str,
+    quantization: str | None = None,
+    num_low_bit_layers: int = 0,
+    bits: tuple[int, int] = (4, 2),
+):
     """Load `folder` in `dtype`: unquantized (`None`), with transformers' uniform `"quanto-int4"`/`"quanto-int2"`, or
-    quantized on load by `"layerwise"` ([`layerwise_config`] with `num_low_bit_layers` layers at 2 bits)."""
+    quantized on load by `"layerwise"` ([`layerwise_config`] with `num_low_bit_layers` layers at the low width of
+    `bits`)."""
     import torch
     from transformers import AutoModelForCausalLM, QuantoConfig
 
     kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
     if quantization == "layerwise":
-        kwargs["quantization_config"] = layerwise_config(num_low_bit_layers)
+        kwargs["quantization_config"] = layerwise_config(num_low_bit_layers, bits)
     elif quantization is not None:
         kwargs["quantization_config"] = QuantoConfig(weights=quantization.removeprefix("quanto-"))
     return AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval()
@@ -266,12 +273,15 @@ print("{RESULT_MARKER}" + json.dumps(task(**json.loads(sys.argv[4]))))
 """
 
 
-def run_isolated(module: str, function: str, timeout: float = 1800, **kwargs: Any) -> dict[str, Any]:
+def run_isolated(
+    module: str, function: str, timeout: float = 1800, cgroup: Path | None = None, **kwargs: Any
+) -> dict[str, Any]:
     """Run `bench/<module>.py:function(**kwargs)` in a fresh Python process and return its JSON result.
 
     A fresh process per measurement makes its peak RSS ([`memory.peak_rss_bytes`]) the peak of that measurement
-    alone. With `FRESH_PROCESSES` off (`--quick`), the task runs in this process; arguments and result still go
-    through JSON, as for a child.
+    alone; with `cgroup` (a memory cgroup folder, see [`memory.memory_cgroup`]) the child runs inside it from its
+    first instruction. With `FRESH_PROCESSES` off (`--quick`), the task runs in this process; arguments and result
+    still go through JSON, as for a child.
     """
     if not FRESH_PROCESSES:
         task = getattr(importlib.import_module(module), function)
@@ -283,6 +293,7 @@ def run_isolated(module: str, function: str, timeout: float = 1800, **kwargs: An
         text=True,
         env=env,
         timeout=timeout,
+        preexec_fn=(lambda: memory.join_cgroup(cgroup)) if cgroup is not None else None,
     )
     lines = [line for line in result.stdout.splitlines() if line.startswith(RESULT_MARKER)]
     if result.returncode != 0 or not lines:

@@ -6,10 +6,12 @@ RSS is read from `/proc/self` (Linux). A measurement that needs a clean peak run
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -133,3 +135,42 @@ def baseline_process() -> dict[str, int]:
     import optimum_layerwise  # noqa: F401
 
     return {"peak_rss": peak_rss_bytes(), "live_rss": live_rss_bytes(), **rss_breakdown()}
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+@contextlib.contextmanager
+def memory_cgroup(name: str, limit_bytes: int) -> Iterator[Path]:
+    """A memory cgroup `name` limited to `limit_bytes` (cgroup v1 `memory` controller, else v2), removed on exit.
+    Needs root. Yields its folder, for [`join_cgroup`].
+
+    The limit covers the page cache of files the processes in it read: pages of memory-mapped checkpoints count until
+    the kernel reclaims them under pressure, which it does before it kills anything.
+    """
+    v1 = CGROUP_ROOT / "memory"
+    folder = (v1 if v1.is_dir() else CGROUP_ROOT) / name
+    folder.mkdir()
+    try:
+        if v1.is_dir():
+            (folder / "memory.limit_in_bytes").write_text(str(limit_bytes))
+        else:
+            (folder / "memory.max").write_text(str(limit_bytes))
+        yield folder
+    finally:
+        folder.rmdir()
+
+
+def join_cgroup(folder: Path) -> None:
+    """Put the calling process into the cgroup `folder` (run in a child before it execs)."""
+    (folder / "cgroup.procs").write_text(str(os.getpid()))
+
+
+def cgroup_peak(folder: Path) -> dict[str, int | None]:
+    """The cgroup's peak usage and its count of hits of the limit (cgroup v1; `None` where v2 has no such file)."""
+
+    def read(name: str) -> int | None:
+        path = folder / name
+        return int(path.read_text().split()[0]) if path.is_file() else None
+
+    return {"max_usage": read("memory.max_usage_in_bytes") or read("memory.peak"), "failcnt": read("memory.failcnt")}

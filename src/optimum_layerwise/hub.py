@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 from torch import nn
@@ -112,7 +113,9 @@ class _SaveWithCard(_ModelMethodHook):
         if push:  # transformers names the repo after the folder it writes to: the target, not the staging folder
             kwargs.setdefault("repo_id", Path(os.fspath(save_directory)).name)
         previous_card = Path(os.fspath(save_directory)) / CARD_NAME
-        with atomic_folder(save_directory, discard=STALE_ON_SAVE) as staging:
+        with atomic_folder(save_directory, discard=STALE_ON_SAVE) as staging, warnings.catch_warnings():
+            # transformers warns about its own 50GB default shard size when layers are offloaded; ours is smaller
+            warnings.filterwarnings("ignore", message="Attempting to save a model with offloaded modules")
             if previous_card.is_file():  # a copy: the card logic decides on it as in a plain save into the folder
                 shutil.copyfile(previous_card, staging / CARD_NAME)
             result = original(model, staging, *args, **kwargs)
