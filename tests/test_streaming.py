@@ -45,7 +45,10 @@ def test_low_memory_checkpoint_is_byte_identical(request_name, tiny_checkpoint, 
     )
     assert is_offloaded(streamed.model.layers[1])  # the quantized layers live on disk, not in memory
     assert streamed.model.layers[1].self_attn.q_proj.weight.is_meta
-    assert sorted(path.name for path in work_dir.iterdir()) == [f"layer-{i:05d}.safetensors" for i in range(4)]
+    assert sorted(path.name for path in work_dir.iterdir()) == [
+        *(f"layer-{i:05d}.safetensors" for i in range(4)),
+        "state.json",  # what an interrupted run resumes from
+    ]
     assert not is_offloaded(in_memory.model.layers[1])
     assert shard_digests(tmp_path / "streamed") == shard_digests(tmp_path / "in-memory")
     plan, streamed_plan = in_memory.config.quantization_config.plan, streamed.config.quantization_config.plan
@@ -178,7 +181,7 @@ def test_cli_low_memory_writes_the_same_checkpoint_and_cleans_up(tiny_checkpoint
 
 @pytest.mark.gptq
 def test_gptq_low_memory_checkpoint_is_byte_identical(tiny_checkpoint, tmp_path):
-    settings = dict(backend="gptq", bits=(4, 2), group_size=32, importance="lim", dataset=WINDOWS, seq_len=48)
+    settings = GPTQ_REQUEST
     in_memory = quantize_and_save(tiny_checkpoint, tmp_path / "in-memory", low_memory=False, **settings)
     streamed = quantize_and_save(tiny_checkpoint, tmp_path / "streamed", low_memory=True, **settings)
     assert is_offloaded(streamed.model.layers[2])
@@ -186,3 +189,42 @@ def test_gptq_low_memory_checkpoint_is_byte_identical(tiny_checkpoint, tmp_path)
     ids = torch.tensor([WINDOWS[5][:40]])
     with torch.no_grad():
         torch.testing.assert_close(streamed(ids).logits, in_memory(ids).logits, rtol=0, atol=0)
+
+
+GPTQ_REQUEST = dict(backend="gptq", bits=(4, 2), group_size=32, importance="lim", dataset=WINDOWS, seq_len=48)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [REQUESTS["sensitivity-imatrix"], pytest.param(GPTQ_REQUEST, marks=pytest.mark.gptq)],
+    ids=["quanto-imatrix", "gptq"],
+)
+def test_an_interrupted_quantization_resumes_to_the_same_checkpoint(settings, tiny_checkpoint, tmp_path):
+    from optimum_layerwise.quantize import quantize_model
+
+    uninterrupted = quantize_and_save(tiny_checkpoint, tmp_path / "uninterrupted", low_memory=True, **settings)
+    work_dir = tmp_path / "work"
+    config = LayerwiseQuantizationConfig(low_memory=True, work_dir=str(work_dir), **settings)
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint)
+
+    def interrupt(module, args):  # Ctrl-C once layers 0 and 1 are written
+        if (work_dir / "layer-00001.safetensors").exists():
+            raise KeyboardInterrupt
+
+    model.model.layers[2].register_forward_pre_hook(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        quantize_model(model, config)
+    written = {path.name: path.stat().st_mtime_ns for path in work_dir.glob("layer-*.safetensors")}
+    assert sorted(written) == ["layer-00000.safetensors", "layer-00001.safetensors"]
+
+    resumed = quantize_and_save(
+        tiny_checkpoint, tmp_path / "resumed", low_memory=True, work_dir=str(work_dir), **settings
+    )
+    assert {name: (work_dir / name).stat().st_mtime_ns for name in written} == written  # not quantized again
+    assert shard_digests(tmp_path / "resumed") == shard_digests(tmp_path / "uninterrupted")
+    assert resumed.config.quantization_config.plan == uninterrupted.config.quantization_config.plan
+
+    other = LayerwiseQuantizationConfig(low_memory=True, work_dir=str(work_dir), **{**settings, "bits": (8, 2)})
+    with pytest.raises(ValueError, match="holds the layers of another quantization"):
+        AutoModelForCausalLM.from_pretrained(tiny_checkpoint, quantization_config=other)

@@ -11,9 +11,11 @@ about one decoder layer whatever the depth of the model.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate.hooks import AlignDevicesHook, SequentialHook, add_hook_to_module
@@ -22,6 +24,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .atomic import atomic_file
+from .layers import set_submodule
 
 
 def _offloading_hook(module: nn.Module) -> AlignDevicesHook | None:
@@ -69,26 +72,65 @@ def materialized(module: nn.Module) -> Iterator[nn.Module]:
             hook.post_forward(submodule, None)
 
 
+STATE_NAME = "state.json"
+
+
 class PackedLayerStore:
     """Packed modules of quantized decoder layers, written to one safetensors file per layer in `folder` and read
-    back at forward time (accelerate offload hooks), so that a quantized model needs no memory for its layers.
+    back at forward time (accelerate offload hooks), so that a quantized model needs no memory for its layers; and
+    the state of the quantization (`state.json`: what it is for, its plan, the layers done), so that an interrupted
+    one resumes where it stopped.
 
     Args:
         folder (`str` or `os.PathLike`):
-            An existing folder; files are written atomically as `layer-<index>.safetensors`.
+            An existing folder; files are written atomically as `layer-<index>.safetensors` and `state.json`.
     """
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
+        self.state: dict[str, Any] | None = None
+
+    def resume(self, fingerprint: str) -> dict[str, Any] | None:
+        """The saved state of the quantization identified by `fingerprint` (`None` when none was started here).
+
+        Raises:
+            `ValueError`: when the folder holds the state of another quantization.
+        """
+        path = self.folder / STATE_NAME
+        if not path.is_file():
+            return None
+        state = json.loads(path.read_text())
+        if state.get("fingerprint") != fingerprint:
+            raise ValueError(
+                f"{self.folder} holds the layers of another quantization (another model, request or calibration "
+                f"data; {len(state.get('done', []))} layers written): delete it to start over, or give another "
+                "work_dir (CLI: --work-dir)."
+            )
+        self.state = state
+        return state
+
+    def start(self, fingerprint: str, **facts: Any) -> None:
+        """Record a new quantization (`facts`: JSON values it needs to resume), no layer done yet."""
+        self.state = {"fingerprint": fingerprint, **facts, "done": []}
+        self._write_state()
+
+    @property
+    def done(self) -> set[int]:
+        """Indices of the layers already written."""
+        return set(self.state["done"]) if self.state is not None else set()
+
+    def _write_state(self) -> None:
+        with atomic_file(self.folder / STATE_NAME) as staging:
+            staging.write_text(json.dumps(self.state, indent=1))
 
     def path(self, index: int) -> Path:
         """The file of decoder layer `index`."""
         return self.folder / f"layer-{index:05d}.safetensors"
 
     def remove(self) -> None:
-        """Delete the layer files (and the folder, when nothing else is left in it)."""
-        for path in self.folder.glob("layer-*.safetensors"):
-            path.unlink()
+        """Delete the layer files and the state (and the folder, when nothing else is left in it)."""
+        for path in [*self.folder.glob("layer-*.safetensors"), self.folder / STATE_NAME]:
+            path.unlink(missing_ok=True)
         if self.folder.is_dir() and not any(self.folder.iterdir()):
             self.folder.rmdir()
 
@@ -104,6 +146,30 @@ class PackedLayerStore:
         with atomic_file(path) as staging:
             save_file(tensors, str(staging))
         self.attach(index, modules, device)
+        if self.state is not None:
+            self.state["done"] = sorted({*self.state["done"], index})
+            self._write_state()
+
+    def restore(
+        self,
+        index: int,
+        layer: nn.Module,
+        settings: Mapping[str, tuple[nn.Linear, Any]],
+        backend: Any,
+        device: torch.device | str,
+    ) -> None:
+        """Put the packed modules of a layer written by an earlier run into `layer`, hooked to its file:
+        `settings` maps each Linear's name to `(the Linear, its ModulePlan)`; `backend` builds the empty modules."""
+        modules = {
+            name: backend.empty_linear(
+                linear.in_features, linear.out_features, plan.bits, plan.group_size, linear.bias is not None,
+                linear.weight.dtype,
+            )
+            for name, (linear, plan) in settings.items()
+        }  # fmt: skip
+        self.attach(index, modules, device)
+        for name, module in modules.items():
+            set_submodule(layer, name, module)
 
     def attach(self, index: int, modules: Mapping[str, nn.Module], device: torch.device | str) -> None:
         """Hook `modules` of layer `index` to the tensors in the layer's file; their own tensors are dropped."""

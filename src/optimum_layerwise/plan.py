@@ -329,6 +329,10 @@ class QuantizationPlan:
             shown = dict(list(wrong.items())[:3])
             raise ValueError(f"`plan.modules` uses bit widths {shown} that are not among `bits`={tuple(levels)}.")
 
+    def settings_of(self, index: int, modules: Mapping[str, Any]) -> dict[str, tuple[Any, ModulePlan]]:
+        """`{name: (module, its ModulePlan)}` for the `modules` of decoder layer `index`, named inside the layer."""
+        return {name: (module, self.modules[f"{self.layers_path}.{index}.{name}"]) for name, module in modules.items()}
+
     @property
     def average_bits(self) -> float:
         """Average bit width over decoder layers (paper §3.2)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import tempfile
 import weakref
@@ -127,9 +129,18 @@ def quantize_model(
     windows, held_out = calibration_split(model, config)
     batches = _batches(windows, config)
     held_out, context = prepare_windows(held_out, config.tokenizer)
-    reference = score_windows(model, held_out, context, desc="Held-out check, unquantized") if held_out else None
-    plan = make_plan(model, config, backend, skip, batches)
     store = packed_layer_store(model, config) if low_memory else None
+    fingerprint = _fingerprint(model, config, windows + held_out)
+    saved = store.resume(fingerprint) if store is not None else None
+    if saved is not None:  # an interrupted run of the same job: its plan, reference and finished layers
+        plan, reference = QuantizationPlan.from_dict(saved["plan"]), saved["reference_perplexity"]
+        logger.warning(f"Resuming from {store.folder}: {len(store.done)} of {len(plan.layer_bits)} layers are done.")
+    else:
+        reference = score_windows(model, held_out, context, desc="Held-out check, unquantized") if held_out else None
+        reference = reference.perplexity if reference is not None else None
+        plan = make_plan(model, config, backend, skip, batches)
+        if store is not None:
+            store.start(fingerprint, plan=plan.to_dict(), reference_perplexity=reference)
     if backend.requires_calibration:
         linears = [linears for _, _, linears in quantizable_linears(model, skip)]
         quantize_sequentially(model, plan, batches, backend, linears, store)
@@ -141,11 +152,7 @@ def quantize_model(
     else:
         quantized = score_windows(model, held_out, context, desc="Held-out check, quantized")
         check = QualityCheck(
-            recorded_dataset_name(config.dataset),
-            len(held_out),
-            config.seq_len,
-            reference.perplexity,
-            quantized.perplexity,
+            recorded_dataset_name(config.dataset), len(held_out), config.seq_len, reference, quantized.perplexity
         )
         plan = plan.replace(quality=check.to_dict())
         logger.warning(f"{done}: {check.summary()}")
@@ -153,6 +160,23 @@ def quantize_model(
     if getattr(model, "config", None) is not None:
         model.config.quantization_config = result
     return result
+
+
+def _fingerprint(model: nn.Module, config: LayerwiseQuantizationConfig, windows: list[list[int]]) -> str:
+    """What a resumed quantization must match: the request, the model (its name and configuration) and the calibration
+    tokens."""
+    model_config = getattr(model, "config", None)
+    identity = {
+        "request": config.to_dict(),
+        "model": getattr(model_config, "_name_or_path", None),
+        "architecture": (
+            {key: value for key, value in model_config.to_diff_dict().items() if key != "quantization_config"}
+            if model_config is not None
+            else None
+        ),
+        "tokens": hashlib.sha256(json.dumps(windows).encode()).hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _check_low_memory_options(config: LayerwiseQuantizationConfig) -> None:
@@ -173,6 +197,10 @@ def _quantize_round_to_nearest(
     progress = logging.tqdm(total=len(plan.layer_bits), desc=f"Quantizing layers ({backend.name})", unit="layer")
     with torch.no_grad():
         for index, layer, linears in quantizable_linears(model, skip):
+            if store is not None and index in store.done:
+                store.restore(index, layer, plan.settings_of(index, linears), backend, execution_device(layer))
+                progress.update()
+                continue
             with materialized(layer):
                 packed = {}
                 for name, linear in linears.items():

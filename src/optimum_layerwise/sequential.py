@@ -85,6 +85,9 @@ def quantize_sequentially(
 
     def step(index: int, layer: nn.Module, hidden: list[torch.Tensor], calls: list[LayerCall]) -> list[torch.Tensor]:
         linears = linears_per_layer[index]
+        if store is not None and index in store.done:  # written by an interrupted run: read back, run for the next
+            store.restore(index, layer, plan.settings_of(index, linears), backend, execution_device(layer))
+            return run_layer(layer, hidden, calls)
         settings = {name: plan.modules[f"{plan.layers_path}.{index}.{name}"] for name in linears}
         calibrators = {
             name: backend.calibrator(linear, settings[name].bits, settings[name].group_size)
