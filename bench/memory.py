@@ -174,3 +174,15 @@ def cgroup_peak(folder: Path) -> dict[str, int | None]:
         return int(path.read_text().split()[0]) if path.is_file() else None
 
     return {"max_usage": read("memory.max_usage_in_bytes") or read("memory.peak"), "failcnt": read("memory.failcnt")}
+
+
+def evict_from_page_cache(paths) -> None:
+    """Ask the kernel to drop the cached pages of these files (`posix_fadvise(DONTNEED)`), so that a process reading
+    them next pays for them in its own cgroup (pages cached by another process are charged to that one's)."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)

@@ -188,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
                 seq_len=args.seq_len, quality_windows=args.quality_windows,
             )  # fmt: skip
             if args.cap is not None:
+                memory.evict_from_page_cache([path.resolve() for path in folder.glob("*.safetensors")])
                 with memory.memory_cgroup(f"optimum-layerwise-bench-{os.getpid()}", args.cap) as cgroup:
                     result = common.run_isolated("streaming", "quantize_task", timeout=6 * 3600, cgroup=cgroup, **task)
                     result["cgroup"] = memory.cgroup_peak(cgroup)

@@ -234,11 +234,15 @@ class QuantoLinear(nn.Module):
     def quanto_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The weight as an optimum-quanto tensor computing in `dtype` (default: the module's), built on this module's
         codes (no copy) and its scales cast to `dtype`; built once and cached while the tensors and `dtype` stay the
-        same (same storage and device), so a forward pass costs only quanto's matmul.
+        same (same storage and device), so a forward pass costs only quanto's matmul. Not cached while accelerate
+        offloads the module (its tensors are read for each forward and dropped after): a cache would keep them.
 
         On CPU in bf16, int4 weights with group size 128 use quanto's TinyGemm layout: a repacked copy.
         """
         dtype = dtype or self.compute_dtype
+        if getattr(getattr(self, "_hf_hook", None), "offload", False):
+            self._cached_weight = None
+            return self._build_quanto_weight(dtype)
         key = (self.weight.data_ptr(), self.weight.device, self.weight_scale.data_ptr(), dtype)
         if self._cached_weight is None or self._cached_weight[0] != key:
             self._cached_weight = (key, self._build_quanto_weight(dtype))

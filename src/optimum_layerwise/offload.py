@@ -11,6 +11,9 @@ about one decoder layer whatever the depth of the model.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -27,6 +30,17 @@ from .atomic import atomic_file
 from .layers import set_submodule
 
 
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _glibc()
+
+
 def _offloading_hook(module: nn.Module) -> AlignDevicesHook | None:
     hook = getattr(module, "_hf_hook", None)
     hooks = hook.hooks if isinstance(hook, SequentialHook) else [hook]
@@ -37,6 +51,26 @@ def is_offloaded(module: nn.Module) -> bool:
     """Whether some tensors of `module` (or of its submodules) are offloaded by accelerate (held on the meta device
     and read from elsewhere at forward time)."""
     return any(_offloading_hook(submodule) is not None for submodule in module.modules())
+
+
+def return_freed_memory() -> None:
+    """Hand the memory freed by a layer back to the system (glibc's `malloc_trim`): without it, the allocator keeps
+    part of every offloaded layer's weights after they are dropped, and the peak grows with the depth of the model."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def release_freed_memory() -> None:
+    """Collect garbage, then [`return_freed_memory`]."""
+    gc.collect()
+    return_freed_memory()
+
+
+def return_memory_after_each_layer(layers: nn.ModuleList) -> None:
+    """Make each decoder layer of `layers` return the memory its weights held right after its forward call (a
+    forward hook that stays on the layer), for models whose layers are read from disk at every call."""
+    for layer in layers:
+        layer.register_forward_hook(lambda *_: return_freed_memory())
 
 
 def execution_device(module: nn.Module) -> torch.device:
@@ -149,6 +183,7 @@ class PackedLayerStore:
         if self.state is not None:
             self.state["done"] = sorted({*self.state["done"], index})
             self._write_state()
+        release_freed_memory()
 
     def restore(
         self,

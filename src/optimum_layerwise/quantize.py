@@ -17,8 +17,8 @@ from .backends import QuantizationBackend
 from .calibration import CalibrationBatch, calibration_batches, split_windows
 from .config import LayerwiseQuantizationConfig
 from .corpora import recorded_dataset_name
-from .layers import decoder_layers_path, is_skipped, quantizable_linears, set_submodule, vocab_size
-from .offload import PackedLayerStore, execution_device, materialized
+from .layers import decoder_layers, decoder_layers_path, is_skipped, quantizable_linears, set_submodule, vocab_size
+from .offload import PackedLayerStore, execution_device, materialized, return_memory_after_each_layer
 from .plan import QuantizationPlan
 from .planning import make_plan
 from .quality import QualityCheck, prepare_windows, score_windows
@@ -122,6 +122,7 @@ def quantize_model(
     low_memory = bool(config.low_memory) if low_memory is None else low_memory
     if low_memory:
         _check_low_memory_options(config)
+        return_memory_after_each_layer(decoder_layers(model))
     backend = config.quantization_backend()
     backend.require()
     skip = list(config.modules_to_not_convert or []) if skip is None else skip
