@@ -4,8 +4,8 @@ and Llama-2-70B.
 
 Measured: layers 4/8/16 at hidden 512; hidden 256/512/1024 at 8 layers; LIM over 1,024/2,048/4,096 tokens at
 8 x 512. Per model, a fresh process quantizes on load (time, peak RSS) and another times the stages apart (plain
-load, LIM, `quantize_model`). Two more processes check the large-model story on the largest synthetic model: LIM
-with every decoder layer offloaded to disk (accelerate), and quantize-on-load with a disk offload map (refused).
+load, LIM, `quantize_model`). One more process runs LIM on the largest synthetic model with every decoder layer
+offloaded to disk (accelerate). Quantizing models larger than memory is measured by `streaming.py`.
 Extrapolated: everything under `extrapolation`, from linear fits and per-parameter rates of the measurements.
 
     python bench/scaling.py
@@ -96,24 +96,6 @@ def offload_lim_task(folder: str, tokens: int, seq_len: int, offload_folder: str
     return {"lim_s": lim_s, "lim_scores": scores, "peak_rss": memory.peak_rss_bytes()}
 
 
-def offload_quantize_task(folder: str, offload_folder: str) -> dict:
-    """Child task: quantize on load with a disk-offload device map; returns whether (and how) it is refused."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    try:
-        AutoModelForCausalLM.from_pretrained(
-            folder,
-            dtype=getattr(torch, DTYPE),
-            device_map=offload_device_map(folder),
-            offload_folder=offload_folder,
-            quantization_config=common.layerwise_config(common.num_layers(folder) // 2),
-        )
-    except ValueError as error:
-        return {"refused": True, "message": str(error).split(". ")[0]}
-    return {"refused": False, "message": ""}
-
-
 def shape(config) -> dict:
     """Parameter counts of `config` (meta device: nothing allocated) and the theory bytes of a 3-bit 4/2 mix."""
     import torch
@@ -152,8 +134,8 @@ def measure_size(hidden: int, layers: int, token_counts: Sequence[int], settings
 
 
 def offload_checks(largest: dict, tokens: int, seq_len: int, workdir: Path) -> dict:
-    """LIM with the decoder layers on disk (scores and time vs in memory) and the refusal of quantize-on-load with
-    a disk offload map, on the largest measured model."""
+    """LIM with the decoder layers on disk (scores and time vs in memory), on the largest measured model (quantizing
+    with layers on disk is `streaming.py`'s)."""
     lim = common.run_isolated(
         "scaling",
         "offload_lim_task",
@@ -166,13 +148,7 @@ def offload_checks(largest: dict, tokens: int, seq_len: int, workdir: Path) -> d
         abs(a - b) for a, b in zip(lim["lim_scores"], largest["lim_scores"], strict=True)
     )
     lim["lim_s_vs_in_memory"] = lim["lim_s"] / largest["lim_s"][tokens]
-    return {
-        "model": f"hidden {largest['hidden_size']}, {largest['num_layers']} layers",
-        "lim": lim,
-        "quantize_on_load": common.run_isolated(
-            "scaling", "offload_quantize_task", folder=largest["folder"], offload_folder=str(workdir / "offload-q")
-        ),
-    }
+    return {"model": f"hidden {largest['hidden_size']}, {largest['num_layers']} layers", "lim": lim}
 
 
 def measure(settings: dict, workdir: Path) -> dict:
