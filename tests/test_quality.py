@@ -47,6 +47,7 @@ def test_every_quantization_ends_with_the_held_out_check(tiny_checkpoint, tmp_pa
     assert quality["num_windows"] == 4 and quality["seq_len"] == 64 and quality["verdict"] in ("good", "degraded")
     assert quality["ratio"] == pytest.approx(quality["quantized"] / quality["unquantized"], rel=1e-3)
     assert "held-out perplexity" in caplog.text and "average bits" in caplog.text
+    assert "peak memory of this process" in caplog.text
     model.save_pretrained(tmp_path / "q")
     card = (tmp_path / "q" / "README.md").read_text()
     assert "perplexity ratio" in card and "held-out tokens" in card

@@ -14,7 +14,7 @@ from conftest import OFFLOAD_DEVICE_MAP, build_tiny_model
 from optimum_layerwise import LayerwiseQuantizationConfig
 from optimum_layerwise.offload import is_offloaded
 from optimum_layerwise.streaming import choose_low_memory, streaming_device_map
-from optimum_layerwise.system_memory import cgroup_headroom, meminfo_available
+from optimum_layerwise.system_memory import cgroup_headroom, meminfo_available, peak_resident_bytes
 
 
 WINDOWS = [[(7 * i + j) % 120 + 4 for j in range(200)] for i in range(6)]
@@ -228,3 +228,10 @@ def test_an_interrupted_quantization_resumes_to_the_same_checkpoint(settings, ti
     other = LayerwiseQuantizationConfig(low_memory=True, work_dir=str(work_dir), **{**settings, "bits": (8, 2)})
     with pytest.raises(ValueError, match="holds the layers of another quantization"):
         AutoModelForCausalLM.from_pretrained(tiny_checkpoint, quantization_config=other)
+
+
+def test_peak_resident_bytes(tmp_path):
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nVmHWM:\t  123456 kB\nVmRSS:\t  1000 kB\n")
+    assert peak_resident_bytes(status) == 123456 * 1024
+    assert peak_resident_bytes(tmp_path / "missing") > 0  # ru_maxrss of this process

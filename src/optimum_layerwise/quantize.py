@@ -23,6 +23,8 @@ from .plan import QuantizationPlan
 from .planning import make_plan
 from .quality import QualityCheck, prepare_windows, score_windows
 from .sequential import quantize_sequentially
+from .system_memory import peak_resident_bytes
+from .units import format_bytes
 
 
 logger = logging.get_logger(__name__)
@@ -147,7 +149,10 @@ def quantize_model(
         quantize_sequentially(model, plan, batches, backend, linears, store)
     else:
         _quantize_round_to_nearest(model, plan, backend, skip, store)
-    done = f"Quantized {len(plan.layer_bits)} decoder layers to {plan.average_bits:.2f} average bits"
+    done = (
+        f"Quantized {len(plan.layer_bits)} decoder layers to {plan.average_bits:.2f} average bits (peak memory of "
+        f"this process: {format_bytes(peak_resident_bytes())})"
+    )
     if reference is None:
         logger.warning(f"{done}; quality not measured: {_why_no_quality(config)}.")
     else:

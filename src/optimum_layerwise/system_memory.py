@@ -5,6 +5,8 @@ This module imports neither torch nor transformers.
 
 from __future__ import annotations
 
+import resource
+import sys
 from pathlib import Path
 
 
@@ -65,3 +67,15 @@ def available_memory() -> int | None:
     its cgroup's memory limit (`None` when neither can be read)."""
     known = [value for value in (meminfo_available(), cgroup_headroom()) if value is not None]
     return min(known) if known else None
+
+
+def peak_resident_bytes(status: Path = Path("/proc/self/status")) -> int:
+    """The largest resident memory of this process so far: `VmHWM` on Linux, else `ru_maxrss`."""
+    try:
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
