@@ -7,6 +7,7 @@ from typing import Any
 from transformers.quantizers.base import HfQuantizer
 from transformers.utils import logging
 
+from .footprint import tensor_nbytes
 from .layers import decoder_layers
 from .loading import (
     adopt_saved_float_dtypes,
@@ -56,7 +57,7 @@ class LayerwiseHfQuantizer(HfQuantizer):
         if not self.pre_quantized:
             decoder_layers(model)  # fail before the weights load if the architecture is not supported
             if self._streaming_map is not None:
-                self._low_memory = choose_low_memory(self.quantization_config.low_memory, checkpoint_files)
+                self._low_memory = choose_low_memory(self.quantization_config.low_memory, tensor_nbytes(model))
                 self._streaming_map.update(streaming_device_map(model) if self._low_memory else {"": "cpu"})
             return
         plan, packed = replace_with_packed_modules(model, self.quantization_config, self._skip(model))

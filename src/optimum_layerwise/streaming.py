@@ -7,9 +7,6 @@ the first GPU when there is one: the walk over the layers then runs there.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 from transformers.utils import logging
@@ -22,20 +19,18 @@ from .units import format_bytes
 logger = logging.get_logger(__name__)
 
 
-def choose_low_memory(requested: bool | None, checkpoint_files: Sequence[str] | None) -> bool:
-    """`requested` when given; else whether the checkpoint's files are larger than the memory available to this
-    process (logged when so)."""
+def choose_low_memory(requested: bool | None, model_bytes: int) -> bool:
+    """`requested` when given; else whether the model's weights (`model_bytes`, in the dtype it loads in) are larger
+    than the memory available to this process, a cgroup limit included (logged when so)."""
     if requested is not None:
         return requested
-    if not checkpoint_files:
-        return False
-    size = sum(os.path.getsize(path) for path in checkpoint_files)
     available = available_memory()
-    if available is None or size <= available:
+    if available is None or model_bytes <= available:
         return False
     logger.warning(
-        f"The checkpoint's weights ({format_bytes(size)}) exceed the memory available ({format_bytes(available)}): "
-        "quantizing layer by layer from the files (low_memory=True). Pass low_memory=False to load it whole."
+        f"The model's weights ({format_bytes(model_bytes)}) exceed the memory available ({format_bytes(available)}): "
+        "quantizing layer by layer from the checkpoint's files (low_memory=True). Pass low_memory=False to load it "
+        "whole."
     )
     return True
 
