@@ -233,3 +233,48 @@ def test_peak_resident_bytes(tmp_path):
     status.write_text("Name:\tpython\nVmHWM:\t  123456 kB\nVmRSS:\t  1000 kB\n")
     assert peak_resident_bytes(status) == 123456 * 1024
     assert peak_resident_bytes(tmp_path / "missing") > 0  # ru_maxrss of this process
+
+
+@pytest.mark.slow
+def test_a_killed_cli_job_resumes_to_the_same_checkpoint(tmp_path):
+    """SIGKILL in the middle of a low-memory `optimum-layerwise quantize`, then the same command again: the checkpoint
+    equals an uninterrupted run's, byte for byte."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import build_tiny_tokenizer
+
+    source = tmp_path / "model"  # wide enough layers that a layer takes a noticeable time to quantize
+    build_tiny_model("llama", hidden_size=1024, intermediate_size=4096, num_hidden_layers=6).save_pretrained(source)
+    build_tiny_tokenizer().save_pretrained(source)
+    text = tmp_path / "calibration.txt"
+    text.write_text("It was the best of times, it was the worst of times. " * 400, encoding="utf-8")
+
+    def command(output: str) -> list[str]:
+        return [
+            sys.executable, "-m", "optimum_layerwise", "--quiet", "quantize", str(source), "--output",
+            str(tmp_path / output), "--low-memory", "--work-dir", str(tmp_path / f"{output}-work"), "--dataset",
+            str(text), "--seq-len", "128", "--num-samples", "8", "--group-size", "128",
+        ]  # fmt: skip
+
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    assert subprocess.run(command("uninterrupted"), env=environment, capture_output=True).returncode == 0
+    job = subprocess.Popen(command("killed"), env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = tmp_path / "killed-work" / "state.json"
+    while job.poll() is None and not (state.is_file() and json.loads(state.read_text())["done"]):
+        time.sleep(0.01)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    done = json.loads(state.read_text())["done"]
+    assert 1 <= len(done) < 6, done  # killed with some layers written and some not
+    assert not (tmp_path / "killed").exists()  # nothing half-written at the output
+
+    resumed = subprocess.run(command("killed"), env=environment, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"Resuming from {tmp_path / 'killed-work'}: {len(done)} of 6 layers are done" in resumed.stderr
+    assert shard_digests(tmp_path / "killed") == shard_digests(tmp_path / "uninterrupted")
+    assert not (tmp_path / "killed-work").exists()  # removed once the checkpoint is saved
