@@ -92,7 +92,8 @@ def quantize_task(
     seq_len: int,
     quality_windows: int,
 ) -> dict:
-    """Child task: low-memory quantize-on-load of `folder`, then save to `output`; time and memory of each phase."""
+    """Child task: low-memory quantize-on-load of `folder`, save to `output`, reload that with `device_map="auto"` and
+    run one window; time and memory of each phase."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -116,7 +117,17 @@ def quantize_task(
     with memory.RssSampler(interval=0.02) as saving:
         save_s, _ = common.timed(lambda: model.save_pretrained(output))
     plan = model.config.quantization_config.plan
+    model = None  # the quantized model is dropped before the reload
+    memory.live_rss_bytes()  # collect and trim: the reload starts from the floor
+    with memory.RssSampler(interval=0.02) as reloading:
+        reload_s, reloaded = common.timed(lambda: AutoModelForCausalLM.from_pretrained(output, device_map="auto"))
+        with torch.no_grad():
+            logits = reloaded(torch.tensor([windows[-1]])).logits
     return {
+        "reload_s": reload_s,
+        "reload_peak": reloading.peaks,
+        "reload_devices": sorted({str(tensor.device) for tensor in reloaded.parameters()}),
+        "reload_logits_finite": bool(torch.isfinite(logits).all()),
         "quantize_s": quantize_s,
         "save_s": save_s,
         "quantize_peak": quantizing.peaks,

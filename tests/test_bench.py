@@ -260,6 +260,7 @@ def test_streaming_quick(run_quick):
         assert run["quantize_peak"]["anon"] > 0 and run["vm_hwm"] >= run["vm_hwm_after_quantizing"] > 0
         assert 4 < run["average_bits"] <= 6.0 and run["quality"]["verdict"] == "good"
         assert 0 < run["output_bytes"] < run["checkpoint_bytes"] * 2  # float32 embeddings, packed layers
+        assert run["reload_logits_finite"] and run["reload_devices"] == ["cpu"]
     assert result["bound"]["bound"] > 0 and set(result["within_bound"]) == set(result["runs"])
     assert result["quantize_s_per_layer"]["slope"] is not None
     assert result["llama_2_70b"]["layer_parameter_ratio"] > 1
