@@ -10,6 +10,8 @@ calibration hidden states), the same at every depth.
 
     python bench/streaming.py --depths 4 8 19 --cap 5GiB                       # quanto, LIM (about 8.2 GB at 19)
     .venv-gptq/bin/python bench/streaming.py --backend gptq --depths 19 --cap 5GiB
+    .venv-gptq/bin/python bench/streaming.py --backend gptq --hidden-size 2048 --intermediate-size 5504 \
+        --depths 19 --cap 2GiB
     python bench/streaming.py --quick
 """
 
@@ -175,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser = common.bench_parser("streaming", __doc__.split("\n\n")[0], models=None, repeats=None)
     parser.add_argument("--depths", type=int, nargs="+", default=[4, 8, 19])
     parser.add_argument("--cap", type=parse_bytes, help="memory cgroup limit, e.g. 5GiB (needs root)")
+    parser.add_argument("--hidden-size", type=int, default=LAYER_SHAPE["hidden_size"])
+    parser.add_argument("--intermediate-size", type=int, default=LAYER_SHAPE["intermediate_size"])
     parser.add_argument("--backend", choices=("quanto", "gptq"), default="quanto")
     parser.add_argument("--importance", default="lim")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
@@ -183,7 +187,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--quality-windows", type=int, default=2)
     parser.add_argument("--workdir", type=Path, help="where the checkpoints are written (default: a temporary folder)")
     args = common.start(parser, argv)
-    shape, vocab = (QUICK_SHAPE, 512) if args.quick else (LAYER_SHAPE, 32000)
+    shape = {"hidden_size": args.hidden_size, "intermediate_size": args.intermediate_size}
+    shape, vocab = (QUICK_SHAPE, 512) if args.quick else (shape, 32000)
     if args.quick:
         args.depths, args.seq_len = [2, 3, 4], 32
     dtype_bytes = 4 if args.dtype == "float32" else 2
