@@ -126,6 +126,17 @@ def _add_calibration(parser: argparse.ArgumentParser, importance: str) -> None:
     parser.add_argument("--seed", type=_seed, default=0, help="seed of 'random' and of the calibration subset")
 
 
+def _add_switch(
+    parser: argparse.ArgumentParser, on: tuple[str, str], off: tuple[str, str], dest: str | None = None
+) -> None:
+    """Two exclusive flags, `(flag, help)` each, that set `dest` (default: the first flag's name) to True or False; the
+    value is None when neither is given."""
+    dest = dest or on[0].removeprefix("--").replace("-", "_")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(on[0], dest=dest, action="store_const", const=True, help=on[1])
+    group.add_argument(off[0], dest=dest, action="store_const", const=False, help=off[1])
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `optimum-layerwise` argument parser."""
     parser = _Parser(prog="optimum-layerwise", description="Variable layer-wise quantization of causal LMs.")
@@ -169,16 +180,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     quantize.add_argument("--backend", default="quanto", help="quanto or gptq (default: quanto)")
     quantize.add_argument("--group-size", type=_group_size, default=128, help="group size or 'none' (default: 128)")
     quantize.add_argument("--desc-act", action="store_true", help="GPT-Q: quantize columns by decreasing activation")
-    grid = quantize.add_mutually_exclusive_group()
-    grid.add_argument(
-        "--sym",
-        dest="sym",
-        action="store_const",
-        const=True,
-        help="symmetric int2/int4 grids (GPT-Q's default; for quanto needed by --format compressed-tensors)",
-    )
-    grid.add_argument(
-        "--asym", dest="sym", action="store_const", const=False, help="affine int2/int4 grids (quanto's default)"
+    _add_switch(
+        quantize,
+        ("--sym", "symmetric int2/int4 grids (GPT-Q's default; for quanto needed by --format compressed-tensors)"),
+        ("--asym", "affine int2/int4 grids (quanto's default)"),
     )
     quantize.add_argument(
         "--format",
@@ -201,17 +206,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     quantize.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
     quantize.add_argument("--device-map", help="accelerate device map for loading, e.g. auto or cpu")
-    memory = quantize.add_mutually_exclusive_group()
-    memory.add_argument(
-        "--low-memory",
+    _add_switch(
+        quantize,
+        (
+            "--low-memory",
+            "quantize layer by layer from the checkpoint's files, each quantized layer written to --work-dir at once "
+            "(default: when the model does not fit in the memory available)",
+        ),
+        ("--in-memory", "load the whole model in memory"),
         dest="low_memory",
-        action="store_const",
-        const=True,
-        help="quantize layer by layer from the checkpoint's files, each quantized layer written to --work-dir at once "
-        "(default: when the model does not fit in the memory available)",
-    )
-    memory.add_argument(
-        "--in-memory", dest="low_memory", action="store_const", const=False, help="load the whole model in memory"
     )
     quantize.add_argument(
         "--work-dir",
