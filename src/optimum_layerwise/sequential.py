@@ -94,8 +94,8 @@ def quantize_sequentially(
             for name, linear in linears.items()
         }
         _run_feeding(layer, [(linears[n], c) for n, c in calibrators.items()], hidden, calls, masks)
-        packed = {name: calibrator.finish() for name, calibrator in calibrators.items()}
-        calibrators.clear()
+        # each calibrator (its Hessian and working copies) is dropped as soon as its module is packed
+        packed = {name: calibrators.pop(name).finish() for name in list(calibrators)}
         for name, module in packed.items():
             set_submodule(layer, name, module)
         outputs = run_layer(layer, hidden, calls)
@@ -161,8 +161,8 @@ def calibrate_every_level(
     feeds = [(linears[name], calibrator) for (name, _), calibrator in calibrators.items()]
     outputs = _run_feeding(layer, feeds, hidden, calls, masks)
     by_level: dict[int, dict[str, nn.Module]] = {}
-    for (name, bits), calibrator in calibrators.items():
-        by_level.setdefault(bits, {})[name] = calibrator.finish()
+    for name, bits in list(calibrators):  # each calibrator dropped as soon as its module is packed
+        by_level.setdefault(bits, {})[name] = calibrators.pop((name, bits)).finish()
     return outputs, by_level
 
 
