@@ -102,6 +102,18 @@ def test_sequential_calibration_sees_the_quantized_layers_before(tiny_checkpoint
     assert not torch.equal(layer_one(8), layer_one(2))
 
 
+def test_per_channel_grids_quantize_and_reload(tiny_checkpoint, tmp_path, token_batches):
+    """`group_size=None` (one scale per output row): gptqmodel's group-aware reordering is off for it."""
+    config = LayerwiseQuantizationConfig(
+        bits=(4, 2), backend="gptq", dataset=token_batches, group_size=None, importance="zd", num_low_bit_layers=2
+    )
+    model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, quantization_config=config)
+    assert all(module.group_size == module.in_features for module in packed_modules(model).values())  # one group
+    expected = logits(model)
+    model.save_pretrained(tmp_path)
+    torch.testing.assert_close(logits(AutoModelForCausalLM.from_pretrained(tmp_path)), expected)
+
+
 def test_a_checkpoint_contradicting_its_bit_map_is_refused(tiny_checkpoint, tmp_path, token_batches):
     config = LayerwiseQuantizationConfig(
         bits=(4, 2), backend="gptq", dataset=token_batches, group_size=32, layer_bits={0: 4, 1: 2, 2: 4, 3: 2}

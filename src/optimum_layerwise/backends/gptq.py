@@ -77,8 +77,13 @@ class GptqCalibrator:
         self.bits, self.group_size, self.sym, self.desc_act = bits, group_size, sym, desc_act
         self.damp_percent = damp_percent
         settings = QuantizeConfig(
-            bits=bits, group_size=gptq_group_size(group_size), sym=sym, desc_act=desc_act, offload_to_disk=False
-        )  # with the default disk offload, every config makes a temporary folder that nothing uses
+            bits=bits,
+            group_size=gptq_group_size(group_size),
+            sym=sym,
+            desc_act=desc_act,
+            offload_to_disk=False,  # with the default disk offload, every config makes a folder that nothing uses
+            act_group_aware=group_size is not None,  # gptqmodel's group-aware reordering needs groups
+        )
         self.gptq = GPTQ(linear, qcfg=settings)
         self.gptq.quantizer.configure(bits=bits, sym=sym, perchannel=True)
 
