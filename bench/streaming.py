@@ -26,6 +26,8 @@ from pathlib import Path
 import common
 import memory
 
+from optimum_layerwise.units import parse_memory
+
 
 LAYER_SHAPE = {"hidden_size": 4096, "intermediate_size": 11008}  # Llama-2-7B
 LLAMA_70B_LAYER = {"hidden_size": 8192, "intermediate_size": 28672, "kv_heads": 8, "num_layers": 80}
@@ -33,10 +35,18 @@ QUICK_SHAPE = {"hidden_size": 256, "intermediate_size": 512}
 
 
 def layer_parameters(hidden_size: int, intermediate_size: int, kv_heads: int | None = None, **_) -> int:
-    """Weights of one Llama decoder layer (attention, MLP, two norms)."""
-    head_dim = 128 if hidden_size >= 4096 else 64
-    kv = (kv_heads or hidden_size // head_dim) * head_dim
-    return 2 * hidden_size * hidden_size + 2 * hidden_size * kv + 3 * hidden_size * intermediate_size + 2 * hidden_size
+    """Weights of one decoder layer of the Llama built by `common.synthetic_llama_config` (counted on the meta
+    device)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from optimum_layerwise.layers import decoder_layers
+
+    config = common.synthetic_llama_config(
+        hidden_size, 1, vocab_size=8, intermediate_size=intermediate_size, kv_heads=kv_heads
+    )
+    with torch.device("meta"):
+        return sum(p.numel() for p in decoder_layers(AutoModelForCausalLM.from_config(config))[0].parameters())
 
 
 def write_synthetic_checkpoint(folder: Path, depth: int, shape: dict, vocab_size: int, seed: int = 0) -> int:
@@ -166,17 +176,11 @@ def seventy_b(per_layer_s: float, shape: dict, dtype_bytes: int, num_samples: in
     }
 
 
-def parse_bytes(text: str) -> int:
-    from optimum_layerwise.units import parse_memory
-
-    return parse_memory(text)
-
-
 def main(argv: Sequence[str] | None = None) -> Path:
     """Run the benchmark and write its result file (returned)."""
     parser = common.bench_parser("streaming", __doc__.split("\n\n")[0], models=None, repeats=None)
     parser.add_argument("--depths", type=int, nargs="+", default=[4, 8, 19])
-    parser.add_argument("--cap", type=parse_bytes, help="memory cgroup limit, e.g. 5GiB (needs root)")
+    parser.add_argument("--cap", type=parse_memory, help="memory cgroup limit, e.g. 5GiB (needs root)")
     parser.add_argument("--hidden-size", type=int, default=LAYER_SHAPE["hidden_size"])
     parser.add_argument("--intermediate-size", type=int, default=LAYER_SHAPE["intermediate_size"])
     parser.add_argument("--backend", choices=("quanto", "gptq"), default="quanto")

@@ -33,7 +33,7 @@ class LayerwiseHfQuantizer(HfQuantizer):
     def __init__(self, quantization_config, **kwargs):
         super().__init__(quantization_config, **kwargs)
         self._streaming_map: dict[str, Any] | None = None  # filled before the weights load, see update_device_map
-        self._low_memory = False
+        self._low_memory: bool | None = None  # decided there when `low_memory=None`; else the config's
 
     def validate_environment(self, *args, device_map: Any = None, **kwargs):
         self.quantization_config.quantization_backend().require()
@@ -78,7 +78,7 @@ class LayerwiseHfQuantizer(HfQuantizer):
         else:
             # a new config holding the plan; the one passed to from_pretrained stays as it was
             self.quantization_config = quantize_model(
-                model, self.quantization_config, skip=self._skip(model), low_memory=self._low_memory or None
+                model, self.quantization_config, skip=self._skip(model), low_memory=self._low_memory
             )
         from .hub import attach_model_card  # save_pretrained/push_to_hub also write the card
         from .model_card import set_eval_results

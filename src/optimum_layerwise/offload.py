@@ -41,10 +41,15 @@ def _glibc() -> ctypes.CDLL | None:
 _LIBC = _glibc()
 
 
-def _offloading_hook(module: nn.Module) -> AlignDevicesHook | None:
+def _align_hooks(module: nn.Module) -> list[AlignDevicesHook]:
+    """The accelerate device hooks attached to `module` itself (alone or in a `SequentialHook`)."""
     hook = getattr(module, "_hf_hook", None)
     hooks = hook.hooks if isinstance(hook, SequentialHook) else [hook]
-    return next((h for h in hooks if isinstance(h, AlignDevicesHook) and h.offload), None)
+    return [h for h in hooks if isinstance(h, AlignDevicesHook)]
+
+
+def _offloading_hook(module: nn.Module) -> AlignDevicesHook | None:
+    return next((hook for hook in _align_hooks(module) if hook.offload), None)
 
 
 def is_offloaded(module: nn.Module) -> bool:
@@ -76,10 +81,9 @@ def return_memory_after_each_layer(layers: nn.ModuleList) -> None:
 def execution_device(module: nn.Module) -> torch.device:
     """Where `module` computes: the execution device of its accelerate hooks, else the device of its tensors."""
     for submodule in module.modules():
-        hook = getattr(submodule, "_hf_hook", None)
-        for h in hook.hooks if isinstance(hook, SequentialHook) else [hook]:
-            if isinstance(h, AlignDevicesHook) and h.execution_device is not None:
-                return torch.device(h.execution_device)
+        for hook in _align_hooks(submodule):
+            if hook.execution_device is not None:
+                return torch.device(hook.execution_device)
     tensor = next((t for t in [*module.parameters(), *module.buffers()] if not t.is_meta), None)
     return tensor.device if tensor is not None else torch.device("cpu")
 
@@ -90,7 +94,8 @@ def materialized(module: nn.Module) -> Iterator[nn.Module]:
 
     Forward calls inside the context neither reload nor drop the tensors. On exit, the tensors of the submodules that
     were offloaded are dropped again (modules replaced inside the context, e.g. by their packed versions, are no
-    longer part of `module` and stay as they are). A module without offloaded tensors is left alone.
+    longer part of `module` and stay as they are) and the freed memory goes back to the system
+    ([`release_freed_memory`]). A module without offloaded tensors is left alone.
     """
     hooked = [(submodule, hook) for submodule in module.modules() if (hook := _offloading_hook(submodule))]
     loaded = []
@@ -104,6 +109,8 @@ def materialized(module: nn.Module) -> Iterator[nn.Module]:
         for submodule, hook in loaded:
             hook.offload = True
             hook.post_forward(submodule, None)
+        if loaded:
+            release_freed_memory()
 
 
 STATE_NAME = "state.json"
@@ -168,9 +175,10 @@ class PackedLayerStore:
         if self.folder.is_dir() and not any(self.folder.iterdir()):
             self.folder.rmdir()
 
-    def offload(self, index: int, modules: Mapping[str, nn.Module], device: torch.device | str) -> None:
-        """Write the tensors of `modules` (`{name inside the layer: packed module}`, all of layer `index`) to the
-        layer's file, then drop them from memory and hook each module to read them back when it runs on `device`."""
+    def offload(self, index: int, layer: nn.Module, modules: Mapping[str, nn.Module]) -> None:
+        """Write the tensors of `modules` (`{name inside the layer: packed module}`, all of decoder layer `index`,
+        `layer`) to the layer's file, then drop them from memory and hook each module to read them back when the layer
+        runs."""
         tensors = {
             f"{name}.{key}": tensor.detach().to("cpu").contiguous()
             for name, module in modules.items()
@@ -179,22 +187,20 @@ class PackedLayerStore:
         path = self.path(index)
         with atomic_file(path) as staging:
             save_file(tensors, str(staging))
-        self.attach(index, modules, device)
+        self.attach(index, modules, execution_device(layer))
         if self.state is not None:
             self.state["done"] = sorted({*self.state["done"], index})
             self._write_state()
         release_freed_memory()
 
     def restore(
-        self,
-        index: int,
-        layer: nn.Module,
-        settings: Mapping[str, tuple[nn.Linear, Any]],
-        backend: Any,
-        device: torch.device | str,
-    ) -> None:
-        """Put the packed modules of a layer written by an earlier run into `layer`, hooked to its file:
-        `settings` maps each Linear's name to `(the Linear, its ModulePlan)`; `backend` builds the empty modules."""
+        self, index: int, layer: nn.Module, settings: Mapping[str, tuple[nn.Linear, Any]], backend: Any
+    ) -> bool:
+        """When an earlier run wrote decoder layer `index`, put its packed modules into `layer`, hooked to its file,
+        and return True (else False): `settings` maps each Linear's name to `(the Linear, its ModulePlan)`; `backend`
+        builds the empty modules."""
+        if index not in self.done:
+            return False
         modules = {
             name: backend.empty_linear(
                 linear.in_features, linear.out_features, plan.bits, plan.group_size, linear.bias is not None,
@@ -202,9 +208,10 @@ class PackedLayerStore:
             )
             for name, (linear, plan) in settings.items()
         }  # fmt: skip
-        self.attach(index, modules, device)
+        self.attach(index, modules, execution_device(layer))
         for name, module in modules.items():
             set_submodule(layer, name, module)
+        return True
 
     def attach(self, index: int, modules: Mapping[str, nn.Module], device: torch.device | str) -> None:
         """Hook `modules` of layer `index` to the tensors in the layer's file; their own tensors are dropped."""

@@ -18,7 +18,7 @@ from .calibration import CalibrationBatch, calibration_batches, split_windows
 from .config import LayerwiseQuantizationConfig
 from .corpora import recorded_dataset_name
 from .layers import decoder_layers, decoder_layers_path, is_skipped, quantizable_linears, set_submodule, vocab_size
-from .offload import PackedLayerStore, execution_device, materialized, return_memory_after_each_layer
+from .offload import PackedLayerStore, materialized, return_memory_after_each_layer
 from .plan import QuantizationPlan
 from .planning import make_plan
 from .quality import QualityCheck, prepare_windows, score_windows
@@ -133,7 +133,7 @@ def quantize_model(
     batches = _batches(windows, config)
     held_out, context = prepare_windows(held_out, config.tokenizer)
     store = packed_layer_store(model, config) if low_memory else None
-    fingerprint = _fingerprint(model, config, windows + held_out)
+    fingerprint = _fingerprint(model, config, windows + held_out) if store is not None else None
     saved = store.resume(fingerprint) if store is not None else None
     if saved is not None:  # an interrupted run of the same job: its plan, reference and finished layers
         plan, reference = QuantizationPlan.from_dict(saved["plan"]), saved["reference_perplexity"]
@@ -203,18 +203,16 @@ def _quantize_round_to_nearest(
     progress = logging.tqdm(total=len(plan.layer_bits), desc=f"Quantizing layers ({backend.name})", unit="layer")
     with torch.no_grad():
         for index, layer, linears in quantizable_linears(model, skip):
-            if store is not None and index in store.done:
-                store.restore(index, layer, plan.settings_of(index, linears), backend, execution_device(layer))
-                progress.update()
-                continue
-            with materialized(layer):
-                packed = {}
-                for name, linear in linears.items():
-                    settings = plan.modules[f"{plan.layers_path}.{index}.{name}"]
-                    packed[name] = backend.quantize_linear(linear, settings.bits, settings.group_size)
-            for name, module in packed.items():
-                set_submodule(layer, name, module)
-            if store is not None:
-                store.offload(index, packed, execution_device(layer))
+            settings = plan.settings_of(index, linears)
+            if store is None or not store.restore(index, layer, settings, backend):  # else done by an earlier run
+                with materialized(layer):
+                    packed = {
+                        name: backend.quantize_linear(linear, module.bits, module.group_size)
+                        for name, (linear, module) in settings.items()
+                    }
+                for name, module in packed.items():
+                    set_submodule(layer, name, module)
+                if store is not None:
+                    store.offload(index, layer, packed)
             progress.update()
     progress.close()

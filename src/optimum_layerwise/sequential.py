@@ -19,7 +19,7 @@ from torch import nn
 from .backends import QuantizationBackend
 from .calibration import CalibrationBatch
 from .layers import set_submodule
-from .offload import PackedLayerStore, execution_device
+from .offload import PackedLayerStore
 from .plan import QuantizationPlan
 from .walk import LayerCall, first_output, run_layer, walk_layers
 
@@ -84,15 +84,14 @@ def quantize_sequentially(
     masks = [batch.attention_mask.bool() for batch in batches]
 
     def step(index: int, layer: nn.Module, hidden: list[torch.Tensor], calls: list[LayerCall]) -> list[torch.Tensor]:
-        linears = linears_per_layer[index]
-        if store is not None and index in store.done:  # written by an interrupted run: read back, run for the next
-            store.restore(index, layer, plan.settings_of(index, linears), backend, execution_device(layer))
+        settings = plan.settings_of(index, linears_per_layer[index])
+        if store is not None and store.restore(index, layer, settings, backend):  # done by an interrupted run
             return run_layer(layer, hidden, calls)
-        settings = {name: plan.modules[f"{plan.layers_path}.{index}.{name}"] for name in linears}
         calibrators = {
-            name: backend.calibrator(linear, settings[name].bits, settings[name].group_size)
-            for name, linear in linears.items()
+            name: backend.calibrator(linear, module.bits, module.group_size)
+            for name, (linear, module) in settings.items()
         }
+        linears = linears_per_layer[index]
         _run_feeding(layer, [(linears[n], c) for n, c in calibrators.items()], hidden, calls, masks)
         # each calibrator (its Hessian and working copies) is dropped as soon as its module is packed
         packed = {name: calibrators.pop(name).finish() for name in list(calibrators)}
@@ -100,7 +99,7 @@ def quantize_sequentially(
             set_submodule(layer, name, module)
         outputs = run_layer(layer, hidden, calls)
         if store is not None:
-            store.offload(index, packed, execution_device(layer))
+            store.offload(index, layer, packed)
         return outputs
 
     walk_layers(model, batches, step, f"Quantizing layers ({backend.name})")

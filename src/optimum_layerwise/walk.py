@@ -22,7 +22,7 @@ from transformers.utils import logging
 
 from .calibration import CalibrationBatch
 from .layers import decoder_layers
-from .offload import is_offloaded, materialized, release_freed_memory
+from .offload import materialized
 
 
 @dataclass
@@ -97,12 +97,9 @@ def walk_layers(model: nn.Module, batches: Sequence[CalibrationBatch], step: Lay
         calls = record_layer_calls(model, batches)
         hidden = [call.hidden_states for call in calls[0]]
         for index in logging.tqdm(range(len(layers)), desc=desc, unit="layer"):
-            offloaded = is_offloaded(layers[index])
             with materialized(layers[index]):
                 hidden = step(index, layers[index], hidden, calls[index])
             calls[index] = []
-            if offloaded:
-                release_freed_memory()
 
 
 def run_layer(layer: nn.Module, inputs: Sequence[torch.Tensor], calls: Sequence[LayerCall]) -> list[torch.Tensor]:
