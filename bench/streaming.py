@@ -13,13 +13,21 @@ calibration hidden states), the same at every depth.
     .venv-gptq/bin/python bench/streaming.py --backend gptq --hidden-size 2048 --intermediate-size 5504 \
         --depths 19 --cap 2GiB
     python bench/streaming.py --quick
+
+With `--workdir DIR` the checkpoints, the quantization's work folders and each finished depth's result are kept in
+DIR: rerunning the same command after an interruption (a killed job, a session that ended) resumes the interrupted
+quantization from its finished layers and skips the depths already measured. The time per layer is then read from
+the times the layers were written, not from the resumed attempt's wall time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import statistics
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -105,7 +113,8 @@ def quantize_task(
     quality_windows: int,
 ) -> dict:
     """Child task: low-memory quantize-on-load of `folder`, save to `output`, reload that with `device_map="auto"` and
-    run one window; time and memory of each phase."""
+    run one window; time and memory of each phase, and when each quantized layer was written to `work_dir` (seconds
+    after this task started; negative for layers an interrupted attempt had already finished)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -119,6 +128,7 @@ def quantize_task(
         bits=(8, 4), target_bits=6.0, backend=backend, importance=importance, dataset=windows, seq_len=seq_len,
         num_samples=num_samples, quality_windows=quality_windows, low_memory=True, work_dir=work_dir, **options,
     )  # fmt: skip
+    started = time.time()
     with memory.RssSampler(interval=0.02) as quantizing:
         quantize_s, model = common.timed(
             lambda: AutoModelForCausalLM.from_pretrained(
@@ -126,6 +136,7 @@ def quantize_task(
             )
         )
     after_quantizing = memory.peak_rss_bytes()
+    layers_written = sorted(path.stat().st_mtime - started for path in Path(work_dir).glob("layer-*.safetensors"))
     with memory.RssSampler(interval=0.02) as saving:
         save_s, _ = common.timed(lambda: model.save_pretrained(output))
     plan = model.config.quantization_config.plan
@@ -141,6 +152,8 @@ def quantize_task(
         "reload_devices": sorted({str(tensor.device) for tensor in reloaded.parameters()}),
         "reload_logits_finite": bool(torch.isfinite(logits).all()),
         "quantize_s": quantize_s,
+        "layers_written_s": layers_written,
+        "layers_resumed": sum(seconds < 0 for seconds in layers_written),
         "save_s": save_s,
         "quantize_peak": quantizing.peaks,
         "save_peak": saving.peaks,
@@ -150,6 +163,12 @@ def quantize_task(
         "quality": dict(plan.quality),
         "output_bytes": sum(path.stat().st_size for path in Path(output).glob("*.safetensors")),
     }
+
+
+def seconds_per_layer(layers_written_s: Sequence[float]) -> float:
+    """Median gap between consecutive layers written by the same attempt (gaps across a resume are left out)."""
+    gaps = [b - a for a, b in zip(layers_written_s, layers_written_s[1:]) if (a < 0) == (b < 0)]
+    return statistics.median(gaps)
 
 
 def bound_bytes(shape: dict, vocab_size: int, dtype_bytes: int, num_samples: int, seq_len: int) -> dict[str, int]:
@@ -189,7 +208,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--num-samples", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--quality-windows", type=int, default=2)
-    parser.add_argument("--workdir", type=Path, help="where the checkpoints are written (default: a temporary folder)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="a folder kept between runs: checkpoints, work folders, finished results (default: a temporary folder)",
+    )
     args = common.start(parser, argv)
     shape = {"hidden_size": args.hidden_size, "intermediate_size": args.intermediate_size}
     shape, vocab = (QUICK_SHAPE, 512) if args.quick else (shape, 32000)
@@ -197,9 +220,17 @@ def main(argv: Sequence[str] | None = None) -> Path:
         args.depths, args.seq_len = [2, 3, 4], 32
     dtype_bytes = 4 if args.dtype == "float32" else 2
     runs = {}
-    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+    kept = args.workdir is not None
+    if kept:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+    with contextlib.nullcontext(args.workdir) if kept else tempfile.TemporaryDirectory() as tmp:
         floor = common.run_isolated("memory", "baseline_process")
         for depth in sorted(args.depths):
+            finished = Path(tmp) / f"result-{depth}.json"
+            if kept and finished.is_file():
+                runs[depth] = json.loads(finished.read_text())
+                print(f"depth {depth}: measured before, read from {finished}", flush=True)
+                continue
             folder = Path(tmp) / f"depth-{depth}"
             size = write_synthetic_checkpoint(folder, depth, shape, vocab)
             task = dict(
@@ -216,9 +247,16 @@ def main(argv: Sequence[str] | None = None) -> Path:
                 result = common.run_isolated("streaming", "quantize_task", timeout=6 * 3600, **task)
             result["checkpoint_bytes"] = size
             result["peak_anon_over_floor"] = result["quantize_peak"]["anon"] - floor["anon"]
+            result["seconds_per_layer"] = seconds_per_layer(result["layers_written_s"])
             runs[depth] = result
+            if kept:
+                from optimum_layerwise.atomic import atomic_write_text
+
+                atomic_write_text(finished, json.dumps(result, indent=1))
             print(
-                f"depth {depth}: {size / 1e9:.2f} GB on disk, quantized in {result['quantize_s']:.0f} s, saved in "
+                f"depth {depth}: {size / 1e9:.2f} GB on disk, quantized in {result['quantize_s']:.0f} s "
+                f"({result['layers_resumed']} layers resumed, {result['seconds_per_layer']:.1f} s per layer), saved "
+                f"in "
                 f"{result['save_s']:.0f} s; peak anon {result['quantize_peak']['anon'] / 2**30:.2f} GiB "
                 f"({result['peak_anon_over_floor'] / 2**30:.2f} over the floor), file "
                 f"{result['quantize_peak']['file'] / 2**30:.2f} GiB, VmHWM {result['vm_hwm'] / 2**30:.2f} GiB",
@@ -226,7 +264,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
             )  # fmt: skip
     bound = bound_bytes(shape, vocab, dtype_bytes, args.num_samples, args.seq_len)
     depths = sorted(runs)
-    slope = common.linear_fit([float(d) for d in depths], [runs[d]["quantize_s"] for d in depths])
+    if len(depths) > 1 and not any(runs[depth]["layers_resumed"] for depth in depths):
+        slope = common.linear_fit([float(d) for d in depths], [runs[d]["quantize_s"] for d in depths])
+    else:  # one depth, or a resumed run whose wall time is partial: the gaps between layers written
+        slope = {"slope": statistics.median(runs[depth]["seconds_per_layer"] for depth in depths)}
     return common.write_results(
         args,
         {
