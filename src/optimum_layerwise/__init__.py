@@ -21,6 +21,7 @@ _PUBLIC = {
     "QUANT_METHOD": "config",
     "LayerwiseQuantizationConfig": "config",
     "LayerwiseHfQuantizer": "hf_quantizer",
+    "LayerwiseSlicingConfig": "slicing.config",
     "allocate_bits": "allocation",
     "parse_memory": "units",
     "register": "registration",

@@ -56,20 +56,43 @@ def default_optimizer(backend: str, dataset: Any) -> str:
     return "imatrix" if backend == "quanto" and dataset is not None else "max"
 
 
-def _reject_unknown_arguments(kwargs: dict[str, Any]) -> None:
-    """Refuse misspelled arguments (`target_bit=2.0` would otherwise leave the default budget in place)."""
-    if kwargs.get("quant_method", QUANT_METHOD) != QUANT_METHOD:
+def check_calibration_settings(config: Any) -> None:
+    """Check the calibration settings shared by the layer-wise configs (`dataset`, `num_samples`, `seq_len`,
+    `quality_windows`, `seed`); raise a `ValueError` naming the parameter and what is allowed."""
+    for name in ("num_samples", "seq_len", "quality_windows"):
+        value = getattr(config, name)
+        minimum = 0 if name == "quality_windows" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            kind = "non-negative" if minimum == 0 else "positive"
+            raise ValueError(f"`{name}` must be a {kind} int, got {value!r}.")
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or not 0 <= config.seed < 2**63:
+        raise ValueError(f"`seed` must be an int in [0, 2**63), got {config.seed!r}.")
+    if config.dataset is not None and not isinstance(config.dataset, (str, list, tuple, torch.Tensor)):
         raise ValueError(
-            f"`quant_method` of a LayerwiseQuantizationConfig is {QUANT_METHOD!r}, got {kwargs['quant_method']!r}."
+            f"`dataset` must be a list of texts, a list/tensor of token ids or a text file path, got "
+            f"{type(config.dataset).__name__}."
         )
+
+
+def reject_unknown_arguments(kwargs: dict[str, Any], config_class: type, method: str, known: Sequence[str]) -> None:
+    """Refuse misspelled arguments of a config (`target_bit=2.0` would otherwise leave the default budget in place)
+    and a `quant_method` other than `method`."""
+    if kwargs.get("quant_method", method) != method:
+        raise ValueError(f"`quant_method` of a {config_class.__name__} is {method!r}, got {kwargs['quant_method']!r}.")
     unknown = sorted(set(kwargs) - {"quant_method"})
     if unknown:
         name = unknown[0]
-        close = difflib.get_close_matches(name, _ARGUMENTS, n=1)
-        hint = f" Did you mean `{close[0]}`?" if close else f" Known arguments: {', '.join(sorted(_ARGUMENTS))}."
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" Did you mean `{close[0]}`?" if close else f" Known arguments: {', '.join(sorted(known))}."
         raise ValueError(
-            f"LayerwiseQuantizationConfig got unknown argument{'s' if len(unknown) > 1 else ''} {unknown}.{hint}"
+            f"{config_class.__name__} got unknown argument{'s' if len(unknown) > 1 else ''} {unknown}.{hint}"
         )
+
+
+def signature_arguments(function: Any) -> tuple[str, ...]:
+    """The keyword arguments of a config's `__init__`, and `quant_method`."""
+    names = inspect.signature(function).parameters
+    return (*(name for name in names if name not in ("self", "kwargs")), "quant_method")
 
 
 def layerwise_dict(quantization_config: Mapping[str, Any] | QuantizationConfigMixin | None) -> dict[str, Any] | None:
@@ -233,7 +256,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         work_dir: str | os.PathLike | None = None,
         **kwargs,
     ):
-        _reject_unknown_arguments(kwargs)
+        reject_unknown_arguments(kwargs, type(self), QUANT_METHOD, _ARGUMENTS)
         self.quant_method = QUANT_METHOD
         self.backend = backend
         self.bits = tuple(bits) if isinstance(bits, (list, tuple)) else bits
@@ -297,14 +320,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         self._check_granularity()
         if self.plan is not None and self.plan.quality is not None:
             QualityCheck.from_dict(self.plan.quality)
-        for name in ("num_samples", "seq_len", "quality_windows"):
-            value = getattr(self, name)
-            minimum = 0 if name == "quality_windows" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                kind = "non-negative" if minimum == 0 else "positive"
-                raise ValueError(f"`{name}` must be a {kind} int, got {value!r}.")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
-            raise ValueError(f"`seed` must be an int in [0, 2**63), got {self.seed!r}.")
+        check_calibration_settings(self)
         if not isinstance(self.verify, bool):
             raise ValueError(f"`verify` must be True or False, got {self.verify!r}.")
         if self.low_memory is not None and not isinstance(self.low_memory, bool):
@@ -328,11 +344,6 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
                 f"`modules_to_not_convert` must be a list of module names, got {self.modules_to_not_convert!r}."
             )
         self._check_backend_options()
-        if self.dataset is not None and not isinstance(self.dataset, (str, list, tuple, torch.Tensor)):
-            raise ValueError(
-                f"`dataset` must be a list of texts, a list/tensor of token ids or a text file path, got "
-                f"{type(self.dataset).__name__}."
-            )
 
     def _check_granularity(self) -> None:
         check_granularity(self.granularity)
@@ -491,8 +502,4 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         return self.quantization_backend().dynamic_overrides(self.plan, self.bits[0])
 
 
-_ARGUMENTS = tuple(
-    name
-    for name in inspect.signature(LayerwiseQuantizationConfig.__init__).parameters
-    if name not in ("self", "kwargs")
-) + ("quant_method",)
+_ARGUMENTS = signature_arguments(LayerwiseQuantizationConfig.__init__)

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
 
-def _num_hidden_layers(model: nn.Module) -> int | None:
+def text_config(model: nn.Module) -> Any:
+    """The configuration of the model's text decoder (its `config` for a text-only model), or `None` without one."""
     config = getattr(model, "config", None)
     if config is None:
         return None
-    text_config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
-    return getattr(text_config, "num_hidden_layers", None)
+    return config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+
+
+def _num_hidden_layers(model: nn.Module) -> int | None:
+    return getattr(text_config(model), "num_hidden_layers", None)
 
 
 def decoder_layers_path(model: nn.Module) -> str:

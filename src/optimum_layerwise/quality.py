@@ -17,6 +17,7 @@ from torch import nn
 from transformers.utils import logging
 
 from .calibration import adds_bos
+from .corpora import recorded_dataset_name
 
 
 COLLAPSE_RATIO = 2.0
@@ -125,21 +126,39 @@ class QualityCheck:
             "perplexity ratio (quantized / unquantized)": round(self.ratio, 4),
         }
 
-    def summary(self) -> str:
-        """One line for the terminal."""
+    def summary(
+        self,
+        original: str = "unquantized",
+        fix: str = "use higher bits (e.g. bits=(8, 4)), a larger budget, or backend='gptq'",
+        remedy: str = "Consider a larger budget or backend='gptq'",
+    ) -> str:
+        """One line for the terminal; `original` names the model before compression, `fix` and `remedy` what to do
+        when it collapsed or degraded."""
         line = (
-            f"held-out perplexity {self.quantized:.2f} vs {self.unquantized:.2f} unquantized (ratio {self.ratio:.3f}, "
+            f"held-out perplexity {self.quantized:.2f} vs {self.unquantized:.2f} {original} (ratio {self.ratio:.3f}, "
             f"{self.num_windows}x{self.seq_len} tokens of {self.dataset or 'the calibration data'} not used to "
             "calibrate)"
         )
         if self.verdict == "collapsed":
-            return (
-                f"COLLAPSED: {line}. This model is not usable: use higher bits (e.g. bits=(8, 4)), a larger budget, "
-                "or backend='gptq'."
-            )
+            return f"COLLAPSED: {line}. This model is not usable: {fix}."
         if self.verdict == "degraded":
-            return f"degraded: {line}. Consider a larger budget or backend='gptq'."
+            return f"degraded: {line}. {remedy}."
         return line
+
+
+def check_held_out(
+    model: nn.Module,
+    windows: list[list[int]],
+    context: int,
+    reference: float,
+    dataset: Any,
+    seq_len: int,
+    desc: str,
+) -> QualityCheck:
+    """Score the compressed `model` on the held-out `windows` (as [`score_windows`]) against the `reference`
+    perplexity the model had before; `dataset` is the calibration data they come from."""
+    compressed = score_windows(model, windows, context, desc=desc)
+    return QualityCheck(recorded_dataset_name(dataset), len(windows), seq_len, reference, compressed.perplexity)
 
 
 def prepare_windows(windows: list[list[int]], tokenizer: Any) -> tuple[list[list[int]], int]:

@@ -16,12 +16,11 @@ from transformers.utils import logging
 from .backends import QuantizationBackend
 from .calibration import CalibrationBatch, calibration_batches, split_windows
 from .config import LayerwiseQuantizationConfig
-from .corpora import recorded_dataset_name
 from .layers import decoder_layers, decoder_layers_path, is_skipped, quantizable_linears, set_submodule, vocab_size
 from .offload import PackedLayerStore, materialized, return_memory_after_each_layer
 from .plan import QuantizationPlan
 from .planning import make_plan
-from .quality import QualityCheck, prepare_windows, score_windows
+from .quality import check_held_out, prepare_windows, score_windows
 from .sequential import quantize_sequentially
 from .system_memory import peak_resident_bytes
 from .units import format_bytes
@@ -156,9 +155,8 @@ def quantize_model(
     if reference is None:
         logger.warning(f"{done}; quality not measured: {_why_no_quality(config)}.")
     else:
-        quantized = score_windows(model, held_out, context, desc="Held-out check, quantized")
-        check = QualityCheck(
-            recorded_dataset_name(config.dataset), len(held_out), config.seq_len, reference, quantized.perplexity
+        check = check_held_out(
+            model, held_out, context, reference, config.dataset, config.seq_len, desc="Held-out check, quantized"
         )
         plan = plan.replace(quality=check.to_dict())
         logger.warning(f"{done}: {check.summary()}")

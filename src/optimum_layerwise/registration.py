@@ -19,6 +19,8 @@ from transformers.utils.quantization_config import GPTQConfig, QuantoConfig
 
 from .config import QUANT_METHOD, LayerwiseQuantizationConfig
 from .hf_quantizer import LayerwiseHfQuantizer
+from .slicing.config import SLICING_METHOD, LayerwiseSlicingConfig
+from .slicing.hf_quantizer import LayerwiseSlicingHfQuantizer
 
 
 class GPTQConfigOrLayerwise(GPTQConfig):
@@ -51,14 +53,20 @@ class QuantoConfigRefusingLayerwise(QuantoConfig):
         return super().from_dict(config_dict, return_unused_kwargs, **kwargs)
 
 
+def _register_method(method: str, config_class: type, quantizer_class: type) -> None:
+    if AUTO_QUANTIZATION_CONFIG_MAPPING.get(method) is not config_class:
+        AUTO_QUANTIZATION_CONFIG_MAPPING.pop(method, None)
+        register_quantization_config(method)(config_class)
+    if AUTO_QUANTIZER_MAPPING.get(method) is not quantizer_class:
+        AUTO_QUANTIZER_MAPPING.pop(method, None)
+        register_quantizer(method)(quantizer_class)
+
+
 def register() -> None:
-    """Make transformers know `quant_method="layerwise"`; safe to call again (e.g. after a module reload)."""
-    if AUTO_QUANTIZATION_CONFIG_MAPPING.get(QUANT_METHOD) is not LayerwiseQuantizationConfig:
-        AUTO_QUANTIZATION_CONFIG_MAPPING.pop(QUANT_METHOD, None)
-        register_quantization_config(QUANT_METHOD)(LayerwiseQuantizationConfig)
-    if AUTO_QUANTIZER_MAPPING.get(QUANT_METHOD) is not LayerwiseHfQuantizer:
-        AUTO_QUANTIZER_MAPPING.pop(QUANT_METHOD, None)
-        register_quantizer(QUANT_METHOD)(LayerwiseHfQuantizer)
+    """Make transformers know `quant_method="layerwise"` and `"layerwise_slicing"`; safe to call again (e.g. after a
+    module reload)."""
+    _register_method(QUANT_METHOD, LayerwiseQuantizationConfig, LayerwiseHfQuantizer)
+    _register_method(SLICING_METHOD, LayerwiseSlicingConfig, LayerwiseSlicingHfQuantizer)
     if issubclass(AUTO_QUANTIZATION_CONFIG_MAPPING["gptq"], GPTQConfig):
         AUTO_QUANTIZATION_CONFIG_MAPPING["gptq"] = GPTQConfigOrLayerwise
     if AUTO_QUANTIZATION_CONFIG_MAPPING.get("quanto") is QuantoConfig:

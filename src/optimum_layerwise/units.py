@@ -76,3 +76,11 @@ def format_bits(bits: int | float) -> str:
     """A bit width as shown in tables: `"4"` for a whole layer at 4 bits, `"4.57"` for the mean bits of a layer whose
     blocks or modules have different widths."""
     return str(bits) if isinstance(bits, int) else f"{bits:.2f}"
+
+
+def format_count(count: int) -> str:
+    """A number of parameters, e.g. `"134.5M"`."""
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f}{unit}"
+    return str(count)

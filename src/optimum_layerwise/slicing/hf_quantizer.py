@@ -1,0 +1,46 @@
+"""`LayerwiseSlicingHfQuantizer`: the transformers hooks of slicing, kept thin (the work is in slice.py and
+layers.py)."""
+
+from __future__ import annotations
+
+from transformers.quantizers.base import HfQuantizer
+
+from ..layers import decoder_layers
+from .architecture import check_sliceable
+from .layers import resize_for_widths
+from .rotation import untie_output_embeddings
+from .slice import slice_model
+
+
+class LayerwiseSlicingHfQuantizer(HfQuantizer):
+    """Slice on load (score, rotate, slice layer by layer) or load a saved sliced checkpoint (its shapes rebuilt
+    from the plan before the weights load)."""
+
+    requires_calibration = False
+
+    def validate_environment(self, *args, **kwargs):
+        if not self.pre_quantized:
+            self.quantization_config.check_sliceable_request()
+
+    def _process_model_before_weight_loading(self, model, **kwargs):
+        if not self.pre_quantized:
+            check_sliceable(model)  # fail before the weights load if the architecture is not supported
+            return
+        plan = self.quantization_config.plan
+        if plan is None:
+            raise ValueError("This checkpoint's slicing config has no plan: it was not saved by optimum-layerwise.")
+        untie_output_embeddings(model)
+        resize_for_widths(model, decoder_layers(model), list(plan.widths), plan.head_width)
+
+    def _process_model_after_weight_loading(self, model, **kwargs):
+        if not self.pre_quantized:
+            self.quantization_config = slice_model(model, self.quantization_config)
+        return model
+
+    def is_serializable(self) -> bool:
+        return True
+
+    @property
+    def is_trainable(self) -> bool:
+        """A sliced model holds plain float tensors: it trains like any other."""
+        return True

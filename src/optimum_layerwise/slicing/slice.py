@@ -1,0 +1,85 @@
+"""Slice a loaded model: score its layers, choose their widths, rotate and slice, check the result on held-out text."""
+
+from __future__ import annotations
+
+from torch import nn
+from transformers.utils import logging
+
+from ..calibration import calibration_batches
+from ..importance.scoring import score_layers
+from ..layers import decoder_layers
+from ..quality import check_held_out, prepare_windows, score_windows
+from ..quantize import calibration_split
+from ..units import format_count
+from .architecture import check_sliceable, hidden_size
+from .config import CONSTANT, LayerwiseSlicingConfig
+from .plan import SlicingPlan
+from .ratios import dynamic_ratios, layer_width
+from .rotation import rotate_and_slice
+
+
+logger = logging.get_logger(__name__)
+
+ORIGINAL = "unsliced"
+FIX = "slice less (a lower `sparsity`)"
+REMEDY = "Consider a lower `sparsity`"
+
+
+def plan_widths(
+    num_layers: int, full_width: int, config: LayerwiseSlicingConfig, scores: list[float] | None
+) -> SlicingPlan:
+    """The widths of `config`'s request for a model of `num_layers` layers of `full_width` channels, from the layers'
+    importance `scores` (`None` for constant slicing)."""
+    if scores is None:
+        ratios = [float(config.sparsity)] * num_layers
+    else:
+        ratios = dynamic_ratios(scores, config.sparsity, config.slicing_base())
+    widths = tuple(layer_width(full_width, ratio, config.round_to) for ratio in ratios)
+    return SlicingPlan(full_width, widths, widths[-1], tuple(ratios), tuple(scores) if scores is not None else None)
+
+
+def slice_model(model: nn.Module, config: LayerwiseSlicingConfig) -> LayerwiseSlicingConfig:
+    """Slice `model` in place: score its decoder layers, give each its width, rotate and slice the residual stream
+    layer by layer, and score held-out calibration windows before and after (logged as one line, loudly when the
+    model collapsed).
+
+    Args:
+        model (`PreTrainedModel`):
+            A full-precision Llama, Mistral, Qwen2 or Qwen3 causal LM.
+        config ([`LayerwiseSlicingConfig`]):
+            What to do. Not modified.
+
+    Returns:
+        [`LayerwiseSlicingConfig`]: a new config, the request plus its `plan`; it is also set as
+        `model.config.quantization_config`.
+    """
+    config.check_sliceable_request()
+    check_sliceable(model)
+    windows, held_out = calibration_split(model, config)
+    batches = calibration_batches(windows, config.tokenizer, num_samples=len(windows), seq_len=config.seq_len)
+    held_out, context = prepare_windows(held_out, config.tokenizer)
+    reference = score_windows(model, held_out, context, desc="Held-out check, unsliced") if held_out else None
+    layers = decoder_layers(model)
+    scores = (
+        None if config.importance == CONSTANT else score_layers(model, config.importance, batches, seed=config.seed)
+    )
+    plan = plan_widths(len(layers), hidden_size(model), config, scores)
+    parameters_before = sum(parameter.numel() for parameter in model.parameters())
+    rotate_and_slice(model, plan.widths, plan.head_width, batches)
+    parameters_after = sum(parameter.numel() for parameter in model.parameters())
+    done = (
+        f"Sliced {len(layers)} decoder layers to {plan.sparsity:.1%} mean sparsity (widths {min(plan.widths)}-"
+        f"{max(plan.widths)} of {plan.hidden_size}; parameters {format_count(parameters_before)} -> "
+        f"{format_count(parameters_after)}, shortcuts included)"
+    )
+    if reference is None:
+        logger.warning(f"{done}; quality not measured (no held-out calibration windows).")
+    else:
+        check = check_held_out(
+            model, held_out, context, reference.perplexity, config.dataset, config.seq_len, "Held-out check, sliced"
+        )
+        plan = plan.replace(quality=check.to_dict())
+        logger.warning(f"{done}: {check.summary(ORIGINAL, FIX, REMEDY)}")
+    result = config.with_plan(plan)
+    model.config.quantization_config = result
+    return result
