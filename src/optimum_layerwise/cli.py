@@ -104,21 +104,36 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_calibration(parser: argparse.ArgumentParser, importance: str) -> None:
+IMPORTANCE_HELP = "sensitivity, sensitivity_kl, lim, reverse_lim, zd, reverse_zd, random or depth"
+
+
+def _add_output(parser: argparse.ArgumentParser, kind: str) -> None:
+    parser.add_argument("--output", required=True, help=f"folder to write the {kind} checkpoint to")
     parser.add_argument(
-        "--importance",
-        default=importance,
-        help=f"sensitivity, sensitivity_kl, lim, reverse_lim, zd, reverse_zd, random or depth (default: {importance})",
+        "--overwrite", action="store_true", help="replace an output folder that holds a layer-wise checkpoint"
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="also replace a non-empty output folder that is not a layer-wise checkpoint (its content is deleted)",
+    )
+    parser.add_argument("--push-to-hub", metavar="REPO", help="also upload the checkpoint to this Hub repo")
+
+
+def _add_calibration(
+    parser: argparse.ArgumentParser,
+    importance: str,
+    methods: str = IMPORTANCE_HELP,
+    num_samples: str = "8 for scoring, 128 with --backend gptq",
+) -> None:
+    parser.add_argument("--importance", default=importance, help=f"{methods} (default: {importance})")
     parser.add_argument(
         "--dataset",
         default=DEFAULT_CALIBRATION,
         help=f"calibration corpus name or text file (default: {DEFAULT_CALIBRATION})",
     )
     parser.add_argument(
-        "--num-samples",
-        type=_positive_int("--num-samples"),
-        help="calibration windows (default: 8 for scoring, 128 with --backend gptq)",
+        "--num-samples", type=_positive_int("--num-samples"), help=f"calibration windows (default: {num_samples})"
     )
     parser.add_argument(
         "--seq-len", type=_positive_int("--seq-len"), default=512, help="tokens per calibration window (default: 512)"
@@ -163,15 +178,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     quantize = commands.add_parser("quantize", help="quantize a model with layer-wise bits and save it")
     _add_model(quantize)
-    quantize.add_argument("--output", required=True, help="folder to write the quantized checkpoint to")
-    quantize.add_argument(
-        "--overwrite", action="store_true", help="replace an output folder that holds a layer-wise checkpoint"
-    )
-    quantize.add_argument(
-        "--force",
-        action="store_true",
-        help="also replace a non-empty output folder that is not a layer-wise checkpoint (its content is deleted)",
-    )
+    _add_output(quantize, "quantized")
     quantize.add_argument("--bits", type=_bits, default=(8, 4), help="precision levels, high to low (default: 8,4)")
     budget = quantize.add_mutually_exclusive_group()
     budget.add_argument("--target-bits", type=float, help="average bits over decoder layers")
@@ -221,7 +228,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where --low-memory keeps the quantized layers until the save (default: a hidden folder next to "
         "--output, removed after the save)",
     )
-    quantize.add_argument("--push-to-hub", metavar="REPO", help="also upload the checkpoint to this Hub repo")
     quantize.add_argument(
         "--reuse-costs",
         metavar="CHECKPOINT",
@@ -229,6 +235,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "measurement)",
     )
     _add_calibration(quantize, "sensitivity")
+
+    slicer = commands.add_parser(
+        "slice", help="slice each decoder layer's residual stream by its own ratio (DynamicSlicing) and save it"
+    )
+    _add_model(slicer)
+    _add_output(slicer, "sliced")
+    slicer.add_argument(
+        "--sparsity", type=float, default=0.25, help="mean share of the residual stream removed (default: 0.25)"
+    )
+    slicer.add_argument(
+        "--base", type=float, help="ratio of the most important layer, in [0, sparsity] (default: sparsity / 2)"
+    )
+    slicer.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
+    slicer.add_argument("--device-map", help="accelerate device map for loading, e.g. auto or cpu")
+    _add_calibration(slicer, "lim", methods=f"constant (SliceGPT), {IMPORTANCE_HELP}", num_samples="128")
 
     evaluate = commands.add_parser("eval", help="perplexity on held-out text and zero-shot lm-eval tasks")
     _add_model(evaluate)
@@ -335,8 +356,11 @@ def _is_layerwise_checkpoint(folder: Path) -> bool:
     except (OSError, ValueError, AttributeError):
         return False
     from .config import layerwise_dict
+    from .slicing.config import SLICING_METHOD
 
-    return isinstance(saved, dict) and layerwise_dict(saved) is not None
+    return isinstance(saved, dict) and (
+        layerwise_dict(saved) is not None or saved.get("quant_method") == SLICING_METHOD
+    )
 
 
 def check_output(output: str, *, overwrite: bool, force: bool, model: str | None = None) -> Path:
@@ -471,23 +495,77 @@ def _quantize(args) -> None:
     )
     model, tokenizer = _quantize_model(args, config)
     _print_result(model, model.config.quantization_config.plan)
-    from .atomic import atomic_folder
     from .offload import PackedLayerStore
 
     if args.format != "layerwise":
         _save_exported(model, tokenizer, output, args.format)
     else:
-        with atomic_folder(output, keep_other_files=False) as staging:
-            model.save_pretrained(staging)
-            if tokenizer is not None:
-                tokenizer.save_pretrained(staging)
+        _save_checkpoint(model, tokenizer, output)
     PackedLayerStore(config.work_dir).remove()
     print(f"saved to {args.output}" + (f" ({args.format})" if args.format != "layerwise" else ""))
-    if args.push_to_hub:
-        model.push_to_hub(args.push_to_hub)
+    _push(model, tokenizer, args.push_to_hub)
+
+
+def _save_checkpoint(model, tokenizer, output: Path) -> None:
+    """Save the model and its tokenizer to `output` atomically (staged, then swapped in)."""
+    from .atomic import atomic_folder
+
+    with atomic_folder(output, keep_other_files=False) as staging:
+        model.save_pretrained(staging)
         if tokenizer is not None:
-            tokenizer.push_to_hub(args.push_to_hub)
-        print(f"pushed to https://huggingface.co/{args.push_to_hub}")
+            tokenizer.save_pretrained(staging)
+
+
+def _push(model, tokenizer, repo_id: str | None) -> None:
+    if repo_id:
+        model.push_to_hub(repo_id)
+        if tokenizer is not None:
+            tokenizer.push_to_hub(repo_id)
+        print(f"pushed to https://huggingface.co/{repo_id}")
+
+
+def _slice(args) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from .demo_models import resolve_model
+    from .slicing.config import LayerwiseSlicingConfig
+    from .slicing.slice import QUALITY_WORDING
+
+    output = check_output(args.output, overwrite=args.overwrite, force=args.force, model=args.model)
+    config = LayerwiseSlicingConfig(  # checks every flag before the model and tokenizer load
+        sparsity=args.sparsity,
+        importance=args.importance,
+        base=args.base,
+        dataset=args.dataset,
+        num_samples=args.num_samples or 128,
+        seq_len=args.seq_len,
+        seed=args.seed,
+    )
+    path = resolve_model(args.model)
+    _check_not_quantized(path, args.model)
+    config.tokenizer = _load_tokenizer(path)
+    dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, quantization_config=config, dtype=dtype, device_map=args.device_map
+    )
+    plan = model.config.quantization_config.plan
+    print(format_width_table(plan))
+    print(f"mean sparsity: {plan.sparsity:.3f} over {len(plan.widths)} decoder layers (head: {plan.head_width})")
+    print(f"parameters: {sum(parameter.numel() for parameter in model.parameters()):,}")
+    _print_quality(plan.quality, *QUALITY_WORDING)
+    _save_checkpoint(model, config.tokenizer, output)
+    print(f"saved to {args.output}")
+    _push(model, config.tokenizer, args.push_to_hub)
+
+
+def format_width_table(plan) -> str:
+    """A terminal table of a slicing plan's layers with their score, ratio and width."""
+    lines = [f"{'layer':>5}  {'score':>10}  {'ratio':>6}  {'width':>5}"]
+    for index, width in enumerate(plan.widths):
+        score = f"{plan.scores[index]:10.5f}" if plan.scores is not None else f"{'-':>10}"
+        lines.append(f"{index:>5}  {score}  {plan.ratios[index]:6.3f}  {width:>5}")
+    return "\n".join(lines)
 
 
 def _quantize_model(args, config):
@@ -521,13 +599,19 @@ def _quantize_model(args, config):
 def _print_result(model, plan) -> None:
     """The bit map, the sizes (with their basis) and the held-out quality of a freshly quantized model."""
     from .footprint import describe_size
-    from .quality import QualityCheck
 
     print(format_layer_table(plan.layer_scores, plan.layer_bits))
     print(f"average bits: {plan.average_bits:.3f} over {len(plan.layer_bits)} decoder layers")
     print(f"model size: {describe_size(model)}; 1 MiB = 2**20 bytes")
-    if plan.quality is not None:
-        print("quality: " + QualityCheck.from_dict(plan.quality).summary())
+    _print_quality(plan.quality)
+
+
+def _print_quality(quality: dict | None, *wording: str) -> None:
+    """The held-out check's line; `wording` as [`QualityCheck.summary`] takes it (default: quantization's)."""
+    from .quality import QualityCheck
+
+    if quality is not None:
+        print("quality: " + QualityCheck.from_dict(quality).summary(*wording))
     else:
         print("quality: not measured (no tokenizer to read calibration text)")
 
@@ -543,6 +627,7 @@ def read_checkpoint_summary(checkpoint: str) -> dict:
     from .demo_models import could_be_hub_id
     from .footprint import safetensors_tensor_bytes
     from .plan import QuantizationPlan, upgrade_saved_config
+    from .slicing.config import SLICING_METHOD
 
     folder = Path(checkpoint)
     if folder.is_dir():
@@ -565,6 +650,8 @@ def read_checkpoint_summary(checkpoint: str) -> dict:
     if not isinstance(saved, dict):
         kind = "missing" if saved is None else f"a {type(saved).__name__}, not an object"
         raise CommandError(f"{checkpoint} is not a layer-wise checkpoint: its quantization_config is {kind}")
+    if saved.get("quant_method") == SLICING_METHOD:
+        return _slicing_summary(checkpoint, config, saved, sum(tensor_bytes.values()))
     quantization = layerwise_dict(saved)
     if quantization is None:
         raise CommandError(f"{checkpoint} is not a layer-wise checkpoint (quant_method={saved.get('quant_method')!r})")
@@ -596,6 +683,32 @@ def read_checkpoint_summary(checkpoint: str) -> dict:
         "quality": quantization["plan"].get("quality"),
         "average_bits": plan.average_bits,
         "tensor_bytes": sum(tensor_bytes.values()),
+    }
+
+
+def _slicing_summary(checkpoint: str, config: dict, saved: dict, tensor_bytes: int) -> dict:
+    """[`read_checkpoint_summary`] of a sliced checkpoint."""
+    from .slicing.plan import SlicingPlan
+
+    try:
+        plan = SlicingPlan.from_dict(saved.get("plan") or {})
+    except ValueError as error:
+        raise CommandError(f"{checkpoint}: {error}") from None
+    return {
+        "checkpoint": checkpoint,
+        "architecture": (config.get("architectures") or ["?"])[0],
+        "method": "slicing",
+        "importance": saved.get("importance"),
+        "requested_sparsity": saved.get("sparsity"),
+        "base": saved.get("base"),
+        "sparsity": plan.sparsity,
+        "hidden_size": plan.hidden_size,
+        "widths": list(plan.widths),
+        "head_width": plan.head_width,
+        "ratios": list(plan.ratios),
+        "scores": list(plan.scores) if plan.scores is not None else None,
+        "quality": plan.quality,
+        "tensor_bytes": tensor_bytes,
     }
 
 
@@ -638,6 +751,9 @@ def _inspect(args) -> None:
         print(json.dumps(summary, indent=2))
         return
     print(f"checkpoint: {summary['checkpoint']} ({summary['architecture']})")
+    if summary.get("method") == "slicing":
+        _print_slicing_summary(summary)
+        return
     print(f"backend: {summary['backend']}  bits: {summary['bits']}  group size: {summary['group_size']}")
     budget = ", ".join(f"{name}={value}" for name, value in summary["budget"].items()) or "a bit map given by hand"
     print(f"importance: {summary['importance']}  average bits: {summary['average_bits']:.3f}  budget: {budget}")
@@ -649,6 +765,26 @@ def _inspect(args) -> None:
     if summary.get("verified"):
         print("checksums: every tensor and config.json match the saved sha256 manifest")
     print(format_layer_table(summary["layer_scores"], summary["layer_bits"]))
+
+
+def _print_slicing_summary(summary: dict) -> None:
+    from .slicing.plan import SlicingPlan
+    from .slicing.slice import QUALITY_WORDING
+
+    base = summary["base"] if summary["base"] is not None else "sparsity / 2"
+    print(
+        f"sliced: importance {summary['importance']}, mean sparsity {summary['sparsity']:.3f} of "
+        f"{summary['hidden_size']} channels (requested {summary['requested_sparsity']}, base {base})"
+    )
+    if summary["quality"]:
+        _print_quality(summary["quality"], *QUALITY_WORDING)
+    print(f"tensors: {format_bytes(summary['tensor_bytes'])}")
+    if summary.get("verified"):
+        print("checksums: every tensor and config.json match the saved sha256 manifest")
+    plan = SlicingPlan(
+        summary["hidden_size"], summary["widths"], summary["head_width"], summary["ratios"], summary["scores"]
+    )
+    print(format_width_table(plan))
 
 
 def _split(value: str) -> list[str]:
@@ -783,6 +919,7 @@ def _check_output_file(output: str, *, force: bool, suffix: str) -> Path:
 COMMANDS = {
     "score": _score,
     "quantize": _quantize,
+    "slice": _slice,
     "export": _export,
     "lm-eval": _lm_eval,
     "tasks": _tasks,

@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM, Qwen3Config
 from conftest import COMMON, build_tiny_model
 from optimum_layerwise.calibration import batch_windows
 from optimum_layerwise.slicing.architecture import check_sliceable
+from optimum_layerwise.slicing.plan import SlicingPlan
 from optimum_layerwise.slicing.rotation import rotate_and_slice
 
 
@@ -23,6 +24,10 @@ def build(arch: str) -> torch.nn.Module:
     return build_tiny_model(arch)
 
 
+def plan(widths: list[int], head_width: int, embeddings_rotated: bool = True) -> SlicingPlan:
+    return SlicingPlan(64, tuple(widths), head_width, (0.0,) * len(widths), embeddings_rotated=embeddings_rotated)
+
+
 def logits(model: torch.nn.Module) -> torch.Tensor:
     with torch.no_grad():
         return model(PROMPT).logits
@@ -34,7 +39,7 @@ def test_rotation_without_slicing_keeps_the_logits(arch):
     move by at most 1e-5."""
     model = build(arch)
     before = logits(model)
-    rotate_and_slice(model, [64] * 4, 64, batch_windows(WINDOWS, 4))
+    rotate_and_slice(model, plan([64] * 4, 64), batch_windows(WINDOWS, 4))
     assert torch.allclose(logits(model), before, atol=1e-5, rtol=0)
     layer = model.model.layers[1]
     assert not torch.allclose(layer.self_attn.q_proj.weight, build(arch).model.layers[1].self_attn.q_proj.weight)
@@ -43,7 +48,7 @@ def test_rotation_without_slicing_keeps_the_logits(arch):
 def test_slicing_shrinks_every_matrix_and_the_model_still_runs():
     model = build("llama")
     parameters = sum(p.numel() for p in model.parameters())
-    rotate_and_slice(model, [48, 40, 56, 32], 48, batch_windows(WINDOWS, 4))
+    rotate_and_slice(model, plan([48, 40, 56, 32], 48), batch_windows(WINDOWS, 4))
     layers = model.model.layers
     assert model.model.embed_tokens.weight.shape == (128, 48)
     assert layers[1].self_attn.q_proj.weight.shape == (64, 40)
@@ -59,15 +64,27 @@ def test_slicing_shrinks_every_matrix_and_the_model_still_runs():
     assert generated.shape == (1, PROMPT.shape[1] + 4)
 
 
-def test_tied_embeddings_are_untied():
+def test_tied_embeddings_stay_tied_and_unsliced():
+    """Untying would add a vocabulary-sized matrix: the embeddings and the head keep the original basis, the first
+    layer reads and the last layer writes the full width."""
     model = build_tiny_model("qwen2", tie_word_embeddings=True)
     model.tie_weights()
-    assert model.lm_head.weight is model.model.embed_tokens.weight
     before = logits(model)
-    rotate_and_slice(model, [64] * 4, 64, batch_windows(WINDOWS, 4))
-    assert model.lm_head.weight is not model.model.embed_tokens.weight
-    assert not model.config.tie_word_embeddings
+    rotate_and_slice(model, plan([64] * 4, 64, embeddings_rotated=False), batch_windows(WINDOWS, 4))
+    assert model.lm_head.weight is model.model.embed_tokens.weight
     assert torch.allclose(logits(model), before, atol=1e-5, rtol=0)
+    model = build_tiny_model("qwen2", tie_word_embeddings=True)
+    model.tie_weights()
+    embeddings = model.model.embed_tokens.weight.clone()
+    rotate_and_slice(model, plan([48, 40, 56, 32], 64, embeddings_rotated=False), batch_windows(WINDOWS, 4))
+    assert (
+        torch.equal(model.model.embed_tokens.weight, embeddings)
+        and model.lm_head.weight is model.model.embed_tokens.weight
+    )
+    layers = model.model.layers
+    assert layers[0].self_attn.q_proj.weight.shape == (64, 64) and layers[0].attn_shortcut.weight.shape == (48, 64)
+    assert layers[3].mlp.down_proj.weight.shape == (64, 160) and layers[3].mlp_shortcut.weight.shape == (64, 32)
+    assert model.generate(PROMPT, max_new_tokens=2, do_sample=False).shape == (1, PROMPT.shape[1] + 2)
 
 
 def test_gemma_is_refused_with_the_reason():

@@ -22,13 +22,14 @@ def logits(model):
         return model(PROMPT).logits
 
 
-@pytest.fixture(scope="module")
-def sliced(tmp_path_factory):
-    """The tiny Qwen2 sliced by LIM at 25% and saved; the sliced model and its folder."""
+@pytest.fixture(scope="module", params=["untied", "tied"])
+def sliced(tmp_path_factory, request):
+    """The tiny Qwen2 (with its own head, or tied embeddings as Qwen2.5-0.5B has) sliced by LIM at 25% and saved; the
+    sliced model, its folder and the source folder."""
     from conftest import build_tiny_model
 
     source = tmp_path_factory.mktemp("tiny-qwen2")
-    build_tiny_model("qwen2").save_pretrained(source)
+    build_tiny_model("qwen2", tie_word_embeddings=request.param == "tied").save_pretrained(source)
     build_tiny_tokenizer().save_pretrained(source)
     config = LayerwiseSlicingConfig(sparsity=0.25, tokenizer=build_tiny_tokenizer(), **TEXT_SETTINGS)
     model = AutoModelForCausalLM.from_pretrained(source, quantization_config=config)
@@ -47,7 +48,8 @@ def test_the_plan_meets_the_target_and_is_saved(sliced):
     saved = json.loads((folder / "config.json").read_text())
     assert saved["quantization_config"]["quant_method"] == "layerwise_slicing"
     assert saved["quantization_config"]["plan"]["widths"] == list(plan.widths)
-    assert saved["tie_word_embeddings"] is False
+    assert saved["tie_word_embeddings"] is not plan.embeddings_rotated
+    assert plan.embeddings_rotated is not model.config.tie_word_embeddings
 
 
 def test_the_checkpoint_holds_plain_float_tensors_of_the_sliced_shapes(sliced):
@@ -56,7 +58,8 @@ def test_the_checkpoint_holds_plain_float_tensors_of_the_sliced_shapes(sliced):
     with safe_open(str(folder / "model.safetensors"), "pt") as checkpoint:
         dtypes = {checkpoint.get_slice(name).get_dtype() for name in checkpoint.keys()}
         assert dtypes == {"F32"}
-        assert checkpoint.get_slice("model.embed_tokens.weight").get_shape() == [128, widths[0]]
+        embedding_width = widths[0] if model.config.quantization_config.plan.embeddings_rotated else 64
+        assert checkpoint.get_slice("model.embed_tokens.weight").get_shape() == [128, embedding_width]
         assert checkpoint.get_slice("model.layers.1.attn_shortcut.weight").get_shape() == [widths[1], widths[1]]
         assert checkpoint.get_slice("model.layers.1.mlp_shortcut.weight").get_shape() == [widths[2], widths[1]]
 
@@ -70,6 +73,12 @@ def test_the_checkpoint_reloads_with_identical_logits(sliced, device_map, tmp_pa
     reloaded = AutoModelForCausalLM.from_pretrained(folder, **options)
     assert torch.equal(logits(reloaded), logits(model))
     assert reloaded.config.quantization_config.plan == model.config.quantization_config.plan
+
+
+def test_the_parameters_are_fewer(sliced):
+    model, _, source = sliced
+    original = AutoModelForCausalLM.from_pretrained(source)
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in original.parameters())
 
 
 def test_slicing_nothing_keeps_the_logits(sliced, tmp_path):
@@ -86,7 +95,8 @@ def test_constant_slicing_gives_every_layer_the_same_width(sliced):
     )
     model = AutoModelForCausalLM.from_pretrained(source, quantization_config=config)
     plan = model.config.quantization_config.plan
-    assert plan.widths == (48, 48, 48, 48) and plan.head_width == 48 and plan.scores is None
+    assert plan.widths == (48, 48, 48, 48) and plan.scores is None
+    assert plan.head_width == (48 if plan.embeddings_rotated else 64)
 
 
 @pytest.mark.parametrize(

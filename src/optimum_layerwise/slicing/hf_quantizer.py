@@ -29,8 +29,9 @@ class LayerwiseSlicingHfQuantizer(HfQuantizer):
         plan = self.quantization_config.plan
         if plan is None:
             raise ValueError("This checkpoint's slicing config has no plan: it was not saved by optimum-layerwise.")
-        untie_output_embeddings(model)
-        resize_for_widths(model, decoder_layers(model), list(plan.widths), plan.head_width)
+        if plan.embeddings_rotated:
+            untie_output_embeddings(model)
+        resize_for_widths(model, decoder_layers(model), plan)
 
     def _process_model_after_weight_loading(self, model, **kwargs):
         if not self.pre_quantized:

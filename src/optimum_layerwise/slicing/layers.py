@@ -19,6 +19,7 @@ from torch import nn
 
 from ..walk import first_output
 from .architecture import ATTENTION_WRITER, MLP_WRITER, NORM_READERS, final_norm
+from .plan import SlicingPlan
 
 
 class ShortcutResidualForward:
@@ -82,28 +83,28 @@ def _resize_linear(linear: nn.Linear, in_features: int | None = None, out_featur
         _resize(linear, "bias", (linear.out_features,))
 
 
-def resize_for_widths(model: nn.Module, layers: nn.ModuleList, widths: list[int], head_width: int) -> None:
+def resize_for_widths(model: nn.Module, layers: nn.ModuleList, plan: SlicingPlan) -> None:
     """Give an unsliced model (normally on the meta device, before a sliced checkpoint's weights load) the shapes of
-    one sliced to `widths` (one per decoder layer) and `head_width`, shortcut modules included; the values are
-    uninitialized.
-    """
-    embeddings = model.get_input_embeddings()
-    embeddings.embedding_dim = widths[0]
-    _resize(embeddings, "weight", (embeddings.num_embeddings, widths[0]))
+    one sliced by `plan`, shortcut modules included; the values are uninitialized."""
+    if plan.embeddings_rotated:
+        embeddings = model.get_input_embeddings()
+        embeddings.embedding_dim = plan.widths[0]
+        _resize(embeddings, "weight", (embeddings.num_embeddings, plan.widths[0]))
+        _resize(final_norm(model), "weight", (plan.head_width,))
+        _resize_linear(model.get_output_embeddings(), in_features=plan.head_width)
     for index, layer in enumerate(layers):
-        width = widths[index]
-        out_width = widths[index + 1] if index + 1 < len(layers) else head_width
-        for norm_name, readers in NORM_READERS.items():
-            _resize(getattr(layer, norm_name), "weight", (width,))
-            for reader in readers:
-                _resize_linear(layer.get_submodule(reader), in_features=width)
+        width, in_width, out_width = plan.widths[index], plan.input_width(index), plan.output_width(index)
+        _resize(layer.input_layernorm, "weight", (in_width,))
+        _resize(layer.post_attention_layernorm, "weight", (width,))
+        for reader in NORM_READERS["input_layernorm"]:
+            _resize_linear(layer.get_submodule(reader), in_features=in_width)
+        for reader in NORM_READERS["post_attention_layernorm"]:
+            _resize_linear(layer.get_submodule(reader), in_features=width)
         _resize_linear(layer.get_submodule(ATTENTION_WRITER), out_features=width)
         _resize_linear(layer.get_submodule(MLP_WRITER), out_features=out_width)
         like = layer.get_submodule(ATTENTION_WRITER).weight
         install_shortcuts(
             layer,
-            torch.empty((width, width), dtype=like.dtype, device=like.device),
+            torch.empty((in_width, width), dtype=like.dtype, device=like.device),
             torch.empty((width, out_width), dtype=like.dtype, device=like.device),
         )
-    _resize(final_norm(model), "weight", (head_width,))
-    _resize_linear(model.get_output_embeddings(), in_features=head_width)

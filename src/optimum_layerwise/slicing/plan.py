@@ -23,6 +23,11 @@ class SlicingPlan:
             Channels kept in each decoder layer's input and post-attention stream (the embeddings have `widths[0]`).
         head_width (`int`):
             Channels the last layer hands to the final norm and `lm_head`.
+        embeddings_rotated (`bool`, *optional*, defaults to `True`):
+            Whether the embeddings and `lm_head` are rotated and sliced too (to `widths[0]` and `head_width`). A
+            model that ties them keeps them in the original basis at full width instead (untying them would add a
+            whole vocabulary-sized matrix): its first layer reads, and its last layer writes, `hidden_size`
+            channels.
         ratios (`tuple[float, ...]`):
             The slicing ratio asked of each layer, before its width was rounded.
         scores (`tuple[float, ...]`, *optional*):
@@ -38,6 +43,7 @@ class SlicingPlan:
     ratios: tuple[float, ...]
     scores: tuple[float, ...] | None = None
     quality: dict[str, Any] | None = None
+    embeddings_rotated: bool = True
 
     def __post_init__(self):
         widths = tuple(self.widths)
@@ -54,6 +60,18 @@ class SlicingPlan:
                 raise ValueError(f"`{name}` of a slicing plan must be ints in [1, {size}], got {bad or values}.")
         if len(self.ratios) != len(widths) or (self.scores is not None and len(self.scores) != len(widths)):
             raise ValueError("A slicing plan needs one ratio (and one score, if any) per decoder layer.")
+        if not isinstance(self.embeddings_rotated, bool):
+            raise ValueError(f"`embeddings_rotated` must be True or False, got {self.embeddings_rotated!r}.")
+        if not self.embeddings_rotated and self.head_width != size:
+            raise ValueError(f"A plan that keeps the embeddings has head_width = hidden_size ({size}).")
+
+    def input_width(self, index: int) -> int:
+        """Channels decoder layer `index` reads (its stream after the attention has `widths[index]`)."""
+        return self.hidden_size if index == 0 and not self.embeddings_rotated else self.widths[index]
+
+    def output_width(self, index: int) -> int:
+        """Channels decoder layer `index` writes: the next layer's input, or `head_width` for the last layer."""
+        return self.input_width(index + 1) if index + 1 < len(self.widths) else self.head_width
 
     @property
     def sparsity(self) -> float:
@@ -71,6 +89,7 @@ class SlicingPlan:
             "ratios": list(self.ratios),
             "scores": list(self.scores) if self.scores is not None else None,
             "quality": self.quality,
+            "embeddings_rotated": self.embeddings_rotated,
         }
 
     @classmethod
@@ -88,6 +107,7 @@ class SlicingPlan:
                 ratios=tuple(data["ratios"]),
                 scores=tuple(data["scores"]) if data.get("scores") is not None else None,
                 quality=data.get("quality"),
+                embeddings_rotated=data.get("embeddings_rotated", True),
             )
         except (KeyError, TypeError) as error:
             raise ValueError(

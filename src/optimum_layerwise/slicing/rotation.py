@@ -24,13 +24,14 @@ from ..layers import decoder_layers, text_config
 from ..walk import LayerCall, first_output, run_layer, walk_layers
 from .architecture import ATTENTION_WRITER, MLP_WRITER, NORM_READERS, final_norm, hidden_size
 from .layers import install_shortcuts, set_norm_width
+from .plan import SlicingPlan
 
 
 def untie_output_embeddings(model: nn.Module) -> None:
     """Give `lm_head` its own weight when it shares the input embeddings' (the two are rotated differently)."""
-    head, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
-    if head.weight is embeddings.weight or head.weight.data_ptr() == embeddings.weight.data_ptr():
-        head.weight = nn.Parameter(embeddings.weight.detach().clone())
+    if ties_embeddings(model):
+        head = model.get_output_embeddings()
+        head.weight = nn.Parameter(model.get_input_embeddings().weight.detach().clone())
     for config in {id(c): c for c in (model.config, text_config(model))}.values():
         config.tie_word_embeddings = False
 
@@ -39,12 +40,14 @@ def _scale_inputs(linear: nn.Linear, scale: torch.Tensor) -> None:
     linear.weight.data = (linear.weight.data.double() * scale.double()).to(linear.weight.dtype)
 
 
-def fuse_norm_scales(model: nn.Module) -> None:
-    """Move each RMSNorm's scale into the Linears that read its output, and set the scale to 1."""
+def fuse_norm_scales(model: nn.Module, include_head: bool = True) -> None:
+    """Move each RMSNorm's scale into the Linears that read its output, and set the scale to 1 (the final norm's
+    into `lm_head` only with `include_head`)."""
     layers = decoder_layers(model)
     pairs = [(getattr(layer, norm), [layer.get_submodule(r) for r in readers]) for layer in layers
              for norm, readers in NORM_READERS.items()]  # fmt: skip
-    pairs.append((final_norm(model), [model.get_output_embeddings()]))
+    if include_head:
+        pairs.append((final_norm(model), [model.get_output_embeddings()]))
     for norm, readers in pairs:
         for reader in readers:
             _scale_inputs(reader, norm.weight.data)
@@ -106,27 +109,32 @@ def _in_basis(states: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     return (states.double() @ basis.to(states.device)).to(states.dtype)
 
 
-def rotate_and_slice(
-    model: nn.Module, widths: Sequence[int], head_width: int, batches: Sequence[CalibrationBatch]
-) -> None:
-    """Rotate `model` in place by the principal axes of its hidden states on `batches` and slice decoder layer `i` to
-    `widths[i]` channels (its input and the stream after its attention), the output head to `head_width`.
+def ties_embeddings(model: nn.Module) -> bool:
+    """Whether `lm_head` shares the input embeddings' weight."""
+    head, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
+    return head.weight is embeddings.weight or head.weight.data_ptr() == embeddings.weight.data_ptr()
+
+
+def rotate_and_slice(model: nn.Module, plan: SlicingPlan, batches: Sequence[CalibrationBatch]) -> None:
+    """Rotate `model` in place by the principal axes of its hidden states on `batches` and slice it to `plan`'s
+    widths.
 
     Args:
         model (`PreTrainedModel`):
             A sliceable causal LM ([`~optimum_layerwise.slicing.architecture.check_sliceable`]) in full precision.
-        widths (`Sequence[int]`):
-            Residual-stream width of each decoder layer, at most `config.hidden_size`.
-        head_width (`int`):
-            Width of the stream the last layer hands to the final norm and `lm_head`.
+        plan ([`~optimum_layerwise.slicing.plan.SlicingPlan`]):
+            The width of every stream; with `embeddings_rotated=False` the embeddings, the final norm and `lm_head`
+            stay as they are.
         batches (`Sequence[CalibrationBatch]`):
             Calibration batches; their attention masks say which tokens count.
     """
     layers = decoder_layers(model)
     full = hidden_size(model)
-    untie_output_embeddings(model)
-    fuse_norm_scales(model)
+    if plan.embeddings_rotated:
+        untie_output_embeddings(model)
+    fuse_norm_scales(model, include_head=plan.embeddings_rotated)
     masks = [batch.attention_mask for batch in batches]
+    identity = torch.eye(full, dtype=torch.float64)
     bases: list[torch.Tensor] = []  # the full basis of the current layer's input (the last one only is kept)
 
     def second_moment(states: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -136,16 +144,16 @@ def rotate_and_slice(
         return moment.axes()
 
     def step(index: int, layer: nn.Module, inputs: list[torch.Tensor], calls: list[LayerCall]) -> list[torch.Tensor]:
-        width = widths[index]
-        out_width = widths[index + 1] if index + 1 < len(layers) else head_width
+        width, in_width, out_width = plan.widths[index], plan.input_width(index), plan.output_width(index)
         if index == 0:  # the embeddings write the first layer's input
-            bases.append(second_moment(inputs))
-            rotate_embeddings(model.get_input_embeddings(), bases[0][:, :width])
-            inputs = [_in_basis(states, bases[0][:, :width]) for states in inputs]
-        basis_in = bases[-1][:, :width]
+            bases.append(second_moment(inputs) if plan.embeddings_rotated else identity)
+            if plan.embeddings_rotated:
+                rotate_embeddings(model.get_input_embeddings(), bases[0][:, :in_width])
+                inputs = [_in_basis(states, bases[0][:, :in_width]) for states in inputs]
+        basis_in = bases[-1][:, :in_width]
         for reader in NORM_READERS["input_layernorm"]:
             rotate_inputs(layer.get_submodule(reader), basis_in)
-        set_norm_width(layer.input_layernorm, width, full)
+        set_norm_width(layer.input_layernorm, in_width, full)
         # the stream after the attention, in the original basis: the residual mapped back, plus the attention output
         attention = [
             first_output(layer.self_attn(hidden_states=layer.input_layernorm(states), **call.kwargs))
@@ -162,7 +170,8 @@ def rotate_and_slice(
         outputs = [
             _in_basis(states, basis_mid.T) + layer.mlp(layer.post_attention_layernorm(states)) for states in middle
         ]
-        bases[:] = [second_moment(outputs)]
+        last_kept = index + 1 == len(layers) and not plan.embeddings_rotated
+        bases[:] = [identity if last_kept else second_moment(outputs)]
         basis_out = bases[-1][:, :out_width]
         rotate_outputs(layer.get_submodule(MLP_WRITER), basis_out)
         like = layer.get_submodule(ATTENTION_WRITER).weight
@@ -174,5 +183,6 @@ def rotate_and_slice(
         return run_layer(layer, inputs, calls)
 
     walk_layers(model, batches, step, desc="Rotating and slicing")
-    set_norm_width(final_norm(model), head_width, full)
-    rotate_inputs(model.get_output_embeddings(), bases[-1][:, :head_width])
+    if plan.embeddings_rotated:
+        set_norm_width(final_norm(model), plan.head_width, full)
+        rotate_inputs(model.get_output_embeddings(), bases[-1][:, : plan.head_width])

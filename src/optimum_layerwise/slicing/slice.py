@@ -15,27 +15,38 @@ from .architecture import check_sliceable, hidden_size
 from .config import CONSTANT, LayerwiseSlicingConfig
 from .plan import SlicingPlan
 from .ratios import dynamic_ratios, layer_width
-from .rotation import rotate_and_slice
+from .rotation import rotate_and_slice, ties_embeddings
 
 
 logger = logging.get_logger(__name__)
 
-ORIGINAL = "unsliced"
-FIX = "slice less (a lower `sparsity`)"
-REMEDY = "Consider a lower `sparsity`"
+# how the held-out check's line speaks of slicing (see QualityCheck.summary)
+QUALITY_WORDING = ("unsliced", "slice less (a lower `sparsity`)", "Consider a lower `sparsity`")
 
 
 def plan_widths(
-    num_layers: int, full_width: int, config: LayerwiseSlicingConfig, scores: list[float] | None
+    num_layers: int,
+    full_width: int,
+    config: LayerwiseSlicingConfig,
+    scores: list[float] | None,
+    embeddings_rotated: bool = True,
 ) -> SlicingPlan:
     """The widths of `config`'s request for a model of `num_layers` layers of `full_width` channels, from the layers'
-    importance `scores` (`None` for constant slicing)."""
+    importance `scores` (`None` for constant slicing); `embeddings_rotated=False` keeps the embeddings and the head
+    at full width."""
     if scores is None:
         ratios = [float(config.sparsity)] * num_layers
     else:
         ratios = dynamic_ratios(scores, config.sparsity, config.slicing_base())
     widths = tuple(layer_width(full_width, ratio, config.round_to) for ratio in ratios)
-    return SlicingPlan(full_width, widths, widths[-1], tuple(ratios), tuple(scores) if scores is not None else None)
+    return SlicingPlan(
+        full_width,
+        widths,
+        widths[-1] if embeddings_rotated else full_width,
+        tuple(ratios),
+        tuple(scores) if scores is not None else None,
+        embeddings_rotated=embeddings_rotated,
+    )
 
 
 def slice_model(model: nn.Module, config: LayerwiseSlicingConfig) -> LayerwiseSlicingConfig:
@@ -63,9 +74,10 @@ def slice_model(model: nn.Module, config: LayerwiseSlicingConfig) -> LayerwiseSl
     scores = (
         None if config.importance == CONSTANT else score_layers(model, config.importance, batches, seed=config.seed)
     )
-    plan = plan_widths(len(layers), hidden_size(model), config, scores)
+    # a model that ties its embeddings keeps them: untying would add a vocabulary-sized matrix
+    plan = plan_widths(len(layers), hidden_size(model), config, scores, embeddings_rotated=not ties_embeddings(model))
     parameters_before = sum(parameter.numel() for parameter in model.parameters())
-    rotate_and_slice(model, plan.widths, plan.head_width, batches)
+    rotate_and_slice(model, plan, batches)
     parameters_after = sum(parameter.numel() for parameter in model.parameters())
     done = (
         f"Sliced {len(layers)} decoder layers to {plan.sparsity:.1%} mean sparsity (widths {min(plan.widths)}-"
@@ -79,7 +91,7 @@ def slice_model(model: nn.Module, config: LayerwiseSlicingConfig) -> LayerwiseSl
             model, held_out, context, reference.perplexity, config.dataset, config.seq_len, "Held-out check, sliced"
         )
         plan = plan.replace(quality=check.to_dict())
-        logger.warning(f"{done}: {check.summary(ORIGINAL, FIX, REMEDY)}")
+        logger.warning(f"{done}: {check.summary(*QUALITY_WORDING)}")
     result = config.with_plan(plan)
     model.config.quantization_config = result
     return result
