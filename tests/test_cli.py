@@ -214,7 +214,7 @@ def test_optimum_cli_runs_the_same_commands(tiny_checkpoint, tmp_path):
     helped = subprocess.run([*optimum_cli, "layerwise", "quantize", "--help"], capture_output=True, text=True)
     assert helped.returncode == 0 and "--memory-budget" in helped.stdout
     listed = subprocess.run([*optimum_cli, "layerwise", "--help"], capture_output=True, text=True)
-    assert listed.returncode == 0 and "{score,quantize,eval,sweep,lm-eval,tasks,export,inspect}" in listed.stdout
+    assert listed.returncode == 0 and "{score,quantize,slice,eval,sweep,lm-eval,tasks,export,inspect}" in listed.stdout
     refused = subprocess.run([*optimum_cli, "layerwise", "inspect", tiny_checkpoint], capture_output=True, text=True)
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines()[-1].startswith("optimum-layerwise inspect: error:")

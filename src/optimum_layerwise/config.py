@@ -219,6 +219,11 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         work_dir (`str` or `os.PathLike`, *optional*):
             Quantizing only, never saved: where low-memory quantization keeps the quantized layers until the model is
             saved (default: a temporary folder, removed with the model). Use a disk with room for the quantized model.
+        slicing ([`~optimum_layerwise.LayerwiseSlicingConfig`] or `dict`, *optional*):
+            Slice the model first (see [`~optimum_layerwise.LayerwiseSlicingConfig`]), then quantize the sliced model:
+            the budget counts the sliced sizes. Its calibration data and tokenizer default to this config's. The
+            shortcut matrices slicing adds stay in full precision. `backend="quanto"` only, and in memory
+            (`low_memory` is not `True`). Saved with its plan; the checkpoint reloads sliced and quantized.
 
     With `backend="gptq"` the saved `quantization_config` is a standard GPT-Q one (`quant_method="gptq"`, the top
     level as `bits`, the lower layers in `dynamic`, derived from the plan) with this config under the key
@@ -254,6 +259,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         verify: bool = False,
         low_memory: bool | None = None,
         work_dir: str | os.PathLike | None = None,
+        slicing: Any = None,
         **kwargs,
     ):
         reject_unknown_arguments(kwargs, type(self), QUANT_METHOD, _ARGUMENTS)
@@ -285,6 +291,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         self.verify = verify
         self.low_memory = low_memory
         self.work_dir = work_dir
+        self.slicing = _slicing_config(slicing)
         self.post_init()
 
     def post_init(self):
@@ -329,6 +336,13 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             )
         if self.work_dir is not None and not isinstance(self.work_dir, (str, os.PathLike)):
             raise ValueError(f"`work_dir` must be a folder path, got {type(self.work_dir).__name__}.")
+        if self.slicing is not None and self.backend != "quanto":
+            raise ValueError(
+                f"`slicing` is supported with backend='quanto' only, got backend={self.backend!r} (a sliced GPT-Q "
+                "checkpoint would not load in GPTQModel or vLLM)."
+            )
+        if self.slicing is not None and self.low_memory:
+            raise ValueError("`slicing` rotates the whole model in memory: it cannot run with low_memory=True.")
         if self.group_size is not None and (
             isinstance(self.group_size, bool)
             or not isinstance(self.group_size, int)
@@ -391,6 +405,14 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
                 f"{how} quantizes each layer from calibration data: pass `dataset` (a corpus name such as "
                 "'shakespeare', a list of texts with `tokenizer`, token-id sequences or a text file path)."
             )
+
+    def slicing_request(self) -> Any:
+        """The `slicing` config to run: a copy, with this config's calibration data and tokenizer where it has none."""
+        request = copy.copy(self.slicing)
+        if request.dataset is None:
+            request.dataset, request.dataset_sha256 = self.dataset, self.dataset_sha256
+        request.tokenizer = request.tokenizer if request.tokenizer is not None else self.tokenizer
+        return request
 
     def quantization_backend(self) -> QuantizationBackend:
         """The backend that packs the layers, with this config's options."""
@@ -494,12 +516,24 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             ),
             "granularity": self.granularity,
             "plan": self.plan.to_dict() if self.plan is not None else None,
+            **({"slicing": self.slicing.to_dict()} if self.slicing is not None else {}),
         }
 
     def _gptq_dynamic(self) -> dict[str, dict[str, int]] | None:
         if self.plan is None or not self.plan.layers_path:
             return None
         return self.quantization_backend().dynamic_overrides(self.plan, self.bits[0])
+
+
+def _slicing_config(slicing: Any) -> Any:
+    """`slicing` as a `LayerwiseSlicingConfig` (also from its saved dict)."""
+    from .slicing.config import LayerwiseSlicingConfig
+
+    if isinstance(slicing, Mapping):
+        slicing = LayerwiseSlicingConfig.from_dict(dict(slicing))
+    if slicing is not None and not isinstance(slicing, LayerwiseSlicingConfig):
+        raise ValueError(f"`slicing` must be a LayerwiseSlicingConfig or its dict, got {type(slicing).__name__}.")
+    return slicing
 
 
 _ARGUMENTS = signature_arguments(LayerwiseQuantizationConfig.__init__)

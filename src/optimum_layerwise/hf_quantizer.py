@@ -19,6 +19,9 @@ from .loading import (
 from .offload import materialized
 from .quality import QualityCheck
 from .quantize import quantize_model
+from .slicing.architecture import check_sliceable
+from .slicing.layers import rebuild_sliced_shapes
+from .slicing.slice import SHORTCUTS, slice_then_quantize
 from .streaming import choose_low_memory, streaming_device_map
 
 
@@ -51,15 +54,27 @@ class LayerwiseHfQuantizer(HfQuantizer):
         return self._streaming_map
 
     def _skip(self, model) -> list[str]:
-        return list(self.quantization_config.modules_to_not_convert or []) + list(model._keep_in_fp32_modules or [])
+        """The Linear modules kept in full precision: the config's, the model's fp32 ones, slicing's shortcuts."""
+        shortcuts = list(SHORTCUTS) if self.quantization_config.slicing is not None else []
+        return [
+            *(self.quantization_config.modules_to_not_convert or []),
+            *(model._keep_in_fp32_modules or []),
+            *shortcuts,
+        ]
 
     def _process_model_before_weight_loading(self, model, checkpoint_files=None, **kwargs):
+        slicing = self.quantization_config.slicing
         if not self.pre_quantized:
             decoder_layers(model)  # fail before the weights load if the architecture is not supported
+            if slicing is not None:
+                check_sliceable(model)
             if self._streaming_map is not None:
-                self._low_memory = choose_low_memory(self.quantization_config.low_memory, tensor_nbytes(model))
+                wanted = self.quantization_config.low_memory if slicing is None else False  # slicing is in memory
+                self._low_memory = choose_low_memory(wanted, tensor_nbytes(model))
                 self._streaming_map.update(streaming_device_map(model) if self._low_memory else {"": "cpu"})
             return
+        if slicing is not None:
+            rebuild_sliced_shapes(model, decoder_layers(model), slicing.plan)
         plan, packed = replace_with_packed_modules(model, self.quantization_config, self._skip(model))
         if plan is not self.quantization_config.plan:  # resolved from a checkpoint that did not list its modules
             self.quantization_config = self.quantization_config.with_plan(plan)
@@ -77,9 +92,12 @@ class LayerwiseHfQuantizer(HfQuantizer):
                     backend.finish_loading(module)
         else:
             # a new config holding the plan; the one passed to from_pretrained stays as it was
-            self.quantization_config = quantize_model(
-                model, self.quantization_config, skip=self._skip(model), low_memory=self._low_memory
-            )
+            if self.quantization_config.slicing is not None:
+                self.quantization_config = slice_then_quantize(model, self.quantization_config, self._skip(model))
+            else:
+                self.quantization_config = quantize_model(
+                    model, self.quantization_config, skip=self._skip(model), low_memory=self._low_memory
+                )
         from .hub import attach_model_card  # save_pretrained/push_to_hub also write the card
         from .model_card import set_eval_results
 

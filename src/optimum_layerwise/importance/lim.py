@@ -9,6 +9,7 @@ from torch import nn
 
 from ..calibration import CalibrationBatch
 from ..layers import decoder_layers
+from ..slicing.layers import residual_path
 from ..walk import LayerCall, run_layer, walk_layers
 
 
@@ -38,6 +39,7 @@ def lim_scores(model: nn.Module, batches: Sequence[CalibrationBatch]) -> list[fl
     def step(index: int, layer: nn.Module, inputs: list[torch.Tensor], calls: list[LayerCall]) -> list[torch.Tensor]:
         outputs = run_layer(layer, inputs, calls)
         for hidden_in, hidden_out, mask in zip(inputs, outputs, masks):
+            hidden_in = residual_path(layer, hidden_in)  # a sliced layer writes another basis and width
             cosine = nn.functional.cosine_similarity(hidden_in.float(), hidden_out.float(), dim=-1)
             sums[index] += (cosine.double() * mask.to(cosine.device)).sum().cpu()
         return outputs

@@ -7,8 +7,7 @@ from transformers.quantizers.base import HfQuantizer
 
 from ..layers import decoder_layers
 from .architecture import check_sliceable
-from .layers import resize_for_widths
-from .rotation import untie_output_embeddings
+from .layers import rebuild_sliced_shapes
 from .slice import slice_model
 
 
@@ -29,9 +28,7 @@ class LayerwiseSlicingHfQuantizer(HfQuantizer):
         plan = self.quantization_config.plan
         if plan is None:
             raise ValueError("This checkpoint's slicing config has no plan: it was not saved by optimum-layerwise.")
-        if plan.embeddings_rotated:
-            untie_output_embeddings(model)
-        resize_for_widths(model, decoder_layers(model), plan)
+        rebuild_sliced_shapes(model, decoder_layers(model), plan)
 
     def _process_model_after_weight_loading(self, model, **kwargs):
         if not self.pre_quantized:

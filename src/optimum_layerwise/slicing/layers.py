@@ -37,6 +37,14 @@ class ShortcutResidualForward:
         return residual + hidden_states
 
 
+def residual_path(layer: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    """`hidden_states` (a decoder layer's input) carried along the layer's residual path: through both shortcuts of a
+    sliced layer (into the basis and width of its output), unchanged for any other layer."""
+    if isinstance(layer, ShortcutResidualForward):
+        return layer.mlp_shortcut(layer.attn_shortcut(hidden_states))
+    return hidden_states
+
+
 _SLICED_CLASSES: dict[type, type] = {}
 
 
@@ -108,3 +116,13 @@ def resize_for_widths(model: nn.Module, layers: nn.ModuleList, plan: SlicingPlan
             torch.empty((in_width, width), dtype=like.dtype, device=like.device),
             torch.empty((width, out_width), dtype=like.dtype, device=like.device),
         )
+
+
+def rebuild_sliced_shapes(model: nn.Module, layers: nn.ModuleList, plan: SlicingPlan) -> None:
+    """Before a sliced checkpoint's weights load: untie the head when the plan rotated it, then
+    [`resize_for_widths`]."""
+    if plan.embeddings_rotated:
+        from .rotation import untie_output_embeddings
+
+        untie_output_embeddings(model)
+    resize_for_widths(model, layers, plan)

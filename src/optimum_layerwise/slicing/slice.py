@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+
 from torch import nn
 from transformers.utils import logging
 
 from ..calibration import calibration_batches
+from ..config import LayerwiseQuantizationConfig
 from ..importance.scoring import score_layers
 from ..layers import decoder_layers
-from ..quality import check_held_out, prepare_windows, score_windows
-from ..quantize import calibration_split
+from ..quality import QualityCheck, check_held_out, prepare_windows, score_windows
+from ..quantize import calibration_split, quantize_model
 from ..units import format_count
 from .architecture import check_sliceable, hidden_size
 from .config import CONSTANT, LayerwiseSlicingConfig
@@ -20,6 +23,8 @@ from .rotation import rotate_and_slice, ties_embeddings
 
 logger = logging.get_logger(__name__)
 
+# the Linear modules slicing adds on the residual path, kept in full precision when the sliced model is quantized
+SHORTCUTS = ("attn_shortcut", "mlp_shortcut")
 # how the held-out check's line speaks of slicing (see QualityCheck.summary)
 QUALITY_WORDING = ("unsliced", "slice less (a lower `sparsity`)", "Consider a lower `sparsity`")
 
@@ -94,4 +99,27 @@ def slice_model(model: nn.Module, config: LayerwiseSlicingConfig) -> LayerwiseSl
         logger.warning(f"{done}: {check.summary(*QUALITY_WORDING)}")
     result = config.with_plan(plan)
     model.config.quantization_config = result
+    return result
+
+
+def slice_then_quantize(
+    model: nn.Module, config: LayerwiseQuantizationConfig, skip: list[str]
+) -> LayerwiseQuantizationConfig:
+    """Slice `model` by `config.slicing`, then quantize the sliced model by `config` ([`quantize_model`], `skip`
+    kept in full precision: it must name the [`SHORTCUTS`]), and log the held-out check of the result against the
+    original model (the quantization's held-out windows, scored before slicing).
+
+    Returns:
+        [`LayerwiseQuantizationConfig`]: the quantization config with its plan, holding the slicing config with its
+        plan.
+    """
+    _, held_out = calibration_split(model, config)
+    held_out, context = prepare_windows(held_out, config.tokenizer)
+    original = score_windows(model, held_out, context, desc="Held-out check, original") if held_out else None
+    request = copy.copy(config)
+    request.slicing = slice_model(model, config.slicing_request())
+    result = quantize_model(model, request, skip=skip, low_memory=False)
+    if original is not None and result.plan.quality is not None:
+        check = QualityCheck.from_dict({**result.plan.quality, "unquantized": original.perplexity})
+        logger.warning(f"Sliced and quantized: {check.summary('original')}")
     return result
