@@ -264,3 +264,14 @@ def test_streaming_quick(run_quick):
     assert result["bound"]["bound"] > 0 and set(result["within_bound"]) == set(result["runs"])
     assert result["quantize_s_per_layer"]["slope"] is not None
     assert result["llama_2_70b"]["layer_parameter_ratio"] > 1
+
+
+def test_slicing_quick_measures_each_variant_against_the_unsliced_model(run_quick):
+    result = run_quick("slicing")["tiny"]
+    assert set(result["variants"]) == {"constant-0.25", "lim-0.25"}
+    for row in result["variants"].values():
+        assert row["achieved_sparsity"] == pytest.approx(0.25, abs=0.02)
+        assert row["parameters"] < result["parameters"] and row["parameter_ratio"] < 1
+        assert row["forward_ratio"]["median"] > 0 and row["perplexity"] > 1
+    assert len(set(result["variants"]["lim-0.25"]["widths"])) > 1
+    assert len(set(result["variants"]["constant-0.25"]["widths"])) == 1
