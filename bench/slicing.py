@@ -5,7 +5,7 @@ Every variant is sliced on load with `LayerwiseSlicingConfig` from the same cali
 offline calibration corpus); perplexity is measured on another corpus (`--eval-dataset`, default KJV). The unsliced
 model is scored the same way, so each row also gives the perplexity ratio. One fresh process per model.
 
-    python bench/slicing.py --models smollm2-135m qwen2.5-coder-0.5b --sparsities 0.1 0.2 0.3
+    python bench/slicing.py --models smollm2-135m qwen2.5-coder-0.5b --sparsities 0.1 0.2 0.3 --bases default 0
     python bench/slicing.py --quick
 """
 
@@ -29,6 +29,7 @@ def slicing_task(
     folder: str,
     sparsities: list[float],
     importances: list[str],
+    bases: list[float | None],
     num_samples: int,
     seq_len: int,
     eval_dataset: str,
@@ -60,41 +61,42 @@ def slicing_task(
     prompt = common.prompt_ids(name, folder, prompt_tokens)
     parameters = sum(p.numel() for p in original.parameters())
     result = {"parameters": parameters, "perplexity": score(original), "variants": {}}
-    for importance in importances:
-        for sparsity in sparsities:
-            config = LayerwiseSlicingConfig(
-                sparsity=sparsity, importance=importance, dataset=calibration, tokenizer=tokenizer,
-                num_samples=num_samples, seq_len=seq_len, quality_windows=0,
-            )  # fmt: skip
-            slice_s, model = common.timed(
-                lambda config=config: AutoModelForCausalLM.from_pretrained(
-                    folder, dtype=torch.float32, quantization_config=config
-                ).eval()
-            )
-            forward_s(model, prompt[:, :16])  # warm-up
-            runs = common.interleave(
-                {
-                    "sliced": lambda model=model: forward_s(model, prompt),
-                    "unsliced": lambda: forward_s(original, prompt),
-                },
-                repeats,
-            )
-            plan = model.config.quantization_config.plan
-            sliced_parameters = sum(p.numel() for p in model.parameters())
-            ppl = score(model)
-            result["variants"][f"{importance}-{sparsity}"] = {
-                "importance": importance,
-                "sparsity": sparsity,
-                "achieved_sparsity": plan.sparsity,
-                "widths": list(plan.widths),
-                "slice_s": slice_s,
-                "parameters": sliced_parameters,
-                "parameter_ratio": sliced_parameters / parameters,
-                "forward_s": common.summarize(runs["sliced"]),
-                "forward_ratio": common.ratio_summary(runs["sliced"], runs["unsliced"]),
-                "perplexity": ppl,
-                "perplexity_ratio": ppl / result["perplexity"],
-            }
+    chosen = [(i, s, b) for i in importances for s in sparsities for b in (bases if i != "constant" else [None])]
+    for importance, sparsity, base in chosen:
+        config = LayerwiseSlicingConfig(
+            sparsity=sparsity, importance=importance, base=base, dataset=calibration, tokenizer=tokenizer,
+            num_samples=num_samples, seq_len=seq_len, quality_windows=0,
+        )  # fmt: skip
+        slice_s, model = common.timed(
+            lambda config=config: AutoModelForCausalLM.from_pretrained(
+                folder, dtype=torch.float32, quantization_config=config
+            ).eval()
+        )
+        forward_s(model, prompt[:, :16])  # warm-up
+        runs = common.interleave(
+            {
+                "sliced": lambda model=model: forward_s(model, prompt),
+                "unsliced": lambda: forward_s(original, prompt),
+            },
+            repeats,
+        )
+        plan = model.config.quantization_config.plan
+        sliced_parameters = sum(p.numel() for p in model.parameters())
+        ppl = score(model)
+        result["variants"][f"{importance}-{sparsity}" + (f"-base{base}" if base is not None else "")] = {
+            "importance": importance,
+            "sparsity": sparsity,
+            "base": config.slicing_base(),
+            "achieved_sparsity": plan.sparsity,
+            "widths": list(plan.widths),
+            "slice_s": slice_s,
+            "parameters": sliced_parameters,
+            "parameter_ratio": sliced_parameters / parameters,
+            "forward_s": common.summarize(runs["sliced"]),
+            "forward_ratio": common.ratio_summary(runs["sliced"], runs["unsliced"]),
+            "perplexity": ppl,
+            "perplexity_ratio": ppl / result["perplexity"],
+        }
     return result
 
 
@@ -114,6 +116,13 @@ def main(argv: Sequence[str] | None = None):
     parser = common.bench_parser("slicing", __doc__.split("\n\n")[0], models=("smollm2-135m",))
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.1, 0.2, 0.3])
     parser.add_argument("--importances", nargs="+", default=["constant", "lim"])
+    parser.add_argument(
+        "--bases",
+        type=lambda value: None if value == "default" else float(value),
+        nargs="+",
+        default=[None],
+        help="slicing bases of the importance-based variants ('default': sparsity / 2)",
+    )
     parser.add_argument("--num-samples", type=int, default=128, help="calibration windows (default: 128)")
     parser.add_argument("--seq-len", type=int, default=256, help="tokens per window (default: 256)")
     parser.add_argument("--eval-dataset", default="kjv", help="held-out corpus (default: kjv)")
@@ -126,7 +135,7 @@ def main(argv: Sequence[str] | None = None):
     def measure(name, folder, workdir):
         return common.run_isolated(
             "slicing", "slicing_task", timeout=6 * 3600, name=name, folder=folder, sparsities=args.sparsities,
-            importances=args.importances, num_samples=args.num_samples, seq_len=args.seq_len,
+            importances=args.importances, bases=args.bases, num_samples=args.num_samples, seq_len=args.seq_len,
             eval_dataset=args.eval_dataset, eval_windows=args.eval_windows, prompt_tokens=args.prompt_tokens,
             repeats=args.repeats,
         )  # fmt: skip
