@@ -27,7 +27,14 @@ from optimum_layerwise.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 # reading order: later ones use what earlier saved
-DOCS = ["README.md", "docs/getting-started.md", "docs/faq.md", "docs/loading.md", "docs/large-models.md"]
+DOCS = [
+    "README.md",
+    "docs/getting-started.md",
+    "docs/faq.md",
+    "docs/loading.md",
+    "docs/large-models.md",
+    "docs/slicing.md",
+]
 ALL_DOCS = ["README.md", *sorted(str(path.relative_to(ROOT)) for path in (ROOT / "docs").glob("*.md"))]
 _FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
 

@@ -30,8 +30,8 @@ from .model_card import (
     HEATMAP_NAME,
     LICENSE_ATTR,
     build_model_card,
+    has_model_card,
     hub_model_id,
-    layerwise_config,
     read_card_data,
     write_model_card,
 )
@@ -104,7 +104,7 @@ class _SaveWithCard(_ModelMethodHook):
         arguments = inspect.signature(original).bind(model, save_directory, *args, **kwargs).arguments
         if not arguments.get("is_main_process", True):
             return original(model, save_directory, *args, **kwargs)
-        layerwise = layerwise_config(model) is not None
+        layerwise = has_model_card(model)
         push = arguments.get("push_to_hub", False)
         if layerwise:
             build_model_card(model)  # raises (e.g. on bad eval results) before anything is written
@@ -147,7 +147,7 @@ class _UploadWithCard(_ModelMethodHook):
     method = "_upload_modified_files"
 
     def __call__(self, working_dir, repo_id, *args, **kwargs):
-        if layerwise_config(self.model) is not None:
+        if has_model_card(self.model):
             write_model_card(self.model, working_dir, repo_id=repo_id)
             write_checksums(working_dir)
         return self._original()(self.model, working_dir, repo_id, *args, **kwargs)

@@ -55,6 +55,7 @@ from .corpora import HUB_CORPORA, recorded_dataset_name
 from .footprint import describe_size
 from .importance.registry import needs_calibration_data
 from .plan import BUDGET_NAMES
+from .slicing.card import build_slicing_card, slicing_card_lines, slicing_card_metadata, slicing_config, width_table
 from .units import format_bits
 
 
@@ -261,35 +262,47 @@ def build_model_card(
             Extra Hub tags (the model's `model_tags` are always added).
     """
     config = layerwise_config(model)
-    if config is None:
-        raise ValueError("The model is not layer-wise quantized: its quantization_config has no layer-wise plan.")
-    plan = config.plan
+    sliced = slicing_config(model) if config is None else None
+    if config is None and sliced is None:
+        raise ValueError("The model is not layer-wise quantized or sliced: its quantization_config has no plan.")
     if eval_results is None:
         eval_results = getattr(model, EVAL_RESULTS_ATTR, None)
     results = check_eval_results(eval_results)
     if base_model is _FROM_MODEL:
         base_model = base_model_of(model)
-    layer_bits, scores = plan.layer_bits, plan.layer_scores
-    num_layers, avg = len(layer_bits), plan.average_bits
     architecture = escape_markdown((getattr(model.config, "architectures", None) or [type(model).__name__])[0])
     extra_tags = [*(getattr(model, "model_tags", None) or []), *(tags or [])]
 
     if base_model is not None and hub_model_id(base_model) is None:
         raise ValueError(f"`base_model` must be a Hub model id such as 'org/name', got {base_model!r}.")
+    done = "sliced" if sliced is not None else "layer-wise quantized"
     if repo_id:
         title = escape_markdown(repo_id.split("/")[-1])
     elif base_model:
-        title = f"{escape_markdown(base_model.split('/')[-1])}, layer-wise quantized"
+        title = f"{escape_markdown(base_model.split('/')[-1])}, {done}"
     else:
-        title = f"{architecture}, layer-wise quantized"
+        title = f"{architecture}, {done}"
     source = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else None
+    data = json.dumps({"eval_results": results}, ensure_ascii=True).replace(">", "\\u003e").replace("<", "\\u003c")
+    marker = (
+        f"{MARKER}: written by optimum-layerwise on every save_pretrained/push_to_hub; delete this line to keep your "
+        f"edits. data: {data} -->"
+    )
+    if sliced is not None:
+        lines = [marker, "", *slicing_card_lines(model, sliced, title=title, source=source, repo_id=repo_id)]
+        lines += _evaluation_lines(results)
+        tags = [tag for tag in extra_tags if isinstance(tag, str) and _SAFE_TAG.fullmatch(tag)]
+        license = getattr(model, LICENSE_ATTR, None)
+        license = license if isinstance(license, str) and _LICENSE.fullmatch(license) else None
+        return _checked(build_slicing_card(lines, slicing_card_metadata(base_model, tags, license)))
+    plan = config.plan
+    layer_bits, scores = plan.layer_bits, plan.layer_scores
+    num_layers, avg = len(layer_bits), plan.average_bits
     importance = config.importance
     importance_name = importance if isinstance(importance, str) else "custom scores"
     levels = " / ".join(str(bits) for bits in config.bits)
-    data = json.dumps({"eval_results": results}, ensure_ascii=True).replace(">", "\\u003e").replace("<", "\\u003c")
     lines = [
-        f"{MARKER}: written by optimum-layerwise on every save_pretrained/push_to_hub; delete this line to keep your "
-        f"edits. data: {data} -->",
+        marker,
         "",
         f"# {title}",
         "",
@@ -331,10 +344,9 @@ def build_model_card(
         "Without `import optimum_layerwise` transformers does not know the method and the load fails.",
         "",
     ]
-    if results:
-        lines += ["## Evaluation", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {_format_value(name)} | {_format_value(value)} |" for name, value in results.items()]
-        lines.append("")
+    lines += _evaluation_lines(results)
+    if config.slicing is not None:
+        lines += ["## Slicing", "", "The model was sliced before it was quantized.", "", *width_table(config.slicing)]
     lines += ["## Bits per layer", ""]
     if plan.granularity != "layer":
         lines += [
@@ -373,10 +385,27 @@ def build_model_card(
         "",
     ]
     metadata = _metadata(config, base_model, extra_tags, getattr(model, LICENSE_ATTR, None))
-    card = ModelCard(f"---\n{metadata.to_yaml()}\n---\n\n" + "\n".join(lines))
-    if ModelCard(str(card)).data.to_dict() != metadata.to_dict():  # parsed back: nothing injected into the metadata
+    return _checked(ModelCard(f"---\n{metadata.to_yaml()}\n---\n\n" + "\n".join(lines)))
+
+
+def _evaluation_lines(results: Mapping[str, Any]) -> list[str]:
+    if not results:
+        return []
+    lines = ["## Evaluation", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {_format_value(name)} | {_format_value(value)} |" for name, value in results.items()]
+    return [*lines, ""]
+
+
+def _checked(card: ModelCard) -> ModelCard:
+    """`card`, once its metadata parsed back equals what was written (nothing injected into it)."""
+    if ModelCard(str(card)).data.to_dict() != card.data.to_dict():
         raise ValueError("The model card's metadata does not read back as written; refusing to save it.")
     return card
+
+
+def has_model_card(model: nn.Module) -> bool:
+    """Whether `model` is layer-wise quantized or sliced, with its plan: its saves write a card."""
+    return layerwise_config(model) is not None or slicing_config(model) is not None
 
 
 def is_replaceable_card(text: str) -> bool:

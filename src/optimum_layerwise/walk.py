@@ -39,9 +39,14 @@ def first_output(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
+class _Recorded(Exception):
+    """Raised by the last decoder layer's recorder: the pass has what it needs, the rest of the model is not run."""
+
+
 def record_layer_calls(model: nn.Module, batches: Sequence[CalibrationBatch]) -> list[list[LayerCall]]:
     """`calls[layer][batch]`: the first layer's hidden states and every layer's keyword arguments, from one pass of
-    the embeddings in which every decoder layer passes its input through unchanged (no layer weight is read)."""
+    the embeddings in which every decoder layer passes its input through unchanged (no layer weight is read); the pass
+    stops at the last layer (the final norm and the head do not run)."""
     layers = decoder_layers(model)
     calls: list[list[LayerCall]] = [[] for _ in layers]
 
@@ -50,6 +55,8 @@ def record_layer_calls(model: nn.Module, batches: Sequence[CalibrationBatch]) ->
             hidden = args[0] if args else kwargs["hidden_states"]
             rest = {key: value for key, value in kwargs.items() if key != "hidden_states"}
             calls[index].append(LayerCall(hidden if index == 0 else None, rest))
+            if index == len(layers) - 1:
+                raise _Recorded
             return hidden
 
         return forward
@@ -63,7 +70,10 @@ def record_layer_calls(model: nn.Module, batches: Sequence[CalibrationBatch]) ->
         with torch.no_grad():
             for batch in logging.tqdm(batches, desc="Recording layer inputs", unit="batch"):
                 input_ids, attention_mask = batch.input_ids.to(device), batch.attention_mask.to(device)
-                runner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+                try:
+                    runner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+                except _Recorded:
+                    pass
     finally:
         for layer, forward in zip(layers, own_forwards):
             if forward is None:

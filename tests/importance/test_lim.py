@@ -55,11 +55,12 @@ def test_padding_is_ignored(token_batches):
 
 def test_one_pass_per_batch_without_gradients_or_lm_head(token_batches):
     model = build_tiny_model("llama")
-    calls = {"model": 0, "lm_head": 0, "grad": []}
-    model.model.register_forward_hook(lambda *_: calls.__setitem__("model", calls["model"] + 1))
+    calls = {"embeddings": 0, "norm": 0, "lm_head": 0, "grad": []}
+    model.model.embed_tokens.register_forward_hook(lambda *_: calls.__setitem__("embeddings", calls["embeddings"] + 1))
+    model.model.norm.register_forward_hook(lambda *_: calls.__setitem__("norm", calls["norm"] + 1))
     model.lm_head.register_forward_hook(lambda *_: calls.__setitem__("lm_head", calls["lm_head"] + 1))
     model.model.layers[0].register_forward_hook(lambda *_: calls["grad"].append(torch.is_grad_enabled()))
     compute_importance(model, "lim", token_batches, num_samples=6, seq_len=48, batch_size=2)
-    assert calls["model"] == 3  # one pass of the embeddings per batch records the first layer's inputs
-    assert calls["lm_head"] == 0
+    assert calls["embeddings"] == 3  # one pass of the embeddings per batch records the first layer's inputs
+    assert calls["norm"] == calls["lm_head"] == 0  # the recording pass stops at the last layer
     assert calls["grad"] == [False] * 6  # each layer is called once per batch to record, once to run

@@ -65,11 +65,12 @@ def test_output_measure_matches_a_direct_computation(granularity, unit, members,
 def test_one_forward_pass_plus_one_layer_pass_per_level(token_batches):
     model = build_tiny_model("llama")
     calls = {"model": 0, "layer0": 0, "lm_head": 0}
-    model.model.register_forward_hook(lambda *_: calls.__setitem__("model", calls["model"] + 1))
+    model.model.embed_tokens.register_forward_hook(lambda *_: calls.__setitem__("model", calls["model"] + 1))
     model.model.layers[0].register_forward_hook(lambda *_: calls.__setitem__("layer0", calls["layer0"] + 1))
     model.lm_head.register_forward_hook(lambda *_: calls.__setitem__("lm_head", calls["lm_head"] + 1))
     measure_layer_costs(model, calibration_batches(token_batches, batch_size=6), (4, 2), group_size=32)
     # one pass of the embeddings records the inputs; layer 0 is called to record, to run, and once per lower level
+    # ("model" counts the passes of the embeddings)
     assert calls == {"model": 1, "layer0": 3, "lm_head": 0}
 
 
@@ -95,7 +96,7 @@ def test_block_costs_find_the_fragile_block(measure, token_batches):
 def test_module_costs_rerun_the_layer_once_per_module_and_level(token_batches):
     model = build_tiny_model("llama")
     calls = {"model": 0, "layer0": 0}
-    model.model.register_forward_hook(lambda *_: calls.__setitem__("model", calls["model"] + 1))
+    model.model.embed_tokens.register_forward_hook(lambda *_: calls.__setitem__("model", calls["model"] + 1))
     model.model.layers[0].register_forward_hook(lambda *_: calls.__setitem__("layer0", calls["layer0"] + 1))
     measure_unit_costs(
         model, calibration_batches(token_batches, batch_size=6), (8, 4, 2), granularity="module", group_size=32

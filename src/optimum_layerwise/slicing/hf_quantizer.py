@@ -33,6 +33,9 @@ class LayerwiseSlicingHfQuantizer(HfQuantizer):
     def _process_model_after_weight_loading(self, model, **kwargs):
         if not self.pre_quantized:
             self.quantization_config = slice_model(model, self.quantization_config)
+        from ..hub import attach_model_card  # save_pretrained/push_to_hub: atomic, with the card and checksums
+
+        attach_model_card(model, pre_quantized=self.pre_quantized)
         return model
 
     def is_serializable(self) -> bool:
