@@ -468,7 +468,10 @@ def _quantize(args) -> None:
     costs = {}
     if args.reuse_costs:
         name = "layer_costs" if args.granularity == "layer" else "unit_costs"
-        costs = {name: read_checkpoint_summary(args.reuse_costs)[name]}
+        summary = read_checkpoint_summary(args.reuse_costs)
+        if summary.get("method") == "slicing":
+            raise CommandError(f"--reuse-costs {args.reuse_costs} is a sliced checkpoint: it holds no measured costs")
+        costs = {name: summary[name]}
         if not costs[name]:
             raise CommandError(
                 f"--reuse-costs {args.reuse_costs} has no measured {name} (--granularity {args.granularity})"

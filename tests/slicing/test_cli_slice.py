@@ -40,6 +40,10 @@ def test_slice_then_inspect(tiny_checkpoint, tmp_path, capsys):
 
     code, out, err = run_cli(capsys, "slice", tiny_checkpoint, "--output", str(output), "--dataset", "shakespeare")
     assert code == 1 and "holds a layer-wise checkpoint; pass --overwrite" in err
+    code, out, err = run_cli(
+        capsys, "quantize", tiny_checkpoint, "--output", str(tmp_path / "q"), "--reuse-costs", str(output)
+    )
+    assert code == 1 and "is a sliced checkpoint: it holds no measured costs" in err
 
 
 def test_bad_sparsity_is_refused_before_loading(tiny_checkpoint, tmp_path, capsys):
