@@ -89,11 +89,7 @@ def check_sliceable(model: nn.Module) -> None:
                     linear = None
                 if type(linear) is not nn.Linear:
                     raise ValueError(f"Cannot slice: decoder layer {index} has no nn.Linear `{name}`.")
-        others = [
-            name
-            for name, module in layer.named_children()
-            if name not in NORM_READERS and "norm" in name.lower() and isinstance(module, nn.Module)
-        ]
+        others = [name for name, _ in layer.named_children() if name not in NORM_READERS and "norm" in name.lower()]
         if others:
             raise ValueError(
                 f"Cannot slice: decoder layer {index} has extra norms {others} on its residual path, which a rotation "
