@@ -196,6 +196,22 @@ def test_import_registers_once_even_when_reimported():
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize(
+    "first_import",
+    ["optimum_layerwise.hf_quantizer", "optimum_layerwise.slicing.hf_quantizer", "optimum_layerwise.registration"],
+)
+def test_registers_when_a_module_registration_needs_is_imported_first(first_import):
+    # the module's own imports load transformers' quantizer registry, whose import hook must not re-enter it half-run
+    code = (
+        f"import {first_import}\n"
+        "from transformers.quantizers.auto import AUTO_QUANTIZER_MAPPING as Q\n"
+        "from optimum_layerwise import LayerwiseHfQuantizer\n"
+        "assert Q['layerwise'] is LayerwiseHfQuantizer and 'layerwise_slicing' in Q\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 def test_sensitivity_costs_are_saved_and_reused_for_another_budget(tiny_checkpoint, token_batches, tmp_path):
     model = quantize(tiny_checkpoint, bits=(8, 4), target_bits=6.0, importance="sensitivity", dataset=token_batches)
     config = model.config.quantization_config

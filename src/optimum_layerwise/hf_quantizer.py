@@ -9,6 +9,7 @@ from transformers.utils import logging
 
 from .footprint import tensor_nbytes
 from .layers import decoder_layers
+from .lazy_registration import register_deferred
 from .loading import (
     adopt_saved_float_dtypes,
     check_checkpoint,
@@ -140,3 +141,6 @@ class LayerwiseHfQuantizer(HfQuantizer):
     def is_trainable(self) -> bool:
         """Adapters (PEFT LoRA) train on top of the frozen packed weights; see `optimum_layerwise.lora`."""
         return True
+
+
+register_deferred(__name__)  # when transformers' registry first loaded from this module's imports

@@ -3,7 +3,10 @@
 neither).
 
 When `transformers.quantizers.auto` is already imported, registration happens at once; otherwise a one-shot import
-hook registers right after that module runs, before any model can be loaded. Standard library only.
+hook registers right after that module runs, before any model can be loaded. When that module first loads from inside
+one of the modules registration needs (`import optimum_layerwise.hf_quantizer` as a program's first import of the
+package), registration waits until that module has run: it calls [`register_deferred`] at its end. Standard library
+only.
 """
 
 from __future__ import annotations
@@ -14,12 +17,36 @@ from typing import Any
 
 
 REGISTRY_MODULE = "transformers.quantizers.auto"
+# the modules registration imports that import transformers' quantizers themselves
+NEEDED_MODULES = (
+    "optimum_layerwise.registration",
+    "optimum_layerwise.hf_quantizer",
+    "optimum_layerwise.slicing.hf_quantizer",
+)
+_deferred = False
 
 
-def _register() -> None:
-    from .registration import register
+def _initializing(name: str) -> bool:
+    module = sys.modules.get(name)
+    return module is not None and getattr(getattr(module, "__spec__", None), "_initializing", False)
 
-    register()
+
+def _register(finished: str | None = None) -> None:
+    """Register, unless one of [`NEEDED_MODULES`] other than `finished` is still running (registration would import
+    it half-run): then wait for [`register_deferred`]."""
+    global _deferred
+    _deferred = any(_initializing(name) for name in NEEDED_MODULES if name != finished)
+    if not _deferred:
+        from .registration import register
+
+        register()
+
+
+def register_deferred(finished: str) -> None:
+    """Register now if registration waited for one of [`NEEDED_MODULES`]; each calls this at its end with its
+    `__name__` as `finished`."""
+    if _deferred:
+        _register(finished)
 
 
 class _RegisterAfterLoading(importlib.abc.Loader):

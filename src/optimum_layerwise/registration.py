@@ -19,6 +19,7 @@ from transformers.utils.quantization_config import GPTQConfig, QuantoConfig
 
 from .config import QUANT_METHOD, LayerwiseQuantizationConfig
 from .hf_quantizer import LayerwiseHfQuantizer
+from .lazy_registration import register_deferred
 from .slicing.config import SLICING_METHOD, LayerwiseSlicingConfig
 from .slicing.hf_quantizer import LayerwiseSlicingHfQuantizer
 
@@ -74,3 +75,6 @@ def register() -> None:
     # A config passed to `from_pretrained` for a saved checkpoint contributes its loading attributes (`verify`)
     if LayerwiseQuantizationConfig not in auto.LOADING_ATTRIBUTES_CONFIG_TYPES:
         auto.LOADING_ATTRIBUTES_CONFIG_TYPES = (*auto.LOADING_ATTRIBUTES_CONFIG_TYPES, LayerwiseQuantizationConfig)
+
+
+register_deferred(__name__)  # when transformers' registry first loaded from this module's imports

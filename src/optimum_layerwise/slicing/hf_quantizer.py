@@ -6,6 +6,7 @@ from __future__ import annotations
 from transformers.quantizers.base import HfQuantizer
 
 from ..layers import decoder_layers
+from ..lazy_registration import register_deferred
 from .architecture import check_sliceable
 from .layers import rebuild_sliced_shapes
 from .slice import slice_model
@@ -45,3 +46,6 @@ class LayerwiseSlicingHfQuantizer(HfQuantizer):
     def is_trainable(self) -> bool:
         """A sliced model holds plain float tensors: it trains like any other."""
         return True
+
+
+register_deferred(__name__)  # when transformers' registry first loaded from this module's imports
