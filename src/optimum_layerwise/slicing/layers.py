@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..layers import text_config
 from ..walk import first_output
 from .architecture import ATTENTION_WRITER, MLP_WRITER, NORM_READERS, final_norm
 from .plan import SlicingPlan
@@ -118,11 +119,24 @@ def resize_for_widths(model: nn.Module, layers: nn.ModuleList, plan: SlicingPlan
         )
 
 
+def ties_embeddings(model: nn.Module) -> bool:
+    """Whether `lm_head` shares the input embeddings' weight."""
+    head, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
+    return head.weight is embeddings.weight or head.weight.data_ptr() == embeddings.weight.data_ptr()
+
+
+def untie_output_embeddings(model: nn.Module) -> None:
+    """Give `lm_head` its own weight when it shares the input embeddings' (the two are rotated differently)."""
+    if ties_embeddings(model):
+        head = model.get_output_embeddings()
+        head.weight = nn.Parameter(model.get_input_embeddings().weight.detach().clone())
+    for config in {id(c): c for c in (model.config, text_config(model))}.values():
+        config.tie_word_embeddings = False
+
+
 def rebuild_sliced_shapes(model: nn.Module, layers: nn.ModuleList, plan: SlicingPlan) -> None:
     """Before a sliced checkpoint's weights load: untie the head when the plan rotated it, then
     [`resize_for_widths`]."""
     if plan.embeddings_rotated:
-        from .rotation import untie_output_embeddings
-
         untie_output_embeddings(model)
     resize_for_widths(model, layers, plan)

@@ -20,20 +20,11 @@ import torch
 from torch import nn
 
 from ..calibration import CalibrationBatch
-from ..layers import decoder_layers, text_config
+from ..layers import decoder_layers
 from ..walk import LayerCall, first_output, run_layer, walk_layers
 from .architecture import ATTENTION_WRITER, MLP_WRITER, NORM_READERS, final_norm, hidden_size
-from .layers import install_shortcuts, set_norm_width
+from .layers import install_shortcuts, set_norm_width, untie_output_embeddings
 from .plan import SlicingPlan
-
-
-def untie_output_embeddings(model: nn.Module) -> None:
-    """Give `lm_head` its own weight when it shares the input embeddings' (the two are rotated differently)."""
-    if ties_embeddings(model):
-        head = model.get_output_embeddings()
-        head.weight = nn.Parameter(model.get_input_embeddings().weight.detach().clone())
-    for config in {id(c): c for c in (model.config, text_config(model))}.values():
-        config.tie_word_embeddings = False
 
 
 def _scale_inputs(linear: nn.Linear, scale: torch.Tensor) -> None:
@@ -107,12 +98,6 @@ def rotate_outputs(linear: nn.Linear, basis: torch.Tensor) -> None:
 
 def _in_basis(states: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     return (states.double() @ basis.to(states.device)).to(states.dtype)
-
-
-def ties_embeddings(model: nn.Module) -> bool:
-    """Whether `lm_head` shares the input embeddings' weight."""
-    head, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
-    return head.weight is embeddings.weight or head.weight.data_ptr() == embeddings.weight.data_ptr()
 
 
 def rotate_and_slice(model: nn.Module, plan: SlicingPlan, batches: Sequence[CalibrationBatch]) -> None:

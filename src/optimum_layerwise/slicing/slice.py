@@ -16,9 +16,10 @@ from ..quantize import calibration_split, quantize_model
 from ..units import format_count
 from .architecture import check_sliceable, hidden_size
 from .config import CONSTANT, LayerwiseSlicingConfig
+from .layers import ties_embeddings
 from .plan import SlicingPlan
 from .ratios import dynamic_ratios, layer_width
-from .rotation import rotate_and_slice, ties_embeddings
+from .rotation import rotate_and_slice
 
 
 logger = logging.get_logger(__name__)
