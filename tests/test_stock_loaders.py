@@ -104,6 +104,38 @@ print(text[0]["generated_text"][:3])
     assert result.stdout.strip().splitlines()[-1] == "abc"
 
 
+def test_a_sliced_checkpoint_needs_the_import_then_opens_in_lm_eval_and_pipeline(tiny_checkpoint, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from optimum_layerwise import LayerwiseSlicingConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    config = LayerwiseSlicingConfig(
+        sparsity=0.25, dataset="shakespeare", tokenizer=tokenizer, num_samples=8, seq_len=32
+    )
+    folder = tmp_path / "sliced"
+    AutoModelForCausalLM.from_pretrained(tiny_checkpoint, quantization_config=config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    load = (
+        "import sys; from transformers import AutoModelForCausalLM; AutoModelForCausalLM.from_pretrained(sys.argv[1])"
+    )
+    result = _fresh(load, str(folder))
+    assert result.returncode != 0 and "Unknown quantization type, got layerwise_slicing" in result.stderr
+    code = "import sys; from optimum_layerwise.cli import main; sys.exit(main(['lm-eval', *sys.argv[1:]]))"
+    result = _fresh(code, *_lm_eval_arguments(str(folder), tmp_path, limit=4))
+    assert 0 <= _piqa_accuracy(result, tmp_path / "results") <= 1
+    code = """
+import sys
+import optimum_layerwise
+from transformers import pipeline
+text = pipeline("text-generation", model=sys.argv[1])("abc", max_new_tokens=5, do_sample=False)
+print(text[0]["generated_text"][:3])
+"""
+    result = _fresh(code, str(folder))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "abc"
+
+
 @pytest.mark.slow
 def test_stock_lm_eval_scores_the_compressed_tensors_export_of_the_demo_model(tmp_path):
     """The acceptance of the export: SmolLM2-135M quantized 8/4 (symmetric), exported, scored by the stock CLI."""

@@ -120,3 +120,17 @@ def test_slicing_without_data_is_refused_before_loading(sliced):
     _, _, source = sliced
     with pytest.raises(ValueError, match="pass `dataset`"):
         AutoModelForCausalLM.from_pretrained(source, quantization_config=LayerwiseSlicingConfig(sparsity=0.2))
+
+
+def test_a_reloaded_sliced_model_trains_with_peft_lora(sliced):
+    """Sliced layers hold plain Linear modules (the shortcuts too): PEFT wraps them as it wraps any model."""
+    from peft import LoraConfig, get_peft_model
+
+    _, folder, _ = sliced
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(folder), LoraConfig(r=4, target_modules=["q_proj", "attn_shortcut"])
+    )
+    model(PROMPT, labels=PROMPT).loss.backward()
+    trained = {name for name, parameter in model.named_parameters() if parameter.grad is not None}
+    assert trained and all("lora_" in name for name in trained)
+    assert any("attn_shortcut.lora_" in name for name in trained)
