@@ -81,11 +81,12 @@ def test_the_parameters_are_fewer(sliced):
     assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in original.parameters())
 
 
-def test_slicing_nothing_keeps_the_logits(sliced, tmp_path):
+def test_slicing_nothing_keeps_the_logits_and_says_the_model_grew(sliced, caplog):
     _, _, source = sliced
     config = LayerwiseSlicingConfig(sparsity=0.0, tokenizer=build_tiny_tokenizer(), **TEXT_SETTINGS)
     model = AutoModelForCausalLM.from_pretrained(source, quantization_config=config)
     assert torch.allclose(logits(model), logits(AutoModelForCausalLM.from_pretrained(source)), atol=1e-5, rtol=0)
+    assert "Slicing did not make the model smaller" in caplog.text  # the shortcuts were added, nothing removed
 
 
 def test_constant_slicing_gives_every_layer_the_same_width(sliced):

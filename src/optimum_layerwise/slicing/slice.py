@@ -90,6 +90,13 @@ def slice_model(model: nn.Module, config: LayerwiseSlicingConfig) -> LayerwiseSl
         f"{max(plan.widths)} of {plan.hidden_size}; parameters {format_count(parameters_before)} -> "
         f"{format_count(parameters_after)}, shortcuts included)"
     )
+    if parameters_after >= parameters_before:
+        logger.warning(
+            f"Slicing did not make the model smaller ({format_count(parameters_before)} -> "
+            f"{format_count(parameters_after)} parameters): at hidden size {plan.hidden_size} the two shortcut "
+            f"matrices of each layer (about 2 x width^2 parameters) cost more than slicing {plan.sparsity:.0%} "
+            "removes. Slice more (a higher `sparsity`), or quantize instead (LayerwiseQuantizationConfig)."
+        )
     if reference is None:
         logger.warning(f"{done}; quality not measured (no held-out calibration windows).")
     else:
