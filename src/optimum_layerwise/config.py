@@ -537,3 +537,10 @@ def _slicing_config(slicing: Any) -> Any:
 
 
 _ARGUMENTS = signature_arguments(LayerwiseQuantizationConfig.__init__)
+
+
+def planned_config(model: Any, config_class: type) -> Any:
+    """`model.config.quantization_config` when it is a `config_class` holding a plan (the model was compressed or
+    loaded compressed by this package), else `None`."""
+    config = getattr(getattr(model, "config", None), "quantization_config", None)
+    return config if isinstance(config, config_class) and config.plan is not None else None

@@ -50,12 +50,13 @@ from torch import nn
 from transformers.utils import logging
 
 from .allocation import importance_order
-from .config import LayerwiseQuantizationConfig
+from .config import LayerwiseQuantizationConfig, planned_config
 from .corpora import HUB_CORPORA, recorded_dataset_name
 from .footprint import describe_size
 from .importance.registry import needs_calibration_data
 from .plan import BUDGET_NAMES
-from .slicing.card import build_slicing_card, slicing_card_lines, slicing_card_metadata, slicing_config, width_table
+from .slicing.card import build_slicing_card, slicing_card_lines, slicing_card_metadata, width_table
+from .slicing.config import LayerwiseSlicingConfig
 from .units import format_bits
 
 
@@ -83,14 +84,6 @@ REPOSITORY = "https://github.com/optimum-layerwise/optimum-layerwise"
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Facts gathered from the model
-
-
-def layerwise_config(model: nn.Module) -> LayerwiseQuantizationConfig | None:
-    """The model's layer-wise quantization config when it holds a plan (quantized or loaded), else `None`."""
-    config = getattr(getattr(model, "config", None), "quantization_config", None)
-    if isinstance(config, LayerwiseQuantizationConfig) and config.plan is not None:
-        return config
-    return None
 
 
 def _checkpoint_format(config: LayerwiseQuantizationConfig) -> list[str]:
@@ -261,8 +254,8 @@ def build_model_card(
         tags (`list[str]`, *optional*):
             Extra Hub tags (the model's `model_tags` are always added).
     """
-    config = layerwise_config(model)
-    sliced = slicing_config(model) if config is None else None
+    config = planned_config(model, LayerwiseQuantizationConfig)
+    sliced = planned_config(model, LayerwiseSlicingConfig) if config is None else None
     if config is None and sliced is None:
         raise ValueError("The model is not layer-wise quantized or sliced: its quantization_config has no plan.")
     if eval_results is None:
@@ -405,7 +398,9 @@ def _checked(card: ModelCard) -> ModelCard:
 
 def has_model_card(model: nn.Module) -> bool:
     """Whether `model` is layer-wise quantized or sliced, with its plan: its saves write a card."""
-    return layerwise_config(model) is not None or slicing_config(model) is not None
+    return any(
+        planned_config(model, kind) is not None for kind in (LayerwiseQuantizationConfig, LayerwiseSlicingConfig)
+    )
 
 
 def is_replaceable_card(text: str) -> bool:
@@ -445,7 +440,7 @@ def read_card_data(text: str) -> dict[str, Any]:
 
 
 def _write_heatmap(model: nn.Module, folder: Path) -> Path | None:
-    config = layerwise_config(model)
+    config = planned_config(model, LayerwiseQuantizationConfig)
     if config is None or config.plan.layer_scores is None:
         return None
     from .plotting import plot_importance
@@ -526,7 +521,7 @@ def build_export_card(model: nn.Module, format: str, loading: str) -> ModelCard:
         loading (`str`):
             Python code that loads the export (shown as is).
     """
-    config = layerwise_config(model)
+    config = planned_config(model, LayerwiseQuantizationConfig)
     if config is None:
         raise ValueError("The model is not layer-wise quantized: its quantization_config has no layer-wise plan.")
     base_model = base_model_of(model)

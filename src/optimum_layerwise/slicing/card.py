@@ -15,14 +15,6 @@ from .plan import SlicingPlan
 SLICING_TAGS = ("optimum-layerwise", "layerwise-slicing")
 
 
-def slicing_config(model: nn.Module) -> LayerwiseSlicingConfig | None:
-    """The model's slicing config when it holds a plan (sliced or loaded), else `None`."""
-    config = getattr(getattr(model, "config", None), "quantization_config", None)
-    if isinstance(config, LayerwiseSlicingConfig) and config.plan is not None:
-        return config
-    return None
-
-
 def width_table(config: LayerwiseSlicingConfig) -> list[str]:
     """Markdown lines: how the widths were chosen, then each decoder layer's score, ratio and width."""
     plan: SlicingPlan = config.plan
