@@ -9,7 +9,8 @@ comparisons at equal size follow:
 - **layer removal** to the parameter count of each constant-ratio slice: the layers with the lowest LIM score (same
   calibration windows) are removed until the model has no more parameters than the sliced one;
 - **at equal bytes**, layer-wise quantization (the package's defaults) at `--quantize-bits` average bits, against
-  slicing by `--slice-then-quantize` sparsities and then quantizing to the same bytes (`memory_budget`).
+  slicing by `--slice-then-quantize` sparsities and then quantizing to the same bytes (`memory_budget`), with the
+  shortcut matrices kept in full precision and quantized with their layers (`quantize_shortcuts=True`).
 
 Bytes are those of the saved safetensors files. Each variant runs in a fresh process; its line is printed when it
 finishes, and the result file is rewritten after every variant.
@@ -191,25 +192,28 @@ def removal_task(name: str, folder: str, settings: dict[str, Any], max_parameter
 
 def quantize_task(
     name: str, folder: str, settings: dict[str, Any], target_bits: float | None, memory_budget: int | None,
-    sparsity: float | None,
+    sparsity: float | None, quantize_shortcuts: bool = False,
 ) -> dict:  # fmt: skip
-    """Child task: layer-wise quantization at `target_bits` or `memory_budget`, after LIM slicing at `sparsity`."""
+    """Child task: layer-wise quantization at `target_bits` or `memory_budget`, after LIM slicing at `sparsity` (its
+    shortcuts quantized with their layers when `quantize_shortcuts`)."""
     from optimum_layerwise import LayerwiseQuantizationConfig
 
     setup = Setup(name, folder, settings)
     slicing = None if sparsity is None else setup.slicing_config("lim", sparsity)
     config = LayerwiseQuantizationConfig(
-        target_bits=target_bits, memory_budget=memory_budget, slicing=slicing, **setup.data()
-    )
+        target_bits=target_bits, memory_budget=memory_budget, slicing=slicing,
+        quantize_shortcuts=quantize_shortcuts, **setup.data(),
+    )  # fmt: skip
     row = {
         "kind": "quantize" if sparsity is None else "slice+quantize",
         "sparsity": sparsity,
+        "quantize_shortcuts": quantize_shortcuts,
         "target_bits": target_bits,
         "memory_budget": memory_budget,
     }
     try:
         seconds, model = common.timed(lambda: setup.load(config))
-    except ValueError as error:  # the budget is out of reach of the sliced model (its shortcuts are not quantized)
+    except ValueError as error:  # the budget is out of reach of the sliced model (e.g. full-precision shortcuts)
         return {**row, "error": str(error)}
     measured = setup.evaluate(model, tasks=False)
     del measured["parameters"]  # packed tensors: their element counts are not the model's parameters
@@ -249,7 +253,9 @@ def variants(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
 def main(argv: Sequence[str] | None = None):
     """Run the benchmark and write its result file (returned)."""
     parser = common.bench_parser("slicing", __doc__.split("\n\n")[0], models=("smollm2-135m",))
-    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.1, 0.2, 0.3])
+    parser.add_argument(
+        "--sparsities", type=float, nargs="*", default=[0.1, 0.2, 0.3], help="none: only the equal-bytes rows"
+    )
     parser.add_argument("--importances", nargs="+", default=["constant", "lim"])
     parser.add_argument(
         "--bases",
@@ -315,10 +321,12 @@ def main(argv: Sequence[str] | None = None):
                     target_bits=args.quantize_bits, memory_budget=None, sparsity=None,
                 )  # fmt: skip
                 for sparsity in args.slice_then_quantize:
-                    run(
-                        model, folder, f"slice{sparsity}+quantize", "quantize_task",
-                        target_bits=None, memory_budget=quantized["saved_bytes"], sparsity=sparsity,
-                    )  # fmt: skip
+                    for shortcuts in (False, True):
+                        run(
+                            model, folder, f"slice{sparsity}+quantize" + ("-shortcuts" if shortcuts else ""),
+                            "quantize_task", target_bits=None, memory_budget=quantized["saved_bytes"],
+                            sparsity=sparsity, quantize_shortcuts=shortcuts,
+                        )  # fmt: skip
     return common.write_results(args, results)
 
 

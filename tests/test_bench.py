@@ -269,7 +269,9 @@ def test_streaming_quick(run_quick):
 def test_slicing_quick_measures_each_variant_against_the_unsliced_model(run_quick):
     result = run_quick("slicing")["tiny"]
     variants = result["variants"]
-    assert set(variants) == {"constant-0.25", "lim-0.25", "removal-0.25", "quantize-6.0", "slice0.1+quantize"}
+    assert set(variants) == {
+        "constant-0.25", "lim-0.25", "removal-0.25", "quantize-6.0", "slice0.1+quantize", "slice0.1+quantize-shortcuts"
+    }  # fmt: skip
     for name in ("constant-0.25", "lim-0.25"):
         row = variants[name]
         assert row["achieved_sparsity"] == pytest.approx(0.25, abs=0.02)
@@ -282,3 +284,4 @@ def test_slicing_quick_measures_each_variant_against_the_unsliced_model(run_quic
     assert variants["quantize-6.0"]["saved_bytes"] < result["saved_bytes"] / 2
     # on the tiny model the full-precision shortcuts alone exceed the quantized model's bytes: reported, not raised
     assert "below the smallest model" in variants["slice0.1+quantize"]["error"]
+    assert variants["slice0.1+quantize-shortcuts"]["quantize_shortcuts"] is True

@@ -222,8 +222,12 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         slicing ([`~optimum_layerwise.LayerwiseSlicingConfig`] or `dict`, *optional*):
             Slice the model first (see [`~optimum_layerwise.LayerwiseSlicingConfig`]), then quantize the sliced model:
             the budget counts the sliced sizes. Its calibration data and tokenizer default to this config's. The
-            shortcut matrices slicing adds stay in full precision. `backend="quanto"` only, and in memory
-            (`low_memory` is not `True`). Saved with its plan; the checkpoint reloads sliced and quantized.
+            shortcut matrices slicing adds stay in full precision unless `quantize_shortcuts`. `backend="quanto"`
+            only, and in memory (`low_memory` is not `True`). Saved with its plan; the checkpoint reloads sliced and
+            quantized.
+        quantize_shortcuts (`bool`, *optional*, defaults to `False`):
+            With `slicing`: quantize the two shortcut matrices of each decoder layer with the rest of the layer (at
+            its bits, counted in its size) instead of keeping them in full precision.
 
     With `backend="gptq"` the saved `quantization_config` is a standard GPT-Q one (`quant_method="gptq"`, the top
     level as `bits`, the lower layers in `dynamic`, derived from the plan) with this config under the key
@@ -260,6 +264,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         low_memory: bool | None = None,
         work_dir: str | os.PathLike | None = None,
         slicing: Any = None,
+        quantize_shortcuts: bool = False,
         **kwargs,
     ):
         reject_unknown_arguments(kwargs, type(self), QUANT_METHOD, _ARGUMENTS)
@@ -292,6 +297,7 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
         self.low_memory = low_memory
         self.work_dir = work_dir
         self.slicing = _slicing_config(slicing)
+        self.quantize_shortcuts = quantize_shortcuts
         self.post_init()
 
     def post_init(self):
@@ -341,6 +347,10 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
                 f"`slicing` is supported with backend='quanto' only, got backend={self.backend!r} (a sliced GPT-Q "
                 "checkpoint would not load in GPTQModel or vLLM)."
             )
+        if not isinstance(self.quantize_shortcuts, bool):
+            raise ValueError(f"`quantize_shortcuts` must be True or False, got {self.quantize_shortcuts!r}.")
+        if self.quantize_shortcuts and self.slicing is None:
+            raise ValueError("`quantize_shortcuts=True` needs `slicing`: only a sliced model has shortcut matrices.")
         if self.slicing is not None and self.low_memory:
             raise ValueError("`slicing` rotates the whole model in memory: it cannot run with low_memory=True.")
         if self.group_size is not None and (
@@ -516,7 +526,11 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             ),
             "granularity": self.granularity,
             "plan": self.plan.to_dict() if self.plan is not None else None,
-            **({"slicing": self.slicing.to_dict()} if self.slicing is not None else {}),
+            **(
+                {"slicing": self.slicing.to_dict(), "quantize_shortcuts": self.quantize_shortcuts}
+                if self.slicing is not None
+                else {}
+            ),
         }
 
     def _gptq_dynamic(self) -> dict[str, dict[str, int]] | None:

@@ -55,10 +55,12 @@ class LayerwiseHfQuantizer(HfQuantizer):
         return self._streaming_map
 
     def _skip(self, model) -> list[str]:
-        """The Linear modules kept in full precision: the config's, the model's fp32 ones, slicing's shortcuts."""
-        shortcuts = list(SHORTCUTS) if self.quantization_config.slicing is not None else []
+        """The Linear modules kept in full precision: the config's, the model's fp32 ones, slicing's shortcuts (unless
+        `quantize_shortcuts`)."""
+        config = self.quantization_config
+        shortcuts = list(SHORTCUTS) if config.slicing is not None and not config.quantize_shortcuts else []
         return [
-            *(self.quantization_config.modules_to_not_convert or []),
+            *(config.modules_to_not_convert or []),
             *(model._keep_in_fp32_modules or []),
             *shortcuts,
         ]

@@ -49,6 +49,22 @@ def test_the_budget_counts_the_sliced_sizes_and_the_checkpoint_reloads(source, t
     assert reloaded.config.quantization_config.plan.layer_bits == config.plan.layer_bits
 
 
+def test_quantized_shortcuts_buy_more_bits_and_reload(source, tmp_path):
+    slicing = LayerwiseSlicingConfig(sparsity=0.3, num_samples=16, seq_len=64)
+    kept = quantized(source, slicing=slicing).config.quantization_config
+    model = quantized(source, slicing=slicing, quantize_shortcuts=True)
+    config = model.config.quantization_config
+    assert "model.layers.1.attn_shortcut" in config.plan.modules  # planned and packed with the rest of the layer
+    assert type(model.model.layers[1].attn_shortcut) is not torch.nn.Linear
+    assert config.plan.average_bits > kept.plan.average_bits  # the bytes the shortcuts no longer take buy bits
+    model.save_pretrained(tmp_path)
+    assert sum(safetensors_tensor_bytes(tmp_path).values()) <= parse_memory(BUDGET)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert reloaded.config.quantization_config.quantize_shortcuts is True
+    with torch.no_grad():
+        assert torch.equal(reloaded(PROMPT).logits, model(PROMPT).logits)
+
+
 def test_the_result_is_checked_against_the_original_model(source, caplog):
     quantized(source, slicing=LayerwiseSlicingConfig(sparsity=0.2, num_samples=16, seq_len=64))
     assert any("Sliced and quantized: held-out perplexity" in r.getMessage() and "original" in r.getMessage()
@@ -61,9 +77,15 @@ def test_the_result_is_checked_against_the_original_model(source, caplog):
         (dict(backend="gptq"), "`slicing` is supported with backend='quanto' only"),
         (dict(low_memory=True), "cannot run with low_memory=True"),
         (dict(slicing_ratio=0.2), "Did you mean `slicing`"),
+        (dict(quantize_shortcuts="yes"), "`quantize_shortcuts` must be True or False"),
     ],
 )
 def test_slicing_with_what_it_cannot_do_is_refused(settings, message):
     slicing = LayerwiseSlicingConfig(sparsity=0.2)
     with pytest.raises(ValueError, match=message):
         LayerwiseQuantizationConfig(slicing=slicing, **settings)
+
+
+def test_quantizing_shortcuts_without_slicing_is_refused():
+    with pytest.raises(ValueError, match="`quantize_shortcuts=True` needs `slicing`"):
+        LayerwiseQuantizationConfig(quantize_shortcuts=True)

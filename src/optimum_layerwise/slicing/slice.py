@@ -25,6 +25,7 @@ from .rotation import rotate_and_slice
 logger = logging.get_logger(__name__)
 
 # the Linear modules slicing adds on the residual path, kept in full precision when the sliced model is quantized
+# (unless `quantize_shortcuts`)
 SHORTCUTS = ("attn_shortcut", "mlp_shortcut")
 # how the held-out check's line speaks of slicing (see QualityCheck.summary)
 QUALITY_WORDING = ("unsliced", "slice less (a lower `sparsity`)", "Consider a lower `sparsity`")
@@ -114,8 +115,8 @@ def slice_then_quantize(
     model: nn.Module, config: LayerwiseQuantizationConfig, skip: list[str]
 ) -> LayerwiseQuantizationConfig:
     """Slice `model` by `config.slicing`, then quantize the sliced model by `config` ([`quantize_model`], `skip`
-    kept in full precision: it must name the [`SHORTCUTS`]), and log the held-out check of the result against the
-    original model (the quantization's held-out windows, scored before slicing).
+    kept in full precision: the [`SHORTCUTS`] unless `config.quantize_shortcuts`), and log the held-out check of the
+    result against the original model (the quantization's held-out windows, scored before slicing).
 
     Returns:
         [`LayerwiseQuantizationConfig`]: the quantization config with its plan, holding the slicing config with its
