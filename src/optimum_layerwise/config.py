@@ -227,7 +227,8 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             quantized.
         quantize_shortcuts (`bool`, *optional*, defaults to `False`):
             With `slicing`: quantize the two shortcut matrices of each decoder layer with the rest of the layer (at
-            its bits, counted in its size) instead of keeping them in full precision.
+            its bits, counted in its size) instead of keeping them in full precision. At 4 bits they collapse the
+            model (docs/results.md): use it with layers at 8 bits.
 
     With `backend="gptq"` the saved `quantization_config` is a standard GPT-Q one (`quant_method="gptq"`, the top
     level as `bits`, the lower layers in `dynamic`, derived from the plan) with this config under the key
