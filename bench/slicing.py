@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import common
+import footprint
 
 
 def forward_s(model, prompt) -> float:
@@ -42,7 +43,7 @@ def saved_bytes(model) -> int:
     """Bytes of the safetensors files `save_pretrained` writes for `model`."""
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder)
-        return sum(path.stat().st_size for path in Path(folder).glob("*.safetensors"))
+        return footprint.disk_bytes(Path(folder))["files"]
 
 
 class Setup:
@@ -130,13 +131,9 @@ class Setup:
 
 
 def reference_task(name: str, folder: str, settings: dict[str, Any]) -> dict:
-    """Child task: the unsliced model, and the parameters of each decoder layer (for layer removal)."""
-    from optimum_layerwise.layers import decoder_layers
-
+    """Child task: the unsliced model."""
     setup = Setup(name, folder, settings)
-    model = setup.load()
-    layer_parameters = [sum(p.numel() for p in layer.parameters()) for layer in decoder_layers(model)]
-    return {**setup.evaluate(model), "layer_parameters": layer_parameters}
+    return setup.evaluate(setup.load())
 
 
 def slice_task(name: str, folder: str, settings: dict[str, Any], importance: str, sparsity: float, base) -> dict:
