@@ -48,3 +48,21 @@ def test_quanto_checkpoint_older_than_level_settings_loads(tmp_path):
 def test_gptq_checkpoint_of_format_v1_loads():
     model = assert_loads_as_written(FIXTURES / "gptq-v1", atol=1e-5)
     assert [layer.self_attn.q_proj.bits for layer in model.model.layers] == [4, 2, 4]
+
+
+def test_quanto_checkpoint_of_the_flat_layout_loads():
+    """`quanto-v2` was written by the last version with the flat module layout (plan, quality and card included)."""
+    model = assert_loads_as_written(FIXTURES / "quanto-v2")
+    assert model.config.quantization_config.plan.quality["verdict"] == "good"
+
+
+def test_sliced_checkpoint_of_the_flat_layout_loads():
+    model = assert_loads_as_written(FIXTURES / "sliced-v1")
+    widths = [layer.self_attn.q_proj.in_features for layer in model.model.layers]
+    assert tuple(widths) == model.config.quantization_config.plan.widths[: len(widths)] and min(widths) < 64
+
+
+@pytest.mark.gptq
+def test_gptq_checkpoint_of_the_flat_layout_loads():
+    model = assert_loads_as_written(FIXTURES / "gptq-v2", atol=1e-5)
+    assert sorted({layer.self_attn.q_proj.bits for layer in model.model.layers}) == [2, 4]
