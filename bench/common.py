@@ -171,7 +171,7 @@ def model_folder(name: str, workdir: Path) -> str:
     converted from its GGUF file on first use)."""
     if name == TINY:
         return save_random_checkpoint(tiny_config(), workdir / TINY)
-    from optimum_layerwise.demo_models import resolve_model
+    from optimum_layerwise.data.demo_models import resolve_model
 
     return resolve_model(name)
 
@@ -229,7 +229,7 @@ def random_batches(vocab_size: int, num_tokens: int, seq_len: int, batch_size: i
     """Seeded random token windows (`num_tokens // seq_len` of them) as calibration batches."""
     import torch
 
-    from optimum_layerwise.calibration import batch_windows
+    from optimum_layerwise.data.calibration import batch_windows
 
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab_size, (max(1, num_tokens // seq_len), seq_len), generator=generator)
@@ -241,7 +241,7 @@ def calibration(name: str, folder: str, num_tokens: int, seq_len: int, batch_siz
     PG19 stand-in) with the model's tokenizer otherwise."""
     from transformers import AutoTokenizer
 
-    from optimum_layerwise.calibration import calibration_batches
+    from optimum_layerwise.data.calibration import calibration_batches
 
     if name == TINY:
         return random_batches(tiny_config().vocab_size, num_tokens, seq_len, batch_size)
@@ -429,7 +429,7 @@ def write_results(args: argparse.Namespace, results: dict[str, Any]) -> Path:
     payload = {**envelope(args), "quick": args.quick, "results": results}
     output = args.output or RESULTS_DIR / f"{args.benchmark}{'-quick' if args.quick else ''}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
-    from optimum_layerwise.atomic import atomic_write_text
+    from optimum_layerwise.utils.atomic import atomic_write_text
 
     atomic_write_text(output, json.dumps(payload, indent=1) + "\n")  # staged, fsynced, renamed: never half-written
     print(f"wrote {output} ({payload['elapsed_s']} s)")

@@ -39,7 +39,7 @@ def theoretical_bytes(config, dtype: str, layer_bits: dict[int, int], group_size
     import torch
     from transformers import AutoModelForCausalLM
 
-    from optimum_layerwise.layers import decoder_layers, linear_modules
+    from optimum_layerwise.model.layers import decoder_layers, linear_modules
     from optimum_layerwise.plan import effective_group_size
 
     float_bytes = torch.empty((), dtype=getattr(torch, dtype)).element_size()
@@ -84,7 +84,7 @@ def resident_task(folder: str, dtype: str) -> dict:
 
 def disk_bytes(folder: Path) -> dict[str, int]:
     """Safetensors file sizes (with headers) and the tensor bytes their headers declare."""
-    from optimum_layerwise.footprint import safetensors_tensor_bytes
+    from optimum_layerwise.model.footprint import safetensors_tensor_bytes
 
     return {
         "files": sum(path.stat().st_size for path in folder.glob("*.safetensors")),

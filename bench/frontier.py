@@ -40,7 +40,7 @@ MEASURED = ("sensitivity", "sensitivity_kl")
 def bits_per_weight(folder: Path, linear_weights: dict[str, int], num_parameters: int) -> dict[str, float]:
     """`linear_bpw` over the quantized Linear modules `linear_weights` (`{module name: number of weights}`) and
     `file_bpw` over all `num_parameters`, from the saved tensors of `folder` (biases excluded from the former)."""
-    from optimum_layerwise.footprint import safetensors_tensor_bytes
+    from optimum_layerwise.model.footprint import safetensors_tensor_bytes
 
     sizes = safetensors_tensor_bytes(folder)
     linear = sum(
@@ -186,7 +186,7 @@ def run_point(
     import torch
     from transformers import AutoModelForCausalLM
 
-    from optimum_layerwise.quality import score_windows
+    from optimum_layerwise.model.perplexity import score_windows
 
     key = (quantizer_name(point), point["granularity"], point["importance"], point.get("bits"))
     config = quantization_config(point, calibration, reference["num_layers"], costs.get(key), reference["group_size"])
@@ -217,8 +217,8 @@ def reference_model(folder: str, windows: tuple, group_size: int) -> dict[str, A
     import torch
     from transformers import AutoModelForCausalLM
 
-    from optimum_layerwise.layers import decoder_layers_path, quantizable_linears
-    from optimum_layerwise.quality import score_windows
+    from optimum_layerwise.model.layers import decoder_layers_path, quantizable_linears
+    from optimum_layerwise.model.perplexity import score_windows
 
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     path = decoder_layers_path(model)
@@ -348,7 +348,7 @@ def plot_path(args, name: str) -> Path:
 
 def plot(results: dict[str, Any], name: str, path: Path) -> None:
     """Perplexity against linear-layer bpw: every point, and each system's Pareto front as a line."""
-    from optimum_layerwise.plotting import pyplot
+    from optimum_layerwise.formats.heatmap import pyplot
 
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(8, 5), layout="constrained")
@@ -361,7 +361,7 @@ def plot(results: dict[str, Any], name: str, path: Path) -> None:
     axis.set_ylabel("held-out perplexity")
     axis.set_title(f"{name}: quality per byte")
     axis.legend(fontsize=8)
-    from optimum_layerwise.atomic import atomic_file
+    from optimum_layerwise.utils.atomic import atomic_file
 
     with atomic_file(path) as staging:
         figure.savefig(staging, dpi=120, format="png")

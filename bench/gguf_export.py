@@ -2,8 +2,8 @@
 
 For each `--targets` average bits, the demo model is quantized with the defaults of `optimum-layerwise quantize` at
 module granularity (bits allocated among `--bits` by measured cost, imatrix rounding) and exported with
-`optimum_layerwise.export.export_gguf` twice: from the full-precision model (`base_model`: llama.cpp quantizes the
-original weights to our plan's per-tensor types) and from the layer-wise checkpoint's own, dequantized weights.
+`optimum_layerwise.formats.export.export_gguf` twice: from the full-precision model (`base_model`: llama.cpp quantizes
+the original weights to our plan's per-tensor types) and from the layer-wise checkpoint's own, dequantized weights.
 Each row holds bits per weight counted from the file (as `bench/llama_cpp.py` counts them) and the held-out perplexity
 on the same windows as the llama.cpp rows of `bench/results/llama_cpp-<model>.json`, measured the same way
 (transformers dequantizes the GGUF). The layer-wise checkpoint itself is measured too. With `--imatrix`, a third
@@ -61,7 +61,7 @@ def layerwise_row(model, output: Path, target: float, tokenizer) -> dict[str, An
 
 
 def exported_row(model, output: Path, target: float, source: str, tokenizer, **options) -> dict[str, Any]:
-    from optimum_layerwise.export.gguf import export_gguf
+    from optimum_layerwise.formats.export.gguf import export_gguf
 
     seconds, path = common.timed(lambda: export_gguf(model, output, **options))
     row = peer.gguf_row(path, "plan", False, seconds, tokenizer)
@@ -96,8 +96,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     os.environ.setdefault("TQDM_DISABLE", "1")
     from transformers import AutoTokenizer
 
-    from optimum_layerwise.atomic import atomic_write_text
-    from optimum_layerwise.demo_models import resolve_model
+    from optimum_layerwise.data.demo_models import resolve_model
+    from optimum_layerwise.utils.atomic import atomic_write_text
 
     args = common.start(build_parser(), argv)
     args.output = args.output or common.RESULTS_DIR / f"gguf_export-{args.model}.json"

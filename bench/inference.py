@@ -82,7 +82,7 @@ def prebuilt_check(models: dict, prompt, decode_tokens: int, repeats: int) -> di
     and is removed afterwards."""
     import torch
 
-    from optimum_layerwise.modules import QuantoLinear
+    from optimum_layerwise.quantize.modules import QuantoLinear
 
     model = models["layerwise-int4"]
     packed = [module for module in model.modules() if isinstance(module, QuantoLinear)]

@@ -149,8 +149,8 @@ def write_calibration_text(folder: str, output: Path) -> tuple[int, int]:
     from transformers import AutoTokenizer
 
     from optimum_layerwise import LayerwiseQuantizationConfig
-    from optimum_layerwise.calibration import token_windows
     from optimum_layerwise.cli import DEFAULT_CALIBRATION
+    from optimum_layerwise.data.calibration import token_windows
 
     config = LayerwiseQuantizationConfig(backend="gptq", dataset=DEFAULT_CALIBRATION)
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -203,7 +203,7 @@ def safetensors_bits(folder: str) -> dict[str, Any]:
     """[`gguf_bits`] of a Hugging Face folder, from the headers of its safetensors files."""
     linear_bytes = linear_elements = total_elements = file_bytes = 0
     dtypes: Counter[str] = Counter()
-    from optimum_layerwise.checksums import safetensors_header
+    from optimum_layerwise.utils.checksums import safetensors_header
 
     for path in sorted(Path(folder).glob("*.safetensors")):
         header, _ = safetensors_header(path)
@@ -299,7 +299,7 @@ def quantized_row(bin_dir: Path, f32: Path, qtype: str, workdir: Path, threads: 
 def write_payload(args: argparse.Namespace, settings: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     """Write the result file atomically (temporary file in the same folder, fsync, rename): the envelope of
     `common.write_results`, the settings and the rows so far."""
-    from optimum_layerwise.atomic import atomic_write_text
+    from optimum_layerwise.utils.atomic import atomic_write_text
 
     payload = {
         **common.envelope(args),
@@ -322,7 +322,7 @@ def report(row: dict[str, Any]) -> str:
 def demo_model_parser(benchmark: str, description: str) -> argparse.ArgumentParser:
     """The flags shared by the llama.cpp benchmarks (`common.start` reads `benchmark` and `quick`; they have no quick
     mode): `--model`, `--threads`, `--output` (default `bench/results/<benchmark>-<model>.json`) and `--cache-dir`."""
-    from optimum_layerwise.demo_models import DEMO_MODELS
+    from optimum_layerwise.data.demo_models import DEMO_MODELS
 
     parser = argparse.ArgumentParser(prog=f"bench/{benchmark}.py", description=description.split("\n\n")[0])
     parser.set_defaults(benchmark=benchmark, quick=False)
@@ -349,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     os.environ.setdefault("TQDM_DISABLE", "1")  # read when tqdm is imported: transformers' GGUF loader shows bars
     from transformers import AutoTokenizer
 
-    from optimum_layerwise.demo_models import resolve_model
+    from optimum_layerwise.data.demo_models import resolve_model
 
     args = common.start(build_parser(), argv)
     args.output = args.output or common.RESULTS_DIR / f"llama_cpp-{args.model}.json"

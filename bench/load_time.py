@@ -34,7 +34,7 @@ def load_task(folder: str, dtype: str) -> dict:
 
 def measure(folder: str, repeats: int, workdir: Path) -> dict:
     """Prepare the three checkpoints of one model, then time their loads side by side."""
-    from optimum_layerwise.footprint import safetensors_tensor_bytes
+    from optimum_layerwise.model.footprint import safetensors_tensor_bytes
 
     plain_bf16, mixed = str(workdir / "plain-bf16"), str(workdir / "mixed-bf16")
     common.run_isolated("common", "save_plain", folder=folder, dtype="bfloat16", output=plain_bf16)

@@ -34,7 +34,7 @@ def model_nbytes(model) -> int:
 
 def cached_kernel_nbytes(model) -> int:
     """Bytes of the TinyGemm copies that `QuantoLinear` caches next to its packed weight (after a first forward)."""
-    from optimum_layerwise.modules import QuantoLinear
+    from optimum_layerwise.quantize.modules import QuantoLinear
 
     return sum(
         tensor_storage_nbytes(module._optimized[1])

@@ -27,7 +27,7 @@ def module_overhead(model, dtype: str) -> dict:
     import torch
     from optimum.quanto import QLinear, qint2, qint4, qint8
 
-    from optimum_layerwise.modules import QuantoLinear
+    from optimum_layerwise.quantize.modules import QuantoLinear
 
     counts: dict[tuple[int, int, int, int | None], int] = {}
     for module in model.modules():
@@ -73,7 +73,7 @@ def profile_rebuild(model, calls: int = 2000, top: int = 8) -> list[dict]:
     import cProfile
     import pstats
 
-    from optimum_layerwise.modules import QuantoLinear
+    from optimum_layerwise.quantize.modules import QuantoLinear
 
     module = next(m for m in model.modules() if isinstance(m, QuantoLinear) and m.bits == 4)
     module.quanto_weight()

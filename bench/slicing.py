@@ -157,10 +157,10 @@ def slice_task(name: str, folder: str, settings: dict[str, Any], importance: str
 
 def removal_task(name: str, folder: str, settings: dict[str, Any], max_parameters: int) -> dict:
     """Child task: remove the decoder layers of lowest LIM score until at most `max_parameters` remain."""
-    from optimum_layerwise.calibration import calibration_batches
+    from optimum_layerwise.data.calibration import calibration_batches
     from optimum_layerwise.evaluation.sweep import pruned
     from optimum_layerwise.importance.lim import lim_scores
-    from optimum_layerwise.layers import decoder_layers
+    from optimum_layerwise.model.layers import decoder_layers
 
     setup = Setup(name, folder, settings)
     model = setup.load()

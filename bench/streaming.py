@@ -34,7 +34,7 @@ from pathlib import Path
 import common
 import memory
 
-from optimum_layerwise.units import parse_memory
+from optimum_layerwise.utils.units import parse_memory
 
 
 LAYER_SHAPE = {"hidden_size": 4096, "intermediate_size": 11008}  # Llama-2-7B
@@ -48,7 +48,7 @@ def layer_parameters(hidden_size: int, intermediate_size: int, kv_heads: int | N
     import torch
     from transformers import AutoModelForCausalLM
 
-    from optimum_layerwise.layers import decoder_layers
+    from optimum_layerwise.model.layers import decoder_layers
 
     config = common.synthetic_llama_config(
         hidden_size, 1, vocab_size=8, intermediate_size=intermediate_size, kv_heads=kv_heads
@@ -250,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
             result["seconds_per_layer"] = seconds_per_layer(result["layers_written_s"])
             runs[depth] = result
             if kept:
-                from optimum_layerwise.atomic import atomic_write_text
+                from optimum_layerwise.utils.atomic import atomic_write_text
 
                 atomic_write_text(finished, json.dumps(result, indent=1))
             print(

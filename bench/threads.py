@@ -46,7 +46,7 @@ def time_workload(workload: str, threads: int, shape: Sequence[int]) -> dict[str
         inputs = [torch.randn(tokens, in_features) for _ in range(windows)]
         begin = time.perf_counter()
         if workload == "gptq":
-            from optimum_layerwise.backends.gptq import GptqCalibrator
+            from optimum_layerwise.quantize.backends.gptq import GptqCalibrator
 
             calibrator = GptqCalibrator(linear, 4, 128, sym=True, desc_act=False, damp_percent=0.01)
             for batch in inputs:

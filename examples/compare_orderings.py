@@ -8,7 +8,7 @@ import argparse
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from optimum_layerwise.demo_models import DEMO_MODEL, resolve_model
+from optimum_layerwise.data.demo_models import DEMO_MODEL, resolve_model
 from optimum_layerwise.evaluation.report import sweep_table
 from optimum_layerwise.evaluation.sweep import SweepSettings, run_sweep, save_sweep
 

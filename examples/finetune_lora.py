@@ -13,7 +13,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
 from optimum_layerwise.evaluation.perplexity import evaluation_windows, perplexity
-from optimum_layerwise.lora import with_layerwise_modules
+from optimum_layerwise.quantize.lora import with_layerwise_modules
 
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

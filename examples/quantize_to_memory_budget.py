@@ -9,8 +9,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import optimum_layerwise  # noqa: F401  (registers the "layerwise" quantization method)
 from optimum_layerwise import LayerwiseQuantizationConfig
-from optimum_layerwise.demo_models import DEMO_MODEL, resolve_model
-from optimum_layerwise.footprint import tensor_nbytes
+from optimum_layerwise.data.demo_models import DEMO_MODEL, resolve_model
+from optimum_layerwise.model.footprint import tensor_nbytes
 
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

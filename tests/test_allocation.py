@@ -1,7 +1,7 @@
 import pytest
 
 from optimum_layerwise import allocate_bits, parse_memory
-from optimum_layerwise.allocation import importance_order
+from optimum_layerwise.plan.allocation import importance_order
 
 
 GB = 10**9

@@ -73,7 +73,7 @@ def test_interleave_rotates_order():
 
 
 def test_tensor_storage_nbytes_flattens_quanto_tensors():
-    from optimum_layerwise.modules import QuantoLinear
+    from optimum_layerwise.quantize.modules import QuantoLinear
 
     linear = torch.nn.Linear(256, 64, bias=False, dtype=torch.bfloat16)
     module = QuantoLinear.from_linear(linear, 4, 128)

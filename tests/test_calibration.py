@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from optimum_layerwise.calibration import batch_windows, calibration_batches, token_windows
+from optimum_layerwise.data.calibration import batch_windows, calibration_batches, token_windows
 
 
 class WordTokenizer:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from optimum_layerwise import corpora
-from optimum_layerwise.corpora import (
+from optimum_layerwise.data import corpora
+from optimum_layerwise.data.corpora import (
     ALIASES,
     HUB_CORPORA,
     OFFLINE_CORPORA,

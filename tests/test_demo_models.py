@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from optimum_layerwise import demo_models
-from optimum_layerwise.demo_models import DEMO_MODEL, DEMO_MODELS, default_cache_dir, resolve_model
+from optimum_layerwise.data import demo_models
+from optimum_layerwise.data.demo_models import DEMO_MODEL, DEMO_MODELS, default_cache_dir, resolve_model
 
 
 def _hide_registry_packages(monkeypatch):

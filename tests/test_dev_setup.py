@@ -3,8 +3,8 @@
 import importlib.util
 from pathlib import Path
 
-from optimum_layerwise.corpora import OFFLINE_CORPORA
-from optimum_layerwise.demo_models import DEMO_MODEL, DEMO_MODELS
+from optimum_layerwise.data.corpora import OFFLINE_CORPORA
+from optimum_layerwise.data.demo_models import DEMO_MODEL, DEMO_MODELS
 
 
 def load_dev_script():

@@ -132,8 +132,8 @@ def test_only_layerwise_models_are_exported(tiny_checkpoint, tmp_path):
 
 
 def test_plans_that_vllm_cannot_fuse_are_named():
-    from optimum_layerwise.export.compressed_tensors import vllm_fusion_conflicts
-    from optimum_layerwise.modules import QuantoLinear
+    from optimum_layerwise.formats.export.compressed_tensors import vllm_fusion_conflicts
+    from optimum_layerwise.quantize.modules import QuantoLinear
 
     def packed(bits: int, group_size: int | None = 64) -> QuantoLinear:
         return QuantoLinear(64, 64, bits, group_size if bits != 8 else None, device="meta")

@@ -11,7 +11,7 @@ import pytest
 from conftest import save_layerwise
 from optimum_layerwise.cli import main
 from optimum_layerwise.export import export_checkpoint
-from optimum_layerwise.export.gguf import gguf_tensor_types, gguf_type, tensor_type_file
+from optimum_layerwise.formats.export.gguf import gguf_tensor_types, gguf_type, tensor_type_file
 from optimum_layerwise.plan import ModulePlan
 
 
@@ -45,7 +45,7 @@ def test_tensor_types_name_every_planned_linear():
 def test_without_llama_cpp_the_error_holds_the_commands(tiny_checkpoint, tmp_path, monkeypatch):
     monkeypatch.delenv("LLAMA_CPP_DIR", raising=False)
     monkeypatch.delenv("LLAMA_QUANTIZE", raising=False)
-    monkeypatch.setattr("optimum_layerwise.export.gguf.shutil.which", lambda name: None)  # none on PATH either
+    monkeypatch.setattr("optimum_layerwise.formats.export.gguf.shutil.which", lambda name: None)  # none on PATH either
     save_layerwise(tiny_checkpoint, tmp_path / "lw", bits=(8, 4), importance="zd", layer_bits={0: 8, 1: 4, 2: 4, 3: 8})
     with pytest.raises(
         FileNotFoundError, match=r"llama.cpp not found .*\n.*convert_hf_to_gguf.py .*\n.*llama-quantize"
@@ -81,7 +81,7 @@ def llama_cpp_tools():
 def test_gguf_export_of_the_demo_model_runs_in_llama_cpp(llama_cpp_tools, tmp_path, monkeypatch):
     from gguf import GGUFReader
 
-    from optimum_layerwise.demo_models import resolve_model
+    from optimum_layerwise.data.demo_models import resolve_model
 
     tree, bin_dir, packages = llama_cpp_tools
     monkeypatch.setenv("PYTHONPATH", str(packages))  # sentencepiece, which the converter imports for Llama models

@@ -5,7 +5,7 @@ from transformers import AutoModelForCausalLM
 
 import optimum_layerwise  # noqa: F401  (registers "layerwise")
 from optimum_layerwise import LayerwiseQuantizationConfig
-from optimum_layerwise.footprint import describe_size, reference_nbytes, size_comparisons, tensor_nbytes
+from optimum_layerwise.model.footprint import describe_size, reference_nbytes, size_comparisons, tensor_nbytes
 
 
 def quantized(folder, layer_bits, **kwargs):

@@ -7,9 +7,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from optimum_layerwise import LayerwiseQuantizationConfig
-from optimum_layerwise.footprint import tensor_nbytes
-from optimum_layerwise.layers import allocation_units
-from optimum_layerwise.modules import QuantoLinear
+from optimum_layerwise.model.footprint import tensor_nbytes
+from optimum_layerwise.model.layers import allocation_units
+from optimum_layerwise.quantize.modules import QuantoLinear
 
 
 INPUT = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(5))

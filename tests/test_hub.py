@@ -14,8 +14,7 @@ from transformers import AutoModelForCausalLM
 
 import optimum_layerwise  # noqa: F401  (registers "layerwise")
 from optimum_layerwise import LayerwiseQuantizationConfig
-from optimum_layerwise.footprint import reference_nbytes, tensor_nbytes
-from optimum_layerwise.model_card import (
+from optimum_layerwise.formats.model_card import (
     HEATMAP_NAME,
     MARKER,
     build_model_card,
@@ -23,6 +22,7 @@ from optimum_layerwise.model_card import (
     set_eval_results,
     write_model_card,
 )
+from optimum_layerwise.model.footprint import reference_nbytes, tensor_nbytes
 
 
 INPUT = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(5))
@@ -144,7 +144,7 @@ def test_license_and_datasets_metadata(tiny_checkpoint, tmp_path):
 
 
 def test_the_demo_models_name_their_hub_id_and_license(tmp_path):
-    from optimum_layerwise.demo_models import demo_model_in
+    from optimum_layerwise.data.demo_models import demo_model_in
 
     assert demo_model_in(tmp_path / "smollm2-135m", cache_dir=tmp_path).hub_id == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert demo_model_in(tmp_path / "gemma3-270m", cache_dir=tmp_path).license == "gemma"
@@ -183,14 +183,14 @@ def test_bad_eval_results_fail_before_anything_is_written(tiny_checkpoint, tmp_p
 
 
 def test_without_matplotlib_only_the_image_is_left_out(tiny_checkpoint, tmp_path, monkeypatch, caplog):
-    from optimum_layerwise import plotting
+    from optimum_layerwise.formats import heatmap as plotting
 
     def no_matplotlib():
         raise ImportError("Plotting needs matplotlib: `pip install 'optimum-layerwise[plots]'`.")
 
     monkeypatch.setattr(plotting, "pyplot", no_matplotlib)
     model = quantize(tiny_checkpoint)
-    with caplog.at_level(logging.WARNING, logger="optimum_layerwise.hub"):
+    with caplog.at_level(logging.WARNING, logger="optimum_layerwise.hf.hub"):
         model.save_pretrained(tmp_path)
     text = (tmp_path / "README.md").read_text()
     assert not (tmp_path / HEATMAP_NAME).exists() and HEATMAP_NAME not in text

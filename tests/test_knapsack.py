@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from optimum_layerwise.allocation import allocate_bits_by_cost
-from optimum_layerwise.knapsack import cheapest_choice
+from optimum_layerwise.plan.allocation import allocate_bits_by_cost
+from optimum_layerwise.plan.knapsack import cheapest_choice
 
 
 def brute_force(sizes, costs, capacity):

@@ -3,7 +3,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from conftest import build_tiny_model
-from optimum_layerwise.layers import decoder_layers, decoder_layers_path, linear_modules, set_submodule
+from optimum_layerwise.model.layers import decoder_layers, decoder_layers_path, linear_modules, set_submodule
 
 
 def test_finds_decoder_layers_of_every_supported_architecture(arch):

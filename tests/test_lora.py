@@ -7,8 +7,8 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
 from optimum_layerwise import LayerwiseQuantizationConfig
-from optimum_layerwise.lora import QuantoLoraLinear, with_layerwise_modules
-from optimum_layerwise.modules import QuantoLinear
+from optimum_layerwise.quantize.lora import QuantoLoraLinear, with_layerwise_modules
+from optimum_layerwise.quantize.modules import QuantoLinear
 
 
 def lora_config():

@@ -13,8 +13,8 @@ from transformers import AutoModelForCausalLM
 
 from conftest import OFFLOAD_DEVICE_MAP
 from optimum_layerwise import LayerwiseQuantizationConfig
-from optimum_layerwise.footprint import tensor_nbytes
-from optimum_layerwise.modules import QuantoLinear
+from optimum_layerwise.model.footprint import tensor_nbytes
+from optimum_layerwise.quantize.modules import QuantoLinear
 
 
 INPUT = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(5))
@@ -198,7 +198,7 @@ def test_import_registers_once_even_when_reimported():
 
 @pytest.mark.parametrize(
     "first_import",
-    ["optimum_layerwise.hf_quantizer", "optimum_layerwise.slicing.hf_quantizer", "optimum_layerwise.registration"],
+    ["optimum_layerwise.hf.quantizer", "optimum_layerwise.hf.slicing_quantizer", "optimum_layerwise.hf.registration"],
 )
 def test_registers_when_a_module_registration_needs_is_imported_first(first_import):
     # the module's own imports load transformers' quantizer registry, whose import hook must not re-enter it half-run

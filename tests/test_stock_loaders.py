@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from conftest import save_layerwise
-from optimum_layerwise.demo_models import resolve_model
+from optimum_layerwise.data.demo_models import resolve_model
 from optimum_layerwise.evaluation.tasks import write_task_configs
 from optimum_layerwise.export import export_checkpoint
 

@@ -12,9 +12,9 @@ from transformers import AutoModelForCausalLM
 
 from conftest import OFFLOAD_DEVICE_MAP, build_tiny_model
 from optimum_layerwise import LayerwiseQuantizationConfig
-from optimum_layerwise.offload import is_offloaded
-from optimum_layerwise.streaming import choose_low_memory, streaming_device_map
-from optimum_layerwise.system_memory import cgroup_headroom, meminfo_available, peak_resident_bytes
+from optimum_layerwise.model.offload import is_offloaded
+from optimum_layerwise.model.streaming import choose_low_memory, streaming_device_map
+from optimum_layerwise.utils.system_memory import cgroup_headroom, meminfo_available, peak_resident_bytes
 
 
 WINDOWS = [[(7 * i + j) % 120 + 4 for j in range(200)] for i in range(6)]
@@ -198,7 +198,7 @@ GPTQ_REQUEST = dict(backend="gptq", bits=(4, 2), group_size=32, importance="lim"
     ids=["quanto-imatrix", "gptq"],
 )
 def test_an_interrupted_quantization_resumes_to_the_same_checkpoint(settings, tiny_checkpoint, tmp_path):
-    from optimum_layerwise.quantize import quantize_model
+    from optimum_layerwise.pipelines.quantize import quantize_model
 
     uninterrupted = quantize_and_save(tiny_checkpoint, tmp_path / "uninterrupted", low_memory=True, **settings)
     work_dir = tmp_path / "work"

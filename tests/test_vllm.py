@@ -71,7 +71,7 @@ def test_vllm_reads_every_layer_at_its_planned_bits(tiny_checkpoint, tmp_path):
 def test_vllm_generates_from_an_export_on_a_gpu(tmp_path):
     """GPU smoke test: vLLM (installed in this environment) serves the SmolLM2 export and writes sensible text."""
     vllm = pytest.importorskip("vllm")
-    from optimum_layerwise.demo_models import resolve_model
+    from optimum_layerwise.data.demo_models import resolve_model
 
     source = resolve_model("smollm2-135m")
     save_layerwise(source, tmp_path / "layerwise", bits=(8, 4), importance="zd", target_bits=6, sym=True)

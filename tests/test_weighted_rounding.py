@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from optimum_layerwise.weighted_rounding import weighted_affine
+from optimum_layerwise.quantize.weighted_rounding import weighted_affine
 
 
 def rounded(grouped, scale, shift, bits):

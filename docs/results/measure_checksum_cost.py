@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from optimum_layerwise.checksums import verify_checksums, write_checksums
+from optimum_layerwise.utils.checksums import verify_checksums, write_checksums
 
 
 def _drop_page_cache() -> bool:

@@ -1,4 +1,4 @@
-"""Time the exact allocation solver (`optimum_layerwise.knapsack.cheapest_choice`) on instances of model size.
+"""Time the exact allocation solver (`optimum_layerwise.plan.knapsack.cheapest_choice`) on instances of model size.
 
     python docs/results/measure_knapsack_speed.py
 
@@ -9,7 +9,7 @@ items of 7 different sizes at 4 levels (per-module allocation of a 24-layer mode
 import random
 import time
 
-from optimum_layerwise.knapsack import cheapest_choice
+from optimum_layerwise.plan.knapsack import cheapest_choice
 
 
 def timed(sizes, costs, capacity) -> float:

@@ -12,8 +12,8 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from optimum_layerwise.allocation import importance_order
-from optimum_layerwise.demo_models import resolve_model
+from optimum_layerwise.plan.allocation import importance_order
+from optimum_layerwise.data.demo_models import resolve_model
 from optimum_layerwise.importance import compute_importance
 
 

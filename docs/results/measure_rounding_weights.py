@@ -21,14 +21,14 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from optimum_layerwise.atomic import atomic_write_text
-from optimum_layerwise.calibration import calibration_batches
-from optimum_layerwise.demo_models import resolve_model
+from optimum_layerwise.utils.atomic import atomic_write_text
+from optimum_layerwise.data.calibration import calibration_batches
+from optimum_layerwise.data.demo_models import resolve_model
 from optimum_layerwise.evaluation.perplexity import evaluation_windows
-from optimum_layerwise.layers import quantizable_linears
-from optimum_layerwise.modules import QuantoLinear
+from optimum_layerwise.model.layers import quantizable_linears
+from optimum_layerwise.quantize.modules import QuantoLinear
 from optimum_layerwise.plan import effective_group_size
-from optimum_layerwise.quality import score_windows
+from optimum_layerwise.model.perplexity import score_windows
 
 
 def mean_squared_inputs(model, linears: dict, batches) -> dict[str, torch.Tensor]:

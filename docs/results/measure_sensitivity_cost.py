@@ -11,8 +11,8 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from optimum_layerwise.calibration import calibration_batches
-from optimum_layerwise.demo_models import resolve_model
+from optimum_layerwise.data.calibration import calibration_batches
+from optimum_layerwise.data.demo_models import resolve_model
 from optimum_layerwise.importance.lim import lim_scores
 from optimum_layerwise.importance.sensitivity import measure_layer_costs
 

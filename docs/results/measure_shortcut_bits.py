@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from optimum_layerwise import LayerwiseQuantizationConfig, LayerwiseSlicingConfig
-from optimum_layerwise.demo_models import resolve_model
+from optimum_layerwise.data.demo_models import resolve_model
 from optimum_layerwise.evaluation.perplexity import perplexity
 
 

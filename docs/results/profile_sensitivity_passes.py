@@ -12,10 +12,10 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from optimum_layerwise.calibration import calibration_batches
-from optimum_layerwise.demo_models import resolve_model
+from optimum_layerwise.data.calibration import calibration_batches
+from optimum_layerwise.data.demo_models import resolve_model
 from optimum_layerwise.importance.sensitivity import measure_layer_costs
-from optimum_layerwise.swapping import LayerVersions
+from optimum_layerwise.quantize.swapping import LayerVersions
 
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

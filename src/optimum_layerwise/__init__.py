@@ -9,8 +9,9 @@ transformers; the public names below load their module on first use.
 
 from __future__ import annotations
 
-from .lazy_exports import lazy_attributes
-from .lazy_registration import register_with_transformers
+from .hf.lazy_registration import register_with_transformers
+from .utils.moved import install_aliases
+from .utils.lazy_exports import lazy_attributes
 
 
 __version__ = "0.1.0.dev0"
@@ -18,16 +19,17 @@ __version__ = "0.1.0.dev0"
 _PUBLIC = {
     "IMPORTANCE_METHODS": "importance",
     "compute_importance": "importance",
-    "QUANT_METHOD": "config",
-    "LayerwiseQuantizationConfig": "config",
-    "LayerwiseHfQuantizer": "hf_quantizer",
-    "LayerwiseSlicingConfig": "slicing.config",
-    "allocate_bits": "allocation",
-    "parse_memory": "units",
-    "register": "registration",
+    "QUANT_METHOD": "hf.config",
+    "LayerwiseQuantizationConfig": "hf.config",
+    "LayerwiseHfQuantizer": "hf.quantizer",
+    "LayerwiseSlicingConfig": "hf.slicing_config",
+    "allocate_bits": "plan.allocation",
+    "parse_memory": "utils.units",
+    "register": "hf.registration",
 }
 __all__ = sorted(_PUBLIC)
 __getattr__, __dir__ = lazy_attributes(__name__, _PUBLIC)
 
 
+install_aliases()
 register_with_transformers()

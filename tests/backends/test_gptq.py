@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM
 from conftest import build_tiny_tokenizer
 from optimum_layerwise import LayerwiseQuantizationConfig
 from optimum_layerwise.cli import read_checkpoint_summary
-from optimum_layerwise.layers import decoder_layers
+from optimum_layerwise.model.layers import decoder_layers
 
 
 pytestmark = pytest.mark.gptq
@@ -138,7 +138,7 @@ def test_gptq_beats_round_to_nearest_at_the_same_bit_map_on_the_demo_model():
     lower than quanto's round-to-nearest with the very same bit map."""
     from transformers import AutoTokenizer
 
-    from optimum_layerwise.demo_models import resolve_model
+    from optimum_layerwise.data.demo_models import resolve_model
     from optimum_layerwise.evaluation.perplexity import perplexity
 
     path = resolve_model("smollm2-135m")
@@ -213,7 +213,7 @@ def test_module_granular_checkpoint_round_trips_through_the_plugin_and_gptqmodel
 def test_costs_measured_with_gptq_itself_are_below_round_to_nearest(token_batches):
     """Calibrated on each layer's inputs, GPT-Q leaves less output error than rounding on its grid, at every level."""
     from conftest import build_tiny_model
-    from optimum_layerwise.calibration import calibration_batches
+    from optimum_layerwise.data.calibration import calibration_batches
     from optimum_layerwise.importance import measure_unit_costs
 
     model = build_tiny_model("llama")

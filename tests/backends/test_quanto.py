@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from optimum_layerwise.backends import get_backend
-from optimum_layerwise.modules import QuantoLinear
 from optimum_layerwise.plan import effective_group_size
+from optimum_layerwise.quantize.backends import get_backend
+from optimum_layerwise.quantize.modules import QuantoLinear
 
 
 BACKEND = get_backend("quanto")

@@ -72,8 +72,8 @@ def test_pruned_context_restores_the_model():
 
 
 def test_simulated_versions_give_the_packed_logits_and_bytes():
-    from optimum_layerwise.footprint import tensor_nbytes
-    from optimum_layerwise.swapping import LayerVersions
+    from optimum_layerwise.model.footprint import tensor_nbytes
+    from optimum_layerwise.quantize.swapping import LayerVersions
 
     model = build_tiny_model("llama")
     probe = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(0))

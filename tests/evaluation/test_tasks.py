@@ -177,7 +177,7 @@ def test_evaluate_an_mmlu_subset_on_a_tiny_model():
 def test_evaluate_piqa_on_the_demo_model():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from optimum_layerwise.demo_models import resolve_model
+    from optimum_layerwise.data.demo_models import resolve_model
 
     path = resolve_model("smollm2-135m")
     model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)

@@ -3,7 +3,7 @@ import torch
 
 from conftest import build_tiny_model
 from optimum_layerwise import compute_importance
-from optimum_layerwise.calibration import batch_windows
+from optimum_layerwise.data.calibration import batch_windows
 
 
 def make_identity(layer):

@@ -5,8 +5,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from optimum_layerwise import compute_importance
-from optimum_layerwise.calibration import token_windows
-from optimum_layerwise.demo_models import DEMO_MODEL, resolve_model
+from optimum_layerwise.data.calibration import token_windows
+from optimum_layerwise.data.demo_models import DEMO_MODEL, resolve_model
 
 
 @pytest.mark.slow

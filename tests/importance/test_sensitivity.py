@@ -3,14 +3,14 @@ import torch
 
 from conftest import build_tiny_model
 from optimum_layerwise import compute_importance
-from optimum_layerwise.allocation import allocate_bits_by_cost
-from optimum_layerwise.calibration import calibration_batches
+from optimum_layerwise.data.calibration import calibration_batches
 from optimum_layerwise.importance.sensitivity import (
     costs_to_scores,
     measure_layer_costs,
     measure_unit_costs,
     scoring_batches,
 )
+from optimum_layerwise.plan.allocation import allocate_bits_by_cost
 
 
 def make_fragile(layer):
@@ -50,7 +50,7 @@ def test_output_measure_matches_a_direct_computation(granularity, unit, members,
     with torch.no_grad():
         model.model(input_ids=token_batches[:2], use_cache=False)
     handle.remove()
-    from optimum_layerwise.swapping import LayerVersions
+    from optimum_layerwise.quantize.swapping import LayerVersions
 
     versions = LayerVersions(model, "quanto", 32)
     versions.put(1, 2, members)

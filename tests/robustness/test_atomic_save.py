@@ -14,8 +14,8 @@ import pytest
 from tamper import BITS_A, BITS_B, card_layer_bits, quantize, saved_layer_bits
 from transformers import AutoModelForCausalLM
 
-from optimum_layerwise.atomic import STAGING_MARK, atomic_folder
-from optimum_layerwise.checksums import CHECKSUMS_NAME, verify_checksums
+from optimum_layerwise.utils.atomic import STAGING_MARK, atomic_folder
+from optimum_layerwise.utils.checksums import CHECKSUMS_NAME, verify_checksums
 
 
 # A child process that quantizes the tiny model with BITS_B and saves it over `dest`, SIGKILLing itself at the
@@ -116,7 +116,7 @@ def test_an_exception_during_the_save_leaves_the_previous_checkpoint(tiny_checkp
     quantize(tiny_checkpoint).save_pretrained(dest)
     before = {path.name: path.read_bytes() for path in dest.iterdir()}
     model = quantize(tiny_checkpoint, layer_bits=BITS_B)
-    import optimum_layerwise.hub as hub
+    import optimum_layerwise.hf.hub as hub
 
     def interrupted(folder):
         raise KeyboardInterrupt  # Ctrl-C after the weights and the card are written

@@ -12,8 +12,8 @@ from tamper import edit_config, edit_header, edit_tensors, quantize
 from transformers import AutoModelForCausalLM
 
 from optimum_layerwise import LayerwiseQuantizationConfig
-from optimum_layerwise.checksums import CHECKSUMS_NAME, safetensors_header, verify_checksums
 from optimum_layerwise.cli import main
+from optimum_layerwise.utils.checksums import CHECKSUMS_NAME, safetensors_header, verify_checksums
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from optimum_layerwise import LayerwiseQuantizationConfig, compute_importance
-from optimum_layerwise.config import QUANT_METHOD
+from optimum_layerwise.hf.config import QUANT_METHOD
 
 
 def test_importance_as_a_mapping_is_read_by_layer(tiny_checkpoint):

@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from optimum_layerwise.slicing.ratios import MAX_LAYER_RATIO, dynamic_ratios, layer_width
+from optimum_layerwise.plan.slicing_ratios import MAX_LAYER_RATIO, dynamic_ratios, layer_width
 
 
 SCORES = [-0.95, -0.6, -0.7, -0.9, -0.3, -0.85]  # minus the cosine similarities: the fifth layer matters most

@@ -7,9 +7,9 @@ import torch
 from transformers import AutoModelForCausalLM, Qwen3Config
 
 from conftest import COMMON, build_tiny_model
-from optimum_layerwise.calibration import batch_windows
+from optimum_layerwise.data.calibration import batch_windows
+from optimum_layerwise.plan.slicing_plan import SlicingPlan
 from optimum_layerwise.slicing.architecture import check_sliceable
-from optimum_layerwise.slicing.plan import SlicingPlan
 from optimum_layerwise.slicing.rotation import rotate_and_slice
 
 

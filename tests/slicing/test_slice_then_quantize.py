@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM
 
 from conftest import build_tiny_model, build_tiny_tokenizer
 from optimum_layerwise import LayerwiseQuantizationConfig, LayerwiseSlicingConfig, parse_memory
-from optimum_layerwise.footprint import safetensors_tensor_bytes
+from optimum_layerwise.model.footprint import safetensors_tensor_bytes
 
 
 PROMPT = torch.tensor([[5, 17, 33, 60, 91, 12, 44]])

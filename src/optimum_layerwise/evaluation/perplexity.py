@@ -7,8 +7,8 @@ from typing import Any
 from torch import nn
 from transformers.utils import logging
 
-from ..calibration import adds_bos, token_sequences
-from ..quality import PerplexityResult, score_windows
+from ..data.calibration import adds_bos, token_sequences
+from ..model.perplexity import PerplexityResult, score_windows
 
 
 __all__ = ["PerplexityResult", "adds_bos", "evaluation_windows", "perplexity", "score_windows"]

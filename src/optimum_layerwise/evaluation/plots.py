@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-from ..plotting import pyplot
+from ..formats.heatmap import pyplot
 from .summary import summarize
 
 

@@ -23,12 +23,12 @@ from typing import Any
 from torch import nn
 from transformers.utils import logging
 
-from ..allocation import allocate_bits, importance_order
-from ..atomic import atomic_file, atomic_write_text
 from ..importance import compute_importance
-from ..layers import decoder_layers_path, set_submodule
-from ..plan import average_bits
-from ..swapping import LayerVersions
+from ..model.layers import decoder_layers_path, set_submodule
+from ..plan.allocation import allocate_bits, importance_order
+from ..plan.quantization_plan import average_bits
+from ..quantize.swapping import LayerVersions
+from ..utils.atomic import atomic_file, atomic_write_text
 from .perplexity import evaluation_windows, score_windows
 from .summary import memory_table
 

@@ -17,8 +17,7 @@ the full measured costs (see [`~optimum_layerwise.allocation.allocate_bits_by_co
 
 from __future__ import annotations
 
-from ..lazy_exports import lazy_attributes
-from .registry import (
+from ..plan.importance_methods import (
     IMPORTANCE_METHODS,
     ImportanceMethod,
     check_importance,
@@ -26,6 +25,7 @@ from .registry import (
     missing_data_message,
     needs_calibration_data,
 )
+from ..utils.lazy_exports import lazy_attributes
 
 
 # the scorers import torch: loaded on first use, so that the names above can be checked without it

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..calibration import CalibrationBatch
-from ..layers import decoder_layers
+from ..data.calibration import CalibrationBatch
+from ..model.layers import decoder_layers
+from ..model.walk import LayerCall, run_layer, walk_layers
 from ..slicing.layers import residual_path
-from ..walk import LayerCall, run_layer, walk_layers
 
 
 def lim_scores(model: nn.Module, batches: Sequence[CalibrationBatch]) -> list[float]:

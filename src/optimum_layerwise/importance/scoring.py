@@ -7,11 +7,11 @@ from typing import Any
 
 from torch import nn
 
-from ..calibration import CalibrationBatch, calibration_batches
-from ..layers import decoder_layers, vocab_size
+from ..data.calibration import CalibrationBatch, calibration_batches
+from ..model.layers import decoder_layers, vocab_size
+from ..plan.importance_methods import IMPORTANCE_METHODS, check_importance, importance_scores, missing_data_message
 from .baselines import depth_scores, random_scores
 from .lim import lim_scores
-from .registry import IMPORTANCE_METHODS, check_importance, importance_scores, missing_data_message
 from .sensitivity import costs_to_scores, measure_layer_costs
 from .zd import zd_scores
 

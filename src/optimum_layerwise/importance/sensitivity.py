@@ -31,12 +31,12 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
-from ..calibration import CalibrationBatch
-from ..layers import AllocationUnit, allocation_units
-from ..plan import check_granularity
-from ..sequential import calibrate_every_level, calibrated_versions
-from ..swapping import LayerVersions
-from ..walk import LayerCall, first_output, run_layer, walk_layers
+from ..data.calibration import CalibrationBatch
+from ..model.layers import AllocationUnit, allocation_units
+from ..model.walk import LayerCall, first_output, run_layer, walk_layers
+from ..plan.quantization_plan import check_granularity
+from ..quantize.sequential import calibrate_every_level, calibrated_versions
+from ..quantize.swapping import LayerVersions
 
 
 SENSITIVITY_MEASURES = ("output", "kl")

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ..layers import decoder_layers, linear_modules
-from ..offload import materialized
+from ..model.layers import decoder_layers, linear_modules
+from ..model.offload import materialized
 
 
 def _share_above_one_sigma(weights: list[torch.Tensor]) -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..layers import decoder_layers, decoder_layers_path, text_config
+from ..model.layers import decoder_layers, decoder_layers_path, text_config
 
 
 SLICEABLE_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")

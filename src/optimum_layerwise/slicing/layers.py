@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..layers import text_config
-from ..walk import first_output
+from ..model.layers import text_config
+from ..model.walk import first_output
+from ..plan.slicing_plan import SlicingPlan
 from .architecture import ATTENTION_WRITER, MLP_WRITER, NORM_READERS, final_norm
-from .plan import SlicingPlan
 
 
 class ShortcutResidualForward:

@@ -19,12 +19,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..calibration import CalibrationBatch
-from ..layers import decoder_layers
-from ..walk import LayerCall, first_output, run_layer, walk_layers
+from ..data.calibration import CalibrationBatch
+from ..model.layers import decoder_layers
+from ..model.walk import LayerCall, first_output, run_layer, walk_layers
+from ..plan.slicing_plan import SlicingPlan
 from .architecture import ATTENTION_WRITER, MLP_WRITER, NORM_READERS, final_norm, hidden_size
 from .layers import install_shortcuts, set_norm_width, untie_output_embeddings
-from .plan import SlicingPlan
 
 
 def _scale_inputs(linear: nn.Linear, scale: torch.Tensor) -> None:

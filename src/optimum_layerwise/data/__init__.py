@@ -1,0 +1,1 @@
+"""Calibration and evaluation data: named corpora, token windows, offline demo models."""

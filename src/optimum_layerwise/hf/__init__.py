@@ -1,0 +1,1 @@
+"""The transformers integration: config classes, HfQuantizers, loading, saving hooks, registration."""
