@@ -149,7 +149,7 @@ def write_calibration_text(folder: str, output: Path) -> tuple[int, int]:
     from transformers import AutoTokenizer
 
     from optimum_layerwise import LayerwiseQuantizationConfig
-    from optimum_layerwise.cli import DEFAULT_CALIBRATION
+    from optimum_layerwise.cli.arguments import DEFAULT_CALIBRATION
     from optimum_layerwise.data.calibration import token_windows
 
     config = LayerwiseQuantizationConfig(backend="gptq", dataset=DEFAULT_CALIBRATION)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from lm_eval._cli import HarnessCLI
 
-from optimum_layerwise.cli import build_parser
+from optimum_layerwise.cli.main import build_parser
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -102,7 +102,7 @@ def test_bad_granularity_requests_are_refused(arguments, message):
 
 
 def test_card_and_inspect_show_mean_bits(tiny_checkpoint, token_batches, tmp_path):
-    from optimum_layerwise.cli import format_layer_table
+    from optimum_layerwise.formats.tables import format_layer_table
 
     model = quantize(tiny_checkpoint, token_batches, granularity="module", target_bits=4.5)
     model.save_pretrained(tmp_path)

@@ -14,14 +14,8 @@ from transformers import AutoModelForCausalLM
 
 import optimum_layerwise  # noqa: F401  (registers "layerwise")
 from optimum_layerwise import LayerwiseQuantizationConfig
-from optimum_layerwise.formats.model_card import (
-    HEATMAP_NAME,
-    MARKER,
-    build_model_card,
-    hub_model_id,
-    set_eval_results,
-    write_model_card,
-)
+from optimum_layerwise.formats.card_record import MARKER, hub_model_id, set_eval_results
+from optimum_layerwise.formats.model_card import HEATMAP_NAME, build_model_card, write_model_card
 from optimum_layerwise.model.footprint import reference_nbytes, tensor_nbytes
 
 

@@ -12,7 +12,7 @@ import optimum_layerwise  # noqa: F401  (registers "layerwise")
 from conftest import build_tiny_model
 from optimum_layerwise import LayerwiseQuantizationConfig
 from optimum_layerwise.cli import main
-from optimum_layerwise.pipelines.quantize import quantize_model
+from optimum_layerwise.hf.compress import quantize_model
 
 
 def request() -> LayerwiseQuantizationConfig:
@@ -94,7 +94,7 @@ def test_the_loader_builds_each_module_from_its_plan_entry(tmp_path):
 def test_loading_reaches_neither_planning_nor_scoring():
     code = (
         "import sys, optimum_layerwise.hf.loading, optimum_layerwise.hf.config\n"
-        "heavy = ['planning', 'quantize', 'sequential', 'importance.scoring', 'importance.lim', 'evaluation']\n"
+        "heavy = ['pipelines', 'quantize.sequential', 'importance.scoring', 'importance.lim', 'evaluation']\n"
         "loaded = [name for name in heavy if 'optimum_layerwise.' + name in sys.modules]\n"
         "assert not loaded, loaded\n"
     )

@@ -5,7 +5,7 @@ from transformers import AutoModelForCausalLM
 
 from optimum_layerwise import LayerwiseQuantizationConfig
 from optimum_layerwise.data.calibration import split_windows
-from optimum_layerwise.model.perplexity import QualityCheck
+from optimum_layerwise.plan.quality import QualityCheck
 
 
 TEXT = "It was the best of times, it was the worst of times, it was the age of wisdom. " * 60

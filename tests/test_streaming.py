@@ -198,7 +198,7 @@ GPTQ_REQUEST = dict(backend="gptq", bits=(4, 2), group_size=32, importance="lim"
     ids=["quanto-imatrix", "gptq"],
 )
 def test_an_interrupted_quantization_resumes_to_the_same_checkpoint(settings, tiny_checkpoint, tmp_path):
-    from optimum_layerwise.pipelines.quantize import quantize_model
+    from optimum_layerwise.hf.compress import quantize_model
 
     uninterrupted = quantize_and_save(tiny_checkpoint, tmp_path / "uninterrupted", low_memory=True, **settings)
     work_dir = tmp_path / "work"

@@ -10,8 +10,8 @@ transformers; the public names below load their module on first use.
 from __future__ import annotations
 
 from .hf.lazy_registration import register_with_transformers
-from .utils.moved import install_aliases
 from .utils.lazy_exports import lazy_attributes
+from .utils.moved import install_aliases
 
 
 __version__ = "0.1.0.dev0"
@@ -25,6 +25,8 @@ _PUBLIC = {
     "LayerwiseSlicingConfig": "hf.slicing_config",
     "allocate_bits": "plan.allocation",
     "parse_memory": "utils.units",
+    "quantize_model": "hf.compress",
+    "slice_model": "hf.compress",
     "register": "hf.registration",
 }
 __all__ = sorted(_PUBLIC)

@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from conftest import build_tiny_tokenizer
 from optimum_layerwise import LayerwiseQuantizationConfig
-from optimum_layerwise.cli import read_checkpoint_summary
+from optimum_layerwise.formats.checkpoint_summary import read_checkpoint_summary
 from optimum_layerwise.model.layers import decoder_layers
 
 

@@ -26,7 +26,7 @@ from transformers.utils import logging
 from ..importance import compute_importance
 from ..model.layers import decoder_layers_path, set_submodule
 from ..plan.allocation import allocate_bits, importance_order
-from ..plan.quantization_plan import average_bits
+from ..plan.fields import average_bits
 from ..quantize.swapping import LayerVersions
 from ..utils.atomic import atomic_file, atomic_write_text
 from .perplexity import evaluation_windows, score_windows

@@ -36,27 +36,35 @@ placeholder card, unedited. The heatmap is written in any case.
 
 from __future__ import annotations
 
-import html
 import json
-import math
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import ModelCard
 from torch import nn
 from transformers.utils import logging
 
-from ..data.corpora import HUB_CORPORA, recorded_dataset_name
-from ..hf.config import LayerwiseQuantizationConfig, planned_config
-from ..hf.slicing_config import LayerwiseSlicingConfig
 from ..model.footprint import describe_size
 from ..plan.allocation import importance_order
-from ..plan.importance_methods import needs_calibration_data
-from ..plan.quantization_plan import BUDGET_NAMES
+from ..plan.saved_config import QUANT_METHOD, SLICING_METHOD, planned_config
 from ..utils.units import format_bits
+from .card_recipe import card_metadata, checkpoint_format_lines, recipe
+from .card_record import (
+    EVAL_RESULTS_ATTR,
+    LICENSE_ATTR,
+    LICENSE_NAME,
+    MARKER,
+    SAFE_TAG,
+    base_model_of,
+    check_eval_results,
+    escape_markdown,
+    format_value,
+    hub_model_id,
+    is_replaceable_card,
+)
 from .slicing_card import build_slicing_card, slicing_card_lines, slicing_card_metadata, width_table
 
 
@@ -64,19 +72,7 @@ logger = logging.get_logger(__name__)
 
 CARD_NAME = "README.md"
 HEATMAP_NAME = "layer_importance.png"
-EVAL_RESULTS_ATTR = "layerwise_eval_results"
-BASE_MODEL_ATTR = "layerwise_base_model"
-LICENSE_ATTR = "layerwise_license"
-_LICENSE = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")
 _FROM_MODEL: Any = object()  # default of `base_model=`: found from the model
-MARKER = "<!-- optimum-layerwise model card"
-_MARKER_DATA = re.compile(re.escape(MARKER) + r".*?data: (\{.*\}) -->")
-# Description in the placeholder card transformers writes on push (transformers.utils.hub.create_and_tag_model_card)
-_TRANSFORMERS_PLACEHOLDER = (
-    "This is the model card of a 🤗 transformers model that has been pushed on the Hub. This model card has been "
-    "automatically generated."
-)
-BASE_TAGS = ("optimum-layerwise", "layerwise-quantization")
 GRANULARITY_NAMES = {"layer": "decoder layer", "block": "block (attention, MLP)", "module": "Linear module"}
 PAPER = "https://arxiv.org/abs/2406.17415"
 REPOSITORY = "https://github.com/optimum-layerwise/optimum-layerwise"
@@ -84,147 +80,6 @@ REPOSITORY = "https://github.com/optimum-layerwise/optimum-layerwise"
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Facts gathered from the model
-
-
-def _checkpoint_format(config: LayerwiseQuantizationConfig) -> list[str]:
-    if config.backend == "gptq":
-        return [
-            'This is a standard GPT-Q checkpoint (`quant_method="gptq"`, `checkpoint_format="gptq"`): the decoder '
-            "layers below the top level are listed in `quantization_config.dynamic`, so GPTQModel, vLLM and SGLang "
-            "load it without optimum-layerwise. The exact plan (bits, group size and zero-points of every "
-            "quantized module) is in `quantization_config.layerwise.plan`.",
-        ]
-    return [
-        "The exact plan (bits, group size and zero-points of every quantized module) is also in `config.json` "
-        "(`quantization_config.plan`)."
-    ]
-
-
-def hub_model_id(name_or_path: str | os.PathLike | None) -> str | None:
-    """`name_or_path` if it looks like a Hub model id (`namespace/name`, not an existing local path), else `None`.
-
-    A bare name such as `"gpt2"` is left out too: it cannot be told apart from a relative folder that has moved.
-    """
-    if not name_or_path:
-        return None
-    name = os.fspath(name_or_path)
-    if name.count("/") != 1 or os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name):
-        return None
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return None
-    return name
-
-
-def check_eval_results(results: Mapping[str, Any] | None) -> dict[str, float | int | str]:
-    """Check evaluation results (`{name: number or text}`) and return them as a plain dict."""
-    if results is None:
-        return {}
-    if not isinstance(results, Mapping):
-        raise ValueError(
-            f"Evaluation results must be a dict such as {{'perplexity (kjv)': 41.2}}, got {type(results).__name__}."
-        )
-    checked = {}
-    for name, value in results.items():
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"Evaluation result names must be non-empty strings, got {name!r}.")
-        if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:  # a 0-d torch/numpy value
-            value = value.item()
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ValueError(f"Evaluation result {name!r} must be a number or a string, got {value!r}.")
-        checked[name] = value
-    return checked
-
-
-def set_eval_results(model: nn.Module, results: Mapping[str, Any], *, replace: bool = False) -> None:
-    """Record evaluation results of `model` for its model card, e.g. `{"perplexity (kjv)": 41.2, "piqa/acc": 0.7}`.
-
-    Same as assigning `model.layerwise_eval_results`, but the values are checked now and, unless `replace=True`,
-    merged into the results already recorded (for instance the ones read back from a saved card).
-    """
-    checked = check_eval_results(results)
-    current = {} if replace else check_eval_results(getattr(model, EVAL_RESULTS_ATTR, None))
-    setattr(model, EVAL_RESULTS_ATTR, {**current, **checked})
-
-
-def base_model_of(model: nn.Module) -> str | None:
-    """Hub id of the full-precision model `model` was quantized from, or `None` when unknown.
-
-    `model.layerwise_base_model` when set (by [`attach_model_card`] at load time, or by you), else
-    `model.name_or_path` when it looks like a Hub id.
-    """
-    if hasattr(model, BASE_MODEL_ATTR):
-        return getattr(model, BASE_MODEL_ATTR)
-    return hub_model_id(getattr(model, "name_or_path", None))
-
-
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
-_SAFE_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+:-]{0,63}")
-
-
-def escape_markdown(text: object) -> str:
-    """`text` as inert Markdown on one line: no HTML, links, emphasis, headings, code or table cells can come from it
-    (Markdown punctuation is backslash-escaped, `<`, `>` and `&` become HTML entities, line breaks become spaces)."""
-    one_line = " ".join(str(text).split())
-    return html.escape(_MARKDOWN_SPECIAL.sub(r"\\\1", one_line), quote=False)
-
-
-def _format_value(value: float | int | str) -> str:
-    if isinstance(value, float):
-        return repr(round(value, 4)) if math.isfinite(value) else str(value)
-    return escape_markdown(value)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# The card
-
-
-def _metadata(
-    config: LayerwiseQuantizationConfig, base_model: str | None, extra_tags: list[str], license: str | None
-) -> ModelCardData:
-    used = sorted({module.bits for module in config.plan.modules.values()}, reverse=True)
-    tags = [*BASE_TAGS, config.backend, *(f"{bits}-bit" for bits in used)]
-    tags += [tag for tag in extra_tags if tag not in tags and isinstance(tag, str) and _SAFE_TAG.fullmatch(tag)]
-    kwargs: dict[str, Any] = {"base_model": base_model, "base_model_relation": "quantized"} if base_model else {}
-    if isinstance(license, str) and _LICENSE.fullmatch(license):
-        kwargs["license"] = license
-    hub_dataset = HUB_CORPORA.get(config.dataset) if isinstance(config.dataset, str) else None
-    if hub_dataset is not None:  # offline corpora and local files have no Hub id
-        kwargs["datasets"] = [hub_dataset.path]
-    return ModelCardData(library_name="transformers", pipeline_tag="text-generation", tags=tags, **kwargs)
-
-
-def _recipe(config: LayerwiseQuantizationConfig) -> str:
-    """`LayerwiseQuantizationConfig(...)` call reproducing the plan's choices (the bit map itself is in the table)."""
-    plan, importance = config.plan, config.importance
-    arguments = [f"bits={tuple(config.bits)}", f"backend={config.backend!r}"]
-    if config.layer_bits is not None or plan.layer_scores is None:  # a bit map given by hand: nothing was scored
-        arguments.append(f"layer_bits={dict(plan.layer_bits)}")
-    else:
-        arguments += [f"{name}={plan.budget[name]!r}" for name in BUDGET_NAMES if name in plan.budget]
-        if not isinstance(importance, str):
-            arguments.append("importance=[...]  # your own scores, listed in the table above")
-        else:
-            arguments.append(f"importance={importance!r}")
-            if needs_calibration_data(importance):
-                dataset = recorded_dataset_name(config.dataset)
-                arguments.append(f"dataset={dataset!r}" if dataset else "dataset=...  # in-memory data, not recorded")
-                arguments += [f"num_samples={config.num_samples}", f"seq_len={config.seq_len}"]
-            if importance == "random":
-                arguments.append(f"seed={config.seed}")
-    arguments.append(f"group_size={config.group_size}")
-    if plan.granularity != "layer":
-        arguments.append(f"granularity={plan.granularity!r}")
-    if config.modules_to_not_convert:
-        arguments.append(f"modules_to_not_convert={config.modules_to_not_convert!r}")
-    lines = []
-    for argument in arguments:
-        code, _, comment = argument.partition("  # ")
-        lines.append(f"    {code},  # {comment}" if comment else f"    {code},")
-    return "LayerwiseQuantizationConfig(\n" + "\n".join(lines) + "\n)"
 
 
 def build_model_card(
@@ -254,8 +109,8 @@ def build_model_card(
         tags (`list[str]`, *optional*):
             Extra Hub tags (the model's `model_tags` are always added).
     """
-    config = planned_config(model, LayerwiseQuantizationConfig)
-    sliced = planned_config(model, LayerwiseSlicingConfig) if config is None else None
+    config = planned_config(model, QUANT_METHOD)
+    sliced = planned_config(model, SLICING_METHOD) if config is None else None
     if config is None and sliced is None:
         raise ValueError("The model is not layer-wise quantized or sliced: its quantization_config has no plan.")
     if eval_results is None:
@@ -282,11 +137,15 @@ def build_model_card(
         f"edits. data: {data} -->"
     )
     if sliced is not None:
-        lines = [marker, "", *slicing_card_lines(model, sliced, title=title, source=source, repo_id=repo_id)]
+        lines = [
+            marker,
+            "",
+            *slicing_card_lines(model, sliced.request, sliced.plan, title=title, source=source, repo_id=repo_id),
+        ]
         lines += _evaluation_lines(results)
-        tags = [tag for tag in extra_tags if isinstance(tag, str) and _SAFE_TAG.fullmatch(tag)]
+        tags = [tag for tag in extra_tags if isinstance(tag, str) and SAFE_TAG.fullmatch(tag)]
         license = getattr(model, LICENSE_ATTR, None)
-        license = license if isinstance(license, str) and _LICENSE.fullmatch(license) else None
+        license = license if isinstance(license, str) and LICENSE_NAME.fullmatch(license) else None
         return _checked(build_slicing_card(lines, slicing_card_metadata(base_model, tags, license)))
     plan = config.plan
     layer_bits, scores = plan.layer_bits, plan.layer_scores
@@ -339,7 +198,13 @@ def build_model_card(
     ]
     lines += _evaluation_lines(results)
     if config.slicing is not None:
-        lines += ["## Slicing", "", "The model was sliced before it was quantized.", "", *width_table(config.slicing)]
+        lines += [
+            "## Slicing",
+            "",
+            "The model was sliced before it was quantized.",
+            "",
+            *width_table(config.slicing.request, config.slicing.plan),
+        ]
     lines += ["## Bits per layer", ""]
     if plan.granularity != "layer":
         lines += [
@@ -371,13 +236,13 @@ def build_model_card(
         "```python",
         "from optimum_layerwise import LayerwiseQuantizationConfig",
         "",
-        _recipe(config),
+        recipe(config),
         "```",
         "",
-        *_checkpoint_format(config),
+        *checkpoint_format_lines(config),
         "",
     ]
-    metadata = _metadata(config, base_model, extra_tags, getattr(model, LICENSE_ATTR, None))
+    metadata = card_metadata(config, base_model, extra_tags, getattr(model, LICENSE_ATTR, None))
     return _checked(ModelCard(f"---\n{metadata.to_yaml()}\n---\n\n" + "\n".join(lines)))
 
 
@@ -385,7 +250,7 @@ def _evaluation_lines(results: Mapping[str, Any]) -> list[str]:
     if not results:
         return []
     lines = ["## Evaluation", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {_format_value(name)} | {_format_value(value)} |" for name, value in results.items()]
+    lines += [f"| {format_value(name)} | {format_value(value)} |" for name, value in results.items()]
     return [*lines, ""]
 
 
@@ -398,49 +263,11 @@ def _checked(card: ModelCard) -> ModelCard:
 
 def has_model_card(model: nn.Module) -> bool:
     """Whether `model` is layer-wise quantized or sliced, with its plan: its saves write a card."""
-    return any(
-        planned_config(model, kind) is not None for kind in (LayerwiseQuantizationConfig, LayerwiseSlicingConfig)
-    )
-
-
-def is_replaceable_card(text: str) -> bool:
-    """Whether a README.md may be replaced: generated by us, or transformers' placeholder card left unedited."""
-    if MARKER in text:
-        return True
-    if _TRANSFORMERS_PLACEHOLDER not in text:
-        return False
-    try:  # the placeholder's body is huggingface_hub's default template; any edit makes the card the user's
-        template = ModelCard.from_template(ModelCardData(), model_description=_TRANSFORMERS_PLACEHOLDER)
-        return ModelCard(text, ignore_metadata_errors=True).text == template.text
-    except Exception:  # no jinja2, broken YAML: not provably ours to replace
-        return False
-
-
-def read_card_data(text: str) -> dict[str, Any]:
-    """What a saved card tells about its model: `base_model` and `license` (from its metadata) and `eval_results`
-    (ours only)."""
-    found: dict[str, Any] = {}
-    try:
-        card = ModelCard(text, ignore_metadata_errors=True)
-    except Exception:  # a hand-written README with broken YAML: nothing to learn from it
-        return found
-    base_model = card.data.base_model
-    if isinstance(base_model, str) and hub_model_id(base_model):
-        found["base_model"] = base_model
-    license = card.data.license
-    if isinstance(license, str) and _LICENSE.fullmatch(license):
-        found["license"] = license
-    match = _MARKER_DATA.search(text)
-    if match:
-        try:
-            found["eval_results"] = check_eval_results(json.loads(match.group(1)).get("eval_results"))
-        except (ValueError, AttributeError):
-            pass
-    return found
+    return any(planned_config(model, method) is not None for method in (QUANT_METHOD, SLICING_METHOD))
 
 
 def _write_heatmap(model: nn.Module, folder: Path) -> Path | None:
-    config = planned_config(model, LayerwiseQuantizationConfig)
+    config = planned_config(model, QUANT_METHOD)
     if config is None or config.plan.layer_scores is None:
         return None
     from .heatmap import plot_importance
@@ -521,11 +348,11 @@ def build_export_card(model: nn.Module, format: str, loading: str) -> ModelCard:
         loading (`str`):
             Python code that loads the export (shown as is).
     """
-    config = planned_config(model, LayerwiseQuantizationConfig)
+    config = planned_config(model, QUANT_METHOD)
     if config is None:
         raise ValueError("The model is not layer-wise quantized: its quantization_config has no layer-wise plan.")
     base_model = base_model_of(model)
-    metadata = _metadata(config, base_model, [format], getattr(model, LICENSE_ATTR, None))
+    metadata = card_metadata(config, base_model, [format], getattr(model, LICENSE_ATTR, None))
     plan = config.plan
     title = f"{escape_markdown(base_model.split('/')[-1])}, layer-wise quantized" if base_model else "Layer-wise model"
     lines = [

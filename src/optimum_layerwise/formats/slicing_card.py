@@ -1,5 +1,5 @@
 """The parts of a model card that describe slicing: the card of a sliced model, and the width table that the card of
-a sliced-then-quantized model shows too. Rendered with the helpers of `optimum_layerwise.model_card`."""
+a sliced-then-quantized model shows too. Rendered with the helpers of `optimum_layerwise.formats.model_card`."""
 
 from __future__ import annotations
 
@@ -8,20 +8,20 @@ from typing import Any
 from huggingface_hub import ModelCard, ModelCardData
 from torch import nn
 
-from ..hf.slicing_config import LayerwiseSlicingConfig
+from ..plan.quality import SLICING_WORDING, QualityCheck
 from ..plan.slicing_plan import SlicingPlan
+from ..plan.slicing_request import SlicingRequest
 
 
 SLICING_TAGS = ("optimum-layerwise", "layerwise-slicing")
 
 
-def width_table(config: LayerwiseSlicingConfig) -> list[str]:
+def width_table(request: SlicingRequest, plan: SlicingPlan) -> list[str]:
     """Markdown lines: how the widths were chosen, then each decoder layer's score, ratio and width."""
-    plan: SlicingPlan = config.plan
-    importance = config.importance if isinstance(config.importance, str) else "custom scores"
+    importance = request.importance if isinstance(request.importance, str) else "custom scores"
     lines = [
         f"Residual stream of {plan.hidden_size} channels sliced to a mean sparsity of **{plan.sparsity:.3f}** "
-        f"(importance `{importance}`, slicing base {config.slicing_base():.3f}); "
+        f"(importance `{importance}`, slicing base {request.slicing_base():.3f}); "
         + (
             f"embeddings and head at {plan.widths[0]} and {plan.head_width} channels."
             if plan.embeddings_rotated
@@ -38,7 +38,13 @@ def width_table(config: LayerwiseSlicingConfig) -> list[str]:
 
 
 def slicing_card_lines(
-    model: nn.Module, config: LayerwiseSlicingConfig, *, title: str, source: str | None, repo_id: str | None
+    model: nn.Module,
+    request: SlicingRequest,
+    plan: SlicingPlan,
+    *,
+    title: str,
+    source: str | None,
+    repo_id: str | None,
 ) -> list[str]:
     """The body of a sliced model's card below its marker line."""
     architecture = (getattr(model.config, "architectures", None) or [type(model).__name__])[0]
@@ -54,7 +60,7 @@ def slicing_card_lines(
         f"Parameters: {parameters:,} (the shortcut matrices included). The tensors are plain floats of the sliced "
         "shapes; the widths are in `config.json` (`quantization_config.plan`).",
         "",
-        *quality_lines(config.plan.quality),
+        *quality_lines(plan.quality),
         "## Usage",
         "",
         "```python",
@@ -66,7 +72,7 @@ def slicing_card_lines(
         "",
         "## Widths per layer",
         "",
-        *width_table(config),
+        *width_table(request, plan),
     ]
 
 
@@ -74,10 +80,7 @@ def quality_lines(quality: dict | None) -> list[str]:
     """The held-out check made when the model was sliced, as Markdown lines (none when it was not measured)."""
     if quality is None:
         return []
-    from ..model.perplexity import QualityCheck
-    from ..pipelines.slice import QUALITY_WORDING
-
-    return [f"Held-out check when it was sliced: {QualityCheck.from_dict(quality).summary(*QUALITY_WORDING)}", ""]
+    return [f"Held-out check when it was sliced: {QualityCheck.from_dict(quality).summary(*SLICING_WORDING)}", ""]
 
 
 def slicing_card_metadata(base_model: str | None, tags: list[str], license: str | None) -> ModelCardData:

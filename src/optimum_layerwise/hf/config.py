@@ -1,112 +1,29 @@
-"""`LayerwiseQuantizationConfig`: what to quantize, how, and to which budget."""
+"""`LayerwiseQuantizationConfig`: the transformers config of a layer-wise quantization request and its plan."""
 
 from __future__ import annotations
 
-import copy
-import difflib
-import inspect
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
 from transformers.utils import logging
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
-from ..data.corpora import dataset_fingerprint, recorded_dataset_name
-from ..model.perplexity import QualityCheck
-from ..plan.allocation import check_budget, check_levels
-from ..plan.importance_methods import (
-    IMPORTANCE_METHODS,
-    check_importance,
-    importance_scores,
-    missing_data_message,
-    needs_calibration_data,
-)
-from ..plan.quantization_plan import (
-    BUDGET_NAMES,
-    QuantizationPlan,
-    check_granularity,
-    check_layer_bits,
-    check_layer_costs,
-    normalize_layer_bits,
-    normalize_layer_costs,
-    normalize_unit_costs,
-    upgrade_saved_config,
-)
-from ..quantize.backends import BACKEND_BITS, QuantizationBackend, get_backend
+from ..plan.quantization_plan import QuantizationPlan
+from ..plan.request import QuantizationRequest
+from ..plan.saved_config import QUANT_METHOD as QUANT_METHOD
+from ..plan.saved_config import layerwise_dict as layerwise_dict
+from ..plan.saved_format import upgrade_saved_config
+from ..quantize.backends import QuantizationBackend, backend_for
 from ..quantize.backends.gptq import gptq_group_size
-from ..quantize.modules import QUANTO_OPTIMIZERS
+from .request_config import RequestConfigMixin, reject_unknown_arguments, signature_arguments
+from .slicing_config import LayerwiseSlicingConfig
 
 
 logger = logging.get_logger(__name__)
 
-QUANT_METHOD = "layerwise"
 
-
-def default_num_samples(backend: str) -> int:
-    """Calibration windows used when `num_samples` is not given: few for scoring, many for GPT-Q's calibration."""
-    return 128 if backend == "gptq" else 8
-
-
-def default_optimizer(backend: str, dataset: Any) -> str:
-    """The quanto optimizer used when `optimizer` is not given: `"imatrix"` when there is calibration data (it gave
-    the lowest held-out perplexity at every budget measured in docs/frontier.md), else `"max"`; `"max"` (no option)
-    for other backends."""
-    return "imatrix" if backend == "quanto" and dataset is not None else "max"
-
-
-def check_calibration_settings(config: Any) -> None:
-    """Check the calibration settings shared by the layer-wise configs (`dataset`, `num_samples`, `seq_len`,
-    `quality_windows`, `seed`); raise a `ValueError` naming the parameter and what is allowed."""
-    for name in ("num_samples", "seq_len", "quality_windows"):
-        value = getattr(config, name)
-        minimum = 0 if name == "quality_windows" else 1
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            kind = "non-negative" if minimum == 0 else "positive"
-            raise ValueError(f"`{name}` must be a {kind} int, got {value!r}.")
-    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or not 0 <= config.seed < 2**63:
-        raise ValueError(f"`seed` must be an int in [0, 2**63), got {config.seed!r}.")
-    if config.dataset is not None and not isinstance(config.dataset, (str, list, tuple, torch.Tensor)):
-        raise ValueError(
-            f"`dataset` must be a list of texts, a list/tensor of token ids or a text file path, got "
-            f"{type(config.dataset).__name__}."
-        )
-
-
-def reject_unknown_arguments(kwargs: dict[str, Any], config_class: type, method: str, known: Sequence[str]) -> None:
-    """Refuse misspelled arguments of a config (`target_bit=2.0` would otherwise leave the default budget in place)
-    and a `quant_method` other than `method`."""
-    if kwargs.get("quant_method", method) != method:
-        raise ValueError(f"`quant_method` of a {config_class.__name__} is {method!r}, got {kwargs['quant_method']!r}.")
-    unknown = sorted(set(kwargs) - {"quant_method"})
-    if unknown:
-        name = unknown[0]
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f" Did you mean `{close[0]}`?" if close else f" Known arguments: {', '.join(sorted(known))}."
-        raise ValueError(
-            f"{config_class.__name__} got unknown argument{'s' if len(unknown) > 1 else ''} {unknown}.{hint}"
-        )
-
-
-def signature_arguments(function: Any) -> tuple[str, ...]:
-    """The keyword arguments of a config's `__init__`, and `quant_method`."""
-    names = inspect.signature(function).parameters
-    return (*(name for name in names if name not in ("self", "kwargs")), "quant_method")
-
-
-def layerwise_dict(quantization_config: Mapping[str, Any] | QuantizationConfigMixin | None) -> dict[str, Any] | None:
-    """The layer-wise settings and plan inside a model's `quantization_config` (an object or its saved dict, also the
-    standard GPT-Q form with its `"layerwise"` entry), or `None` when it is not a layer-wise config."""
-    if quantization_config is None:
-        return None
-    data = dict(quantization_config) if isinstance(quantization_config, Mapping) else quantization_config.to_dict()
-    if data.get("quant_method") == "gptq":
-        data = dict(data.get("layerwise") or {})
-    return data if data.get("quant_method") == QUANT_METHOD else None
-
-
-class LayerwiseQuantizationConfig(QuantizationConfigMixin):
+class LayerwiseQuantizationConfig(RequestConfigMixin, QuantizationConfigMixin):
     """Configuration of variable layer-wise quantization: important decoder layers get more bits.
 
     Pass it as `quantization_config=` to `AutoModelForCausalLM.from_pretrained` after `import optimum_layerwise`.
@@ -235,6 +152,8 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
     `"layerwise"`.
     """
 
+    request_type = QuantizationRequest
+
     def __init__(
         self,
         bits: Sequence[int] = (8, 4),
@@ -270,183 +189,38 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
     ):
         reject_unknown_arguments(kwargs, type(self), QUANT_METHOD, _ARGUMENTS)
         self.quant_method = QUANT_METHOD
-        self.backend = backend
-        self.bits = tuple(bits) if isinstance(bits, (list, tuple)) else bits
-        self.target_bits = target_bits
-        self.memory_budget = memory_budget
-        self.num_low_bit_layers = num_low_bit_layers
-        self.layer_bits = normalize_layer_bits(layer_bits) if layer_bits is not None else None
-        self.importance = importance if isinstance(importance, str) else importance_scores(importance)
-        self.dataset = dataset
-        self.dataset_sha256 = dataset_sha256 if dataset_sha256 is not None else dataset_fingerprint(dataset)
-        self.tokenizer = tokenizer
-        self.num_samples = num_samples if num_samples is not None else default_num_samples(backend)
-        self.seq_len = seq_len
-        self.group_size = group_size
-        self.modules_to_not_convert = modules_to_not_convert
-        self.seed = seed
-        self.layer_costs = normalize_layer_costs(layer_costs) if layer_costs is not None else None
-        self.sym = sym if sym is not None else backend == "gptq"
-        self.desc_act = desc_act
-        self.optimizer = optimizer if optimizer is not None else default_optimizer(backend, dataset)
-        self.calibrated_costs = calibrated_costs
-        self.quality_windows = quality_windows
-        self.unit_costs = normalize_unit_costs(unit_costs) if unit_costs is not None else None
-        self.granularity = granularity
+        self.slicing = _slicing_config(slicing)
+        self.set_request({**locals(), "slicing": self.slicing.request if self.slicing is not None else None})
         self.plan = QuantizationPlan.from_dict(plan) if isinstance(plan, Mapping) else plan
         self.verify = verify
-        self.low_memory = low_memory
-        self.work_dir = work_dir
-        self.slicing = _slicing_config(slicing)
-        self.quantize_shortcuts = quantize_shortcuts
         self.post_init()
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "slicing" and "request" in self.__dict__:  # the slicing config (with its plan) and its request
+            value = _slicing_config(value)
+            self.request = self.request.replace(slicing=value.request if value is not None else None)
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def post_init(self):
-        r"""Check every argument; raise a `ValueError` naming the parameter and what is allowed."""
-        if not isinstance(self.backend, str) or self.backend not in BACKEND_BITS:
-            raise ValueError(f"`backend` must be one of {sorted(BACKEND_BITS)}, got {self.backend!r}.")
-        supported = BACKEND_BITS[self.backend]
-        check_levels(self.bits)
-        unsupported = [b for b in self.bits if b not in supported]
-        if unsupported:
-            raise ValueError(f"`bits` {unsupported} not supported by backend={self.backend!r}; allowed: {supported}.")
-        check_budget(
-            self.bits,
-            target_bits=self.target_bits,
-            memory_budget=self.memory_budget,
-            num_low_bit_layers=self.num_low_bit_layers,
-            required=False,
-        )
-        given = self.requested_budget()
-        if self.layer_bits is not None and given:
-            raise ValueError(f"Give `layer_bits` or a budget ({', '.join(given)}), not both.")
-        check_importance(self.importance)
-        if self.layer_costs is not None:
-            check_layer_costs(self.layer_costs, self.bits)
-        if self.unit_costs is not None:
-            check_layer_costs(self.unit_costs, self.bits, parameter="unit_costs")
-        if self.plan is not None and not isinstance(self.plan, QuantizationPlan):
-            raise ValueError(f"`plan` must be a QuantizationPlan or its dict, got {type(self.plan).__name__}.")
-        if self.layer_bits is not None:
-            check_layer_bits(self.layer_bits, None, self.bits)
-        if self.plan is not None:
-            self.plan.check_levels(self.bits)
-        self._check_granularity()
-        if self.plan is not None and self.plan.quality is not None:
-            QualityCheck.from_dict(self.plan.quality)
-        check_calibration_settings(self)
+        r"""Check the plan and the loading options (the request checked itself); raise a `ValueError` naming the
+        parameter and what is allowed."""
+        self.request.check_plan(self.plan)
         if not isinstance(self.verify, bool):
             raise ValueError(f"`verify` must be True or False, got {self.verify!r}.")
-        if self.low_memory is not None and not isinstance(self.low_memory, bool):
-            raise ValueError(
-                f"`low_memory` must be True, False or None (decide from the memory), got {self.low_memory!r}."
-            )
-        if self.work_dir is not None and not isinstance(self.work_dir, (str, os.PathLike)):
-            raise ValueError(f"`work_dir` must be a folder path, got {type(self.work_dir).__name__}.")
-        if self.slicing is not None and self.backend != "quanto":
-            raise ValueError(
-                f"`slicing` is supported with backend='quanto' only, got backend={self.backend!r} (a sliced GPT-Q "
-                "checkpoint would not load in GPTQModel or vLLM)."
-            )
-        if not isinstance(self.quantize_shortcuts, bool):
-            raise ValueError(f"`quantize_shortcuts` must be True or False, got {self.quantize_shortcuts!r}.")
-        if self.quantize_shortcuts and self.slicing is None:
-            raise ValueError("`quantize_shortcuts=True` needs `slicing`: only a sliced model has shortcut matrices.")
-        if self.slicing is not None and self.low_memory:
-            raise ValueError("`slicing` rotates the whole model in memory: it cannot run with low_memory=True.")
-        if self.group_size is not None and (
-            isinstance(self.group_size, bool)
-            or not isinstance(self.group_size, int)
-            or self.group_size < 32
-            or self.group_size % 32
-        ):
-            raise ValueError(f"`group_size` must be a positive multiple of 32 or None, got {self.group_size!r}.")
-        if self.modules_to_not_convert is not None and (
-            not isinstance(self.modules_to_not_convert, (list, tuple))
-            or not all(isinstance(name, str) for name in self.modules_to_not_convert)
-        ):
-            raise ValueError(
-                f"`modules_to_not_convert` must be a list of module names, got {self.modules_to_not_convert!r}."
-            )
-        self._check_backend_options()
-
-    def _check_granularity(self) -> None:
-        check_granularity(self.granularity)
-        if self.granularity == "layer":
-            if self.unit_costs is not None:
-                raise ValueError("`unit_costs` are costs of blocks or modules: give granularity='block' or 'module'.")
-            return
-        method = IMPORTANCE_METHODS.get(self.importance) if isinstance(self.importance, str) else None
-        if method is None or method.measure is None:
-            measured = [name for name, method in IMPORTANCE_METHODS.items() if method.measure is not None]
-            raise ValueError(
-                f"granularity={self.granularity!r} allocates bits by the measured cost of each unit: `importance` "
-                f"must be one of {measured}, got {self.importance!r:.60}."
-            )
-        per_layer = [name for name in ("layer_bits", "layer_costs", "num_low_bit_layers") if getattr(self, name)]
-        if per_layer:
-            raise ValueError(
-                f"granularity={self.granularity!r} takes `target_bits` or `memory_budget`; {per_layer} describe "
-                "whole layers (use granularity='layer')."
-            )
-
-    def _check_backend_options(self) -> None:
-        for name in ("sym", "desc_act", "calibrated_costs"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
-        if self.backend != "gptq" and self.desc_act:
-            raise ValueError(f"`desc_act` is a GPT-Q option; backend={self.backend!r} does not take it.")
-        if self.optimizer not in QUANTO_OPTIMIZERS:
-            raise ValueError(f"`optimizer` must be one of {QUANTO_OPTIMIZERS}, got {self.optimizer!r:.40}.")
-        if self.backend != "quanto" and self.optimizer != "max":
-            raise ValueError(f"`optimizer` is an optimum-quanto option; backend={self.backend!r} does not take it.")
-        if self.sym and self.optimizer == "hqq":
-            raise ValueError("optimizer='hqq' refines an affine shift and has no symmetric form: pass sym=False.")
 
     def check_quantizable(self) -> None:
         """Raise a `ValueError` if this config cannot quantize a model (as opposed to loading a saved one)."""
-        needs_data = needs_calibration_data(self.importance)
-        measured = self.layer_costs is not None or self.unit_costs is not None
-        if needs_data and self.dataset is None and self.layer_bits is None and not measured:
-            raise ValueError(missing_data_message(self.importance))
-        if self.dataset is None and self.quantization_backend().requires_calibration:
-            how = f"backend={self.backend!r}"
-            how += f" with optimizer={self.optimizer!r}" if self.backend == "quanto" else ""
-            raise ValueError(
-                f"{how} quantizes each layer from calibration data: pass `dataset` (a corpus name such as "
-                "'shakespeare', a list of texts with `tokenizer`, token-id sequences or a text file path)."
-            )
-
-    def slicing_request(self) -> Any:
-        """The `slicing` config to run: a copy, with this config's calibration data and tokenizer where it has none."""
-        request = copy.copy(self.slicing)
-        if request.dataset is None:
-            request.dataset, request.dataset_sha256 = self.dataset, self.dataset_sha256
-        request.tokenizer = request.tokenizer if request.tokenizer is not None else self.tokenizer
-        return request
+        self.request.check_quantizable()
 
     def quantization_backend(self) -> QuantizationBackend:
         """The backend that packs the layers, with this config's options."""
-        options = {"sym": self.sym, "desc_act": self.desc_act} if self.backend == "gptq" else {}
-        options = {"optimizer": self.optimizer, "sym": self.sym} if self.backend == "quanto" else options
-        return get_backend(self.backend, **options)
-
-    def requested_budget(self) -> dict[str, Any]:
-        """The budget given, as `{name: value}` (empty when none of `target_bits`, `memory_budget` and
-        `num_low_bit_layers` is set)."""
-        return {name: getattr(self, name) for name in BUDGET_NAMES if getattr(self, name) is not None}
+        return backend_for(self.request)
 
     def budget(self) -> dict[str, Any]:
-        """The budget a quantization meets: the one given, else `target_bits` at the mean of the highest and lowest
-        level (half of the layers at the low level for two levels)."""
-        return self.requested_budget() or {"target_bits": (max(self.bits) + min(self.bits)) / 2}
-
-    def with_plan(self, plan: QuantizationPlan) -> LayerwiseQuantizationConfig:
-        """A copy of this config (same request, same tokenizer and calibration data) holding `plan`."""
-        result = copy.copy(self)
-        result.plan = plan
-        result.post_init()
-        return result
+        """The budget a quantization meets (see [`~optimum_layerwise.plan.request.QuantizationRequest.budget`])."""
+        return self.request.budget()
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], return_unused_kwargs: bool = False, **kwargs):
@@ -476,7 +250,13 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
 
         For `backend="gptq"`, a standard GPT-Q `quantization_config` holding this config under `"layerwise"`.
         """
-        layerwise = self._layerwise_dict()
+        layerwise = {
+            "quant_method": self.quant_method,
+            **self.request.to_dict(),
+            "plan": self.plan.to_dict() if self.plan is not None else None,
+        }
+        if self.slicing is not None:  # with its plan
+            layerwise["slicing"] = self.slicing.to_dict()
         if self.backend != "gptq":
             return layerwise
         return {
@@ -491,59 +271,14 @@ class LayerwiseQuantizationConfig(QuantizationConfigMixin):
             "layerwise": layerwise,
         }
 
-    def _layerwise_dict(self) -> dict[str, Any]:
-        return {
-            "quant_method": self.quant_method,
-            "backend": self.backend,
-            "bits": list(self.bits),
-            "target_bits": self.target_bits,
-            "memory_budget": self.memory_budget,
-            "num_low_bit_layers": self.num_low_bit_layers,
-            "layer_bits": {str(index): b for index, b in self.layer_bits.items()} if self.layer_bits else None,
-            "importance": self.importance,
-            "dataset": recorded_dataset_name(self.dataset),
-            "dataset_sha256": self.dataset_sha256,
-            "num_samples": self.num_samples,
-            "seq_len": self.seq_len,
-            "group_size": self.group_size,
-            "modules_to_not_convert": self.modules_to_not_convert,
-            "seed": self.seed,
-            "layer_costs": (
-                {str(i): {str(b): c for b, c in costs.items()} for i, costs in self.layer_costs.items()}
-                if self.layer_costs
-                else None
-            ),
-            **(
-                {"sym": self.sym, "desc_act": self.desc_act, "calibrated_costs": self.calibrated_costs}
-                if self.backend == "gptq"
-                else {}
-            ),
-            **({"optimizer": self.optimizer, "sym": self.sym} if self.backend == "quanto" else {}),
-            "quality_windows": self.quality_windows,
-            "unit_costs": (
-                {name: {str(b): c for b, c in costs.items()} for name, costs in self.unit_costs.items()}
-                if self.unit_costs
-                else None
-            ),
-            "granularity": self.granularity,
-            "plan": self.plan.to_dict() if self.plan is not None else None,
-            **(
-                {"slicing": self.slicing.to_dict(), "quantize_shortcuts": self.quantize_shortcuts}
-                if self.slicing is not None
-                else {}
-            ),
-        }
-
     def _gptq_dynamic(self) -> dict[str, dict[str, int]] | None:
         if self.plan is None or not self.plan.layers_path:
             return None
         return self.quantization_backend().dynamic_overrides(self.plan, self.bits[0])
 
 
-def _slicing_config(slicing: Any) -> Any:
+def _slicing_config(slicing: Any) -> LayerwiseSlicingConfig | None:
     """`slicing` as a `LayerwiseSlicingConfig` (also from its saved dict)."""
-    from .slicing_config import LayerwiseSlicingConfig
-
     if isinstance(slicing, Mapping):
         slicing = LayerwiseSlicingConfig.from_dict(dict(slicing))
     if slicing is not None and not isinstance(slicing, LayerwiseSlicingConfig):
@@ -552,10 +287,3 @@ def _slicing_config(slicing: Any) -> Any:
 
 
 _ARGUMENTS = signature_arguments(LayerwiseQuantizationConfig.__init__)
-
-
-def planned_config(model: Any, config_class: type) -> Any:
-    """`model.config.quantization_config` when it is a `config_class` holding a plan (the model was compressed or
-    loaded compressed by this package), else `None`."""
-    config = getattr(getattr(model, "config", None), "quantization_config", None)
-    return config if isinstance(config, config_class) and config.plan is not None else None

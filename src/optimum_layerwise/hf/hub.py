@@ -21,18 +21,8 @@ from torch import nn
 from transformers.utils import logging
 
 from ..data.demo_models import demo_model_in
-from ..formats.model_card import (
-    BASE_MODEL_ATTR,
-    CARD_NAME,
-    EVAL_RESULTS_ATTR,
-    HEATMAP_NAME,
-    LICENSE_ATTR,
-    build_model_card,
-    has_model_card,
-    hub_model_id,
-    read_card_data,
-    write_model_card,
-)
+from ..formats.card_record import BASE_MODEL_ATTR, EVAL_RESULTS_ATTR, LICENSE_ATTR, hub_model_id, read_card_data
+from ..formats.model_card import CARD_NAME, HEATMAP_NAME, build_model_card, has_model_card, write_model_card
 from ..utils.atomic import atomic_folder
 from ..utils.checksums import CHECKSUMS_NAME, write_checksums
 

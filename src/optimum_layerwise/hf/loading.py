@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 from ..model.layers import decoder_layers, decoder_layers_path, linear_shapes, quantizable_linears, set_submodule
-from ..plan.quantization_plan import QuantizationPlan, check_layer_bits, resolve_modules
+from ..plan.fields import check_layer_bits
+from ..plan.quantization_plan import QuantizationPlan
+from ..quantize.backends.base import resolve_modules
 from .config import LayerwiseQuantizationConfig
 
 

@@ -10,12 +10,12 @@ from transformers.utils import logging
 from ..model.footprint import tensor_nbytes
 from ..model.layers import decoder_layers
 from ..model.offload import materialized
-from ..model.perplexity import QualityCheck
 from ..model.streaming import choose_low_memory, streaming_device_map
-from ..pipelines.quantize import quantize_model
-from ..pipelines.slice import SHORTCUTS, slice_then_quantize
+from ..pipelines.slice import SHORTCUTS
+from ..plan.quality import QualityCheck
 from ..slicing.architecture import check_sliceable
 from ..slicing.layers import rebuild_sliced_shapes
+from .compress import quantize_model, slice_then_quantize
 from .lazy_registration import register_deferred
 from .loading import (
     adopt_saved_float_dtypes,
@@ -101,7 +101,7 @@ class LayerwiseHfQuantizer(HfQuantizer):
                 self.quantization_config = quantize_model(
                     model, self.quantization_config, skip=self._skip(model), low_memory=self._low_memory
                 )
-        from ..formats.model_card import set_eval_results
+        from ..formats.card_record import set_eval_results
         from .hub import attach_model_card  # save_pretrained/push_to_hub also write the card
 
         attach_model_card(model, pre_quantized=self.pre_quantized)

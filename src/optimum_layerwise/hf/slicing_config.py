@@ -1,25 +1,20 @@
-"""`LayerwiseSlicingConfig`: how much of the residual stream to slice away, and how the layers share it."""
+"""`LayerwiseSlicingConfig`: the transformers config of a layer-wise slicing request and its plan."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
-from ..data.corpora import dataset_fingerprint, recorded_dataset_name
-from ..plan.importance_methods import check_importance, importance_scores
+from ..plan.saved_config import SLICING_METHOD
 from ..plan.slicing_plan import SlicingPlan
-from ..plan.slicing_ratios import MAX_LAYER_RATIO
-from .config import check_calibration_settings, reject_unknown_arguments, signature_arguments
+from ..plan.slicing_request import CONSTANT as CONSTANT
+from ..plan.slicing_request import SlicingRequest
+from .request_config import RequestConfigMixin, reject_unknown_arguments, signature_arguments
 
 
-SLICING_METHOD = "layerwise_slicing"
-CONSTANT = "constant"
-
-
-class LayerwiseSlicingConfig(QuantizationConfigMixin):
+class LayerwiseSlicingConfig(RequestConfigMixin, QuantizationConfigMixin):
     """Configuration of dynamic layer-wise slicing: SliceGPT's rotation, with each decoder layer sliced by its own
     ratio, more redundant layers more (DynamicSlicing), so that the mean ratio is `sparsity`.
 
@@ -63,6 +58,8 @@ class LayerwiseSlicingConfig(QuantizationConfigMixin):
             Set on the config a slicing returns (and read from `config.json` on loading); not an input.
     """
 
+    request_type = SlicingRequest
+
     def __init__(
         self,
         sparsity: float = 0.25,
@@ -81,76 +78,26 @@ class LayerwiseSlicingConfig(QuantizationConfigMixin):
     ):
         reject_unknown_arguments(kwargs, type(self), SLICING_METHOD, _ARGUMENTS)
         self.quant_method = SLICING_METHOD
-        self.sparsity = sparsity
-        self.importance = importance if isinstance(importance, str) else importance_scores(importance)
-        self.base = base
-        self.dataset = dataset
-        self.dataset_sha256 = dataset_sha256 if dataset_sha256 is not None else dataset_fingerprint(dataset)
-        self.tokenizer = tokenizer
-        self.num_samples = num_samples
-        self.seq_len = seq_len
-        self.seed = seed
-        self.quality_windows = quality_windows
-        self.round_to = round_to
+        self.set_request(locals())
         self.plan = SlicingPlan.from_dict(plan) if isinstance(plan, Mapping) else plan
         self.post_init()
 
     def post_init(self):
-        r"""Check every argument; raise a `ValueError` naming the parameter and what is allowed."""
-        if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, (int, float)):
-            raise ValueError(f"`sparsity` must be a number in [0, {MAX_LAYER_RATIO}], got {self.sparsity!r}.")
-        if not 0 <= self.sparsity <= MAX_LAYER_RATIO:
-            raise ValueError(f"`sparsity` must be in [0, {MAX_LAYER_RATIO}], got {self.sparsity}.")
-        if self.importance != CONSTANT:
-            check_importance(self.importance)
-        if self.base is not None and (
-            isinstance(self.base, bool)
-            or not isinstance(self.base, (int, float))
-            or not 0 <= self.base <= self.sparsity
-        ):
-            raise ValueError(f"`base` must be a number in [0, sparsity={self.sparsity}], got {self.base!r}.")
-        if isinstance(self.round_to, bool) or not isinstance(self.round_to, int) or self.round_to < 1:
-            raise ValueError(f"`round_to` must be a positive int, got {self.round_to!r}.")
-        check_calibration_settings(self)
+        r"""Check the plan (the request checked itself); raise a `ValueError` naming what is wrong."""
         if self.plan is not None and not isinstance(self.plan, SlicingPlan):
             raise ValueError(f"`plan` must be a SlicingPlan or its dict, got {type(self.plan).__name__}.")
 
     def slicing_base(self) -> float:
         """The ratio of the most important layer: `base`, else `sparsity / 2`."""
-        return self.sparsity / 2 if self.base is None else self.base
+        return self.request.slicing_base()
 
     def check_sliceable_request(self) -> None:
         """Raise a `ValueError` if this config cannot slice a model (as opposed to loading a sliced one)."""
-        if self.dataset is None:
-            raise ValueError(
-                "Slicing rotates the residual stream by the principal axes of its hidden states on calibration data: "
-                "pass `dataset` (a corpus name such as 'shakespeare', a list of texts with `tokenizer`, token-id "
-                "sequences or a text file path)."
-            )
-
-    def with_plan(self, plan: SlicingPlan) -> LayerwiseSlicingConfig:
-        """A copy of this config (same request, same tokenizer and calibration data) holding `plan`."""
-        result = copy.copy(self)
-        result.plan = plan
-        result.post_init()
-        return result
+        self.request.check_sliceable_request()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of the config (the tokenizer and in-memory calibration data are left out)."""
-        return {
-            "quant_method": self.quant_method,
-            "sparsity": self.sparsity,
-            "importance": self.importance,
-            "base": self.base,
-            "dataset": recorded_dataset_name(self.dataset),
-            "dataset_sha256": self.dataset_sha256,
-            "num_samples": self.num_samples,
-            "seq_len": self.seq_len,
-            "seed": self.seed,
-            "quality_windows": self.quality_windows,
-            "round_to": self.round_to,
-            "plan": self.plan.to_dict() if self.plan is not None else None,
-        }
+        return {**self.request.to_dict(), "plan": self.plan.to_dict() if self.plan is not None else None}
 
 
 _ARGUMENTS = signature_arguments(LayerwiseSlicingConfig.__init__)

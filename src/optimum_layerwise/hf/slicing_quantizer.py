@@ -6,9 +6,9 @@ from __future__ import annotations
 from transformers.quantizers.base import HfQuantizer
 
 from ..model.layers import decoder_layers
-from ..pipelines.slice import slice_model
 from ..slicing.architecture import check_sliceable
 from ..slicing.layers import rebuild_sliced_shapes
+from .compress import slice_model
 from .lazy_registration import register_deferred
 
 

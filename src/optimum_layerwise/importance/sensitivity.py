@@ -34,7 +34,7 @@ from transformers.utils import logging
 from ..data.calibration import CalibrationBatch
 from ..model.layers import AllocationUnit, allocation_units
 from ..model.walk import LayerCall, first_output, run_layer, walk_layers
-from ..plan.quantization_plan import check_granularity
+from ..plan.fields import check_granularity
 from ..quantize.sequential import calibrate_every_level, calibrated_versions
 from ..quantize.swapping import LayerVersions
 

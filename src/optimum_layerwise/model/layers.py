@@ -65,8 +65,18 @@ def is_skipped(name: str, skip: Iterable[str]) -> bool:
     return any(pattern == name or pattern in parts or name.endswith("." + pattern) for pattern in skip)
 
 
+def is_float_linear(module: nn.Module) -> bool:
+    """Whether `module` is a full-precision `nn.Linear`: one whose `weight` is an `(out, in)` float matrix.
+
+    Packed modules may subclass `nn.Linear` so that stock tools (PEFT) adapt them; they declare `is_packed = True`
+    (as [`~optimum_layerwise.quantize.modules.QuantoLinear`] does) and are not float Linears to quantize, score or
+    slice.
+    """
+    return isinstance(module, nn.Linear) and not getattr(module, "is_packed", False)
+
+
 def linear_modules(layer: nn.Module, skip: Iterable[str] = (), prefix: str = "") -> dict[str, nn.Linear]:
-    """The `nn.Linear` modules of one decoder layer, by name relative to the layer.
+    """The full-precision `nn.Linear` modules of one decoder layer ([`is_float_linear`]), by name relative to the layer.
 
     Args:
         layer (`nn.Module`):
@@ -84,7 +94,7 @@ def linear_modules(layer: nn.Module, skip: Iterable[str] = (), prefix: str = "")
     return {
         name: module
         for name, module in layer.named_modules()
-        if isinstance(module, nn.Linear) and not is_skipped(f"{prefix}.{name}" if prefix else name, skip)
+        if is_float_linear(module) and not is_skipped(f"{prefix}.{name}" if prefix else name, skip)
     }
 
 
@@ -120,7 +130,7 @@ def quantizable_linears(
 
 def linear_shapes(model: nn.Module, skip: Iterable[str]) -> list[tuple[int, str, int]]:
     """`(layer_index, full_module_name, in_features)` of every Linear to quantize, as
-    [`~optimum_layerwise.plan.resolve_modules`] takes them."""
+    [`~optimum_layerwise.quantize.backends.base.resolve_modules`] takes them."""
     path = decoder_layers_path(model)
     return [
         (index, f"{path}.{index}.{name}", linear.in_features)

@@ -12,14 +12,16 @@ from torch import nn
 from transformers.utils import logging
 
 from ..data.calibration import CalibrationBatch
-from ..hf.config import LayerwiseQuantizationConfig
 from ..importance import IMPORTANCE_METHODS, measure_layer_costs, measure_unit_costs, score_layers
 from ..importance.sensitivity import costs_to_scores
 from ..model.footprint import tensor_nbytes
 from ..model.layers import allocation_units, decoder_layers, decoder_layers_path, linear_shapes, quantizable_linears
 from ..plan.allocation import allocate_bits, allocate_bits_by_cost
-from ..plan.quantization_plan import QuantizationPlan, check_layer_bits, resolve_modules
+from ..plan.fields import check_layer_bits
+from ..plan.quantization_plan import QuantizationPlan
+from ..plan.request import QuantizationRequest
 from ..quantize.backends import QuantizationBackend
+from ..quantize.backends.base import resolve_modules
 from ..utils.units import parse_memory
 
 
@@ -58,7 +60,7 @@ def _packed_nbytes(
 
 def _unit_plan(
     model: nn.Module,
-    config: LayerwiseQuantizationConfig,
+    request: QuantizationRequest,
     backend: QuantizationBackend,
     skip: Sequence[str],
     batches: Sequence[CalibrationBatch],
@@ -67,35 +69,35 @@ def _unit_plan(
     """The plan at `"block"` or `"module"` granularity: the cost of every unit at every level is measured, and the
     cheapest choice of one level per unit within the budget is found exactly."""
     path = decoder_layers_path(model)
-    units = allocation_units(model, skip, config.granularity)
+    units = allocation_units(model, skip, request.granularity)
     linears = [[model.get_submodule(f"{path}.{unit.layer}.{name}") for name in unit.members] for unit in units]
     num_weights = [sum(linear.weight.numel() for linear in members) for members in linears]
     sizes = [
-        {bits: _packed_nbytes(members, bits, backend, config.group_size) for bits in config.bits}
+        {bits: _packed_nbytes(members, bits, backend, request.group_size) for bits in request.bits}
         for members in linears
     ]
     unquantized = sum(
         linear.weight.numel() * linear.weight.element_size() for members in linears for linear in members
     )
-    costs = config.unit_costs or measure_unit_costs(
+    costs = request.unit_costs or measure_unit_costs(
         model,
         batches,
-        config.bits,
-        granularity=config.granularity,
-        measure=IMPORTANCE_METHODS[config.importance].measure,
+        request.bits,
+        granularity=request.granularity,
+        measure=IMPORTANCE_METHODS[request.importance].measure,
         backend=backend,
-        group_size=config.group_size,
+        group_size=request.group_size,
         skip=skip,
-        calibrated=config.calibrated_costs,
+        calibrated=request.calibrated_costs,
     )
     if set(costs) != {unit.name for unit in units}:
         raise ValueError(
             f"`unit_costs` names {len(costs)} units but the model has {len(units)} at granularity="
-            f"{config.granularity!r} (e.g. {units[0].name!r}): measure them on this model."
+            f"{request.granularity!r} (e.g. {units[0].name!r}): measure them on this model."
         )
     choice = allocate_bits_by_cost(
         {position: costs[unit.name] for position, unit in enumerate(units)},
-        config.bits,
+        request.bits,
         **budget,
         layer_sizes=sizes,
         fixed_bytes=tensor_nbytes(model) - unquantized,
@@ -105,7 +107,7 @@ def _unit_plan(
     for position, (unit, members) in enumerate(zip(units, linears)):
         bits = choice[position]
         for name, linear in zip(unit.members, members):
-            modules[f"{path}.{unit.layer}.{name}"] = backend.module_plan(linear.in_features, bits, config.group_size)
+            modules[f"{path}.{unit.layer}.{name}"] = backend.module_plan(linear.in_features, bits, request.group_size)
         weighted_bits[unit.layer] = weighted_bits.get(unit.layer, 0) + bits * num_weights[position]
         layer_weights[unit.layer] = layer_weights.get(unit.layer, 0) + num_weights[position]
         scores[unit.layer] = scores.get(unit.layer, 0.0) + max(costs[unit.name].values())
@@ -115,61 +117,61 @@ def _unit_plan(
         modules=modules,
         layer_scores=[scores[index] for index in sorted(scores)],
         budget=budget,
-        granularity=config.granularity,
+        granularity=request.granularity,
         unit_costs=costs,
     )
 
 
 def _allocate(
     model: nn.Module,
-    config: LayerwiseQuantizationConfig,
+    request: QuantizationRequest,
     backend: QuantizationBackend,
     skip: Sequence[str],
     batches: Sequence[CalibrationBatch],
     budget: dict,
 ) -> tuple[dict[int, int], list[float], dict | None]:
     """Scores and bit map under `budget`; costs too when bits are allocated by measured cost."""
-    sizes, fixed = layer_sizes(model, config.bits, backend, config.group_size, skip)
+    sizes, fixed = layer_sizes(model, request.bits, backend, request.group_size, skip)
     if "memory_budget" in budget:
-        largest = fixed + sum(size[max(config.bits)] for size in sizes)
+        largest = fixed + sum(size[max(request.bits)] for size in sizes)
         if parse_memory(budget["memory_budget"]) >= largest:
-            logger.warning(f"memory_budget={budget['memory_budget']} fits every layer at {max(config.bits)} bits.")
+            logger.warning(f"memory_budget={budget['memory_budget']} fits every layer at {max(request.bits)} bits.")
     allocation = {**budget, "layer_sizes": sizes, "fixed_bytes": fixed}
-    method = IMPORTANCE_METHODS.get(config.importance) if isinstance(config.importance, str) else None
-    costs = config.layer_costs
+    method = IMPORTANCE_METHODS.get(request.importance) if isinstance(request.importance, str) else None
+    costs = request.layer_costs
     if costs is None and method is not None and method.measure is not None:
         costs = measure_layer_costs(
             model,
             batches,
-            config.bits,
+            request.bits,
             measure=method.measure,
             backend=backend,
-            group_size=config.group_size,
+            group_size=request.group_size,
             skip=skip,
-            calibrated=config.calibrated_costs,
+            calibrated=request.calibrated_costs,
         )
     if costs is not None:
         if len(costs) != len(sizes):
             raise ValueError(
                 f"`layer_costs` covers {len(costs)} layers but the model has {len(sizes)} decoder layers."
             )
-        return allocate_bits_by_cost(costs, config.bits, **allocation), costs_to_scores(costs), costs
+        return allocate_bits_by_cost(costs, request.bits, **allocation), costs_to_scores(costs), costs
     scores = score_layers(
         model,
-        config.importance,
+        request.importance,
         batches,
-        seed=config.seed,
+        seed=request.seed,
         skip=skip,
-        bits=config.bits,
-        backend=config.backend,
-        group_size=config.group_size,
+        bits=request.bits,
+        backend=request.backend,
+        group_size=request.group_size,
     )
-    return allocate_bits(scores, config.bits, **allocation), scores, None
+    return allocate_bits(scores, request.bits, **allocation), scores, None
 
 
-def _budget(config: LayerwiseQuantizationConfig) -> dict:
-    budget = config.budget()
-    if budget != config.requested_budget():
+def _budget(request: QuantizationRequest) -> dict:
+    budget = request.budget()
+    if budget != request.requested_budget():
         name, value = next(iter(budget.items()))
         logger.info(f"No budget given: using {name}={value} (mean of the highest and lowest level).")
     return budget
@@ -177,18 +179,18 @@ def _budget(config: LayerwiseQuantizationConfig) -> dict:
 
 def make_plan(
     model: nn.Module,
-    config: LayerwiseQuantizationConfig,
+    request: QuantizationRequest,
     backend: QuantizationBackend,
     skip: Sequence[str],
     batches: Sequence[CalibrationBatch] = (),
 ) -> QuantizationPlan:
-    """The plan for quantizing `model` as `config` asks: its explicit `layer_bits`, or scores and an allocation
-    within its budget (see [`LayerwiseQuantizationConfig.budget`]).
+    """The plan for quantizing `model` as `request` asks: its explicit `layer_bits`, or scores and an allocation
+    within its budget (see [`QuantizationRequest.budget`]).
 
     Args:
         model (`PreTrainedModel`):
             The full-precision model.
-        config ([`LayerwiseQuantizationConfig`]):
+        request ([`QuantizationRequest`]):
             The request; not modified.
         backend ([`~optimum_layerwise.backends.QuantizationBackend`]):
             The backend that will pack the modules.
@@ -198,18 +200,18 @@ def make_plan(
             Calibration batches for the data-driven importance methods (shared with GPT-Q's calibration).
     """
     num_layers = len(decoder_layers(model))
-    if config.granularity != "layer":
-        return _unit_plan(model, config, backend, skip, batches, _budget(config))
-    if config.layer_bits is not None:
-        check_layer_bits(config.layer_bits, num_layers, config.bits)
-        layer_bits, scores, costs, budget = dict(config.layer_bits), None, None, {}
+    if request.granularity != "layer":
+        return _unit_plan(model, request, backend, skip, batches, _budget(request))
+    if request.layer_bits is not None:
+        check_layer_bits(request.layer_bits, num_layers, request.bits)
+        layer_bits, scores, costs, budget = dict(request.layer_bits), None, None, {}
     else:
-        budget = _budget(config)
-        layer_bits, scores, costs = _allocate(model, config, backend, skip, batches, budget)
+        budget = _budget(request)
+        layer_bits, scores, costs = _allocate(model, request, backend, skip, batches, budget)
     return QuantizationPlan(
         layers_path=decoder_layers_path(model),
         layer_bits=layer_bits,
-        modules=resolve_modules(linear_shapes(model, skip), layer_bits, backend, config.group_size),
+        modules=resolve_modules(linear_shapes(model, skip), layer_bits, backend, request.group_size),
         layer_scores=scores,
         layer_costs=costs,
         budget=budget,

@@ -14,7 +14,6 @@ from torch import nn
 from transformers.utils import logging
 
 from ..data.calibration import CalibrationBatch, calibration_batches, split_windows
-from ..hf.config import LayerwiseQuantizationConfig
 from ..model.layers import (
     decoder_layers,
     decoder_layers_path,
@@ -24,52 +23,52 @@ from ..model.layers import (
     vocab_size,
 )
 from ..model.offload import PackedLayerStore, materialized, return_memory_after_each_layer
-from ..model.perplexity import check_held_out, prepare_windows, score_windows
+from ..model.perplexity import prepare_windows, score_windows
 from ..plan.quantization_plan import QuantizationPlan
-from ..quantize.backends import QuantizationBackend
+from ..plan.request import QuantizationRequest
+from ..quantize.backends import QuantizationBackend, backend_for
 from ..quantize.sequential import quantize_sequentially
 from ..utils.system_memory import peak_resident_bytes
 from ..utils.units import format_bytes
 from .planning import make_plan
+from .quality_check import check_held_out
 
 
 logger = logging.get_logger(__name__)
 
 
-def calibration_split(
-    model: nn.Module, config: LayerwiseQuantizationConfig
-) -> tuple[list[list[int]], list[list[int]]]:
-    """`config`'s calibration data, tokenized once and checked against `model`'s vocabulary: the calibration windows
+def calibration_split(model: nn.Module, request: QuantizationRequest) -> tuple[list[list[int]], list[list[int]]]:
+    """`request`'s calibration data, tokenized once and checked against `model`'s vocabulary: the calibration windows
     and the held-out windows of the quality check (both empty without data; no held-out ones with
     `quality_windows=0`)."""
-    if config.dataset is None:
+    if request.dataset is None:
         return [], []
     return split_windows(
-        config.dataset,
-        config.tokenizer,
-        num_samples=config.num_samples,
-        seq_len=config.seq_len,
-        seed=config.seed,
+        request.dataset,
+        request.tokenizer,
+        num_samples=request.num_samples,
+        seq_len=request.seq_len,
+        seed=request.seed,
         vocab_size=vocab_size(model),
-        held_out=config.quality_windows,
+        held_out=request.quality_windows,
     )
 
 
-def _batches(windows: list[list[int]], config: LayerwiseQuantizationConfig) -> list[CalibrationBatch]:
+def _batches(windows: list[list[int]], request: QuantizationRequest) -> list[CalibrationBatch]:
     """The calibration windows as padded batches, built once and shared by scoring and GPT-Q's calibration."""
     if not windows:
         return []
-    return calibration_batches(windows, config.tokenizer, num_samples=len(windows), seq_len=config.seq_len)
+    return calibration_batches(windows, request.tokenizer, num_samples=len(windows), seq_len=request.seq_len)
 
 
-def _why_no_quality(config: LayerwiseQuantizationConfig) -> str:
-    if config.quality_windows == 0:
+def _why_no_quality(request: QuantizationRequest) -> str:
+    if request.quality_windows == 0:
         return "quality_windows=0"
-    if config.dataset is None:
+    if request.dataset is None:
         return "no calibration data (pass `dataset`, e.g. 'shakespeare', to check the result on held-out text)"
     return (
-        f"no calibration text is left over after num_samples={config.num_samples} windows of seq_len={config.seq_len}"
-        " (give more text or lower num_samples)"
+        f"no calibration text is left over after num_samples={request.num_samples} windows of "
+        f"seq_len={request.seq_len} (give more text or lower num_samples)"
     )
 
 
@@ -86,11 +85,11 @@ def _warn_unmatched(model: nn.Module, names: list[str]) -> None:
         )
 
 
-def packed_layer_store(model: nn.Module, config: LayerwiseQuantizationConfig) -> PackedLayerStore:
-    """Where low-memory quantization writes the quantized layers: `config.work_dir`, else a temporary folder removed
+def packed_layer_store(model: nn.Module, request: QuantizationRequest) -> PackedLayerStore:
+    """Where low-memory quantization writes the quantized layers: `request.work_dir`, else a temporary folder removed
     when `model` is garbage-collected."""
-    if config.work_dir is not None:
-        folder = Path(config.work_dir)
+    if request.work_dir is not None:
+        folder = Path(request.work_dir)
         folder.mkdir(parents=True, exist_ok=True)
     else:
         folder = Path(tempfile.mkdtemp(prefix="optimum-layerwise-layers-"))
@@ -101,10 +100,10 @@ def packed_layer_store(model: nn.Module, config: LayerwiseQuantizationConfig) ->
 
 def quantize_model(
     model: nn.Module,
-    config: LayerwiseQuantizationConfig,
+    request: QuantizationRequest,
     skip: list[str] | None = None,
     low_memory: bool | None = None,
-) -> LayerwiseQuantizationConfig:
+) -> QuantizationPlan:
     """Quantize `model` in place: plan (score its decoder layers, allocate bits), then replace each layer's Linear
     modules by packed ones with their planned settings, one layer at a time (full-precision weights are released as
     it goes), and score held-out calibration windows before and after (logged as one line, loudly when the model
@@ -114,32 +113,31 @@ def quantize_model(
         model (`PreTrainedModel`):
             A full-precision causal LM. Decoder layers offloaded by accelerate (cpu or disk `device_map`) are read
             into memory one at a time.
-        config ([`LayerwiseQuantizationConfig`]):
-            What to do. Not modified: the same config can quantize several models.
+        request ([`QuantizationRequest`]):
+            What to do. Not modified: the same request can quantize several models.
         skip (`list[str]`, *optional*):
-            Linear modules to keep in full precision (defaults to `config.modules_to_not_convert`).
+            Linear modules to keep in full precision (defaults to `request.modules_to_not_convert`).
         low_memory (`bool`, *optional*):
             Write each quantized layer to disk at once ([`packed_layer_store`]) instead of keeping it in memory;
-            defaults to `config.low_memory`.
+            defaults to `request.low_memory`.
 
     Returns:
-        [`LayerwiseQuantizationConfig`]: a new config, the request plus its `plan`; it is also set as
-        `model.config.quantization_config` when the model has a config.
+        [`QuantizationPlan`]: what was done, with the held-out quality when it was measured.
     """
-    config.check_quantizable()
-    low_memory = bool(config.low_memory) if low_memory is None else low_memory
+    request.check_quantizable()
+    low_memory = bool(request.low_memory) if low_memory is None else low_memory
     if low_memory:
-        _check_low_memory_options(config)
+        _check_low_memory_options(request)
         return_memory_after_each_layer(decoder_layers(model))
-    backend = config.quantization_backend()
+    backend = backend_for(request)
     backend.require()
-    skip = list(config.modules_to_not_convert or []) if skip is None else skip
-    _warn_unmatched(model, config.modules_to_not_convert or [])
-    windows, held_out = calibration_split(model, config)
-    batches = _batches(windows, config)
-    held_out, context = prepare_windows(held_out, config.tokenizer)
-    store = packed_layer_store(model, config) if low_memory else None
-    fingerprint = _fingerprint(model, config, windows + held_out) if store is not None else None
+    skip = list(request.modules_to_not_convert or []) if skip is None else skip
+    _warn_unmatched(model, request.modules_to_not_convert or [])
+    windows, held_out = calibration_split(model, request)
+    batches = _batches(windows, request)
+    held_out, context = prepare_windows(held_out, request.tokenizer)
+    store = packed_layer_store(model, request) if low_memory else None
+    fingerprint = _fingerprint(model, request, windows + held_out) if store is not None else None
     saved = store.resume(fingerprint) if store is not None else None
     if saved is not None:  # an interrupted run of the same job: its plan, reference and finished layers
         plan, reference = QuantizationPlan.from_dict(saved["plan"]), saved["reference_perplexity"]
@@ -147,7 +145,7 @@ def quantize_model(
     else:
         reference = score_windows(model, held_out, context, desc="Held-out check, unquantized") if held_out else None
         reference = reference.perplexity if reference is not None else None
-        plan = make_plan(model, config, backend, skip, batches)
+        plan = make_plan(model, request, backend, skip, batches)
         if store is not None:
             store.start(fingerprint, plan=plan.to_dict(), reference_perplexity=reference)
     if backend.requires_calibration:
@@ -160,25 +158,22 @@ def quantize_model(
         f"this process: {format_bytes(peak_resident_bytes())})"
     )
     if reference is None:
-        logger.warning(f"{done}; quality not measured: {_why_no_quality(config)}.")
+        logger.warning(f"{done}; quality not measured: {_why_no_quality(request)}.")
     else:
         check = check_held_out(
-            model, held_out, context, reference, config.dataset, config.seq_len, desc="Held-out check, quantized"
+            model, held_out, context, reference, request.dataset, request.seq_len, desc="Held-out check, quantized"
         )
         plan = plan.replace(quality=check.to_dict())
         logger.warning(f"{done}: {check.summary()}")
-    result = config.with_plan(plan)
-    if getattr(model, "config", None) is not None:
-        model.config.quantization_config = result
-    return result
+    return plan
 
 
-def _fingerprint(model: nn.Module, config: LayerwiseQuantizationConfig, windows: list[list[int]]) -> str:
+def _fingerprint(model: nn.Module, request: QuantizationRequest, windows: list[list[int]]) -> str:
     """What a resumed quantization must match: the request, the model (its name and configuration) and the calibration
     tokens."""
     model_config = getattr(model, "config", None)
     identity = {
-        "request": config.to_dict(),
+        "request": request.to_dict(),
         "model": getattr(model_config, "_name_or_path", None),
         "architecture": (
             {key: value for key, value in model_config.to_diff_dict().items() if key != "quantization_config"}
@@ -190,8 +185,8 @@ def _fingerprint(model: nn.Module, config: LayerwiseQuantizationConfig, windows:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _check_low_memory_options(config: LayerwiseQuantizationConfig) -> None:
-    if config.importance == "sensitivity_kl":
+def _check_low_memory_options(request: QuantizationRequest) -> None:
+    if request.importance == "sensitivity_kl":
         raise ValueError(
             "importance='sensitivity_kl' runs the whole model once per layer and level, which low-memory "
             "quantization cannot afford: use importance='sensitivity' (each layer's output error) or low_memory=False."

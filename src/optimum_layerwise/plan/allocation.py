@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from ..utils.units import format_bytes, parse_memory
+from .fields import BUDGET_NAMES, check_layer_costs
 from .knapsack import cheapest_choice
-from .quantization_plan import BUDGET_NAMES, check_layer_costs
 
 
 def importance_order(scores: Sequence[float]) -> list[int]:

@@ -26,11 +26,11 @@ import math
 import torch
 from torch import nn
 
+from ..plan.backends import BACKEND_BITS
 from .weighted_rounding import as_stored, weighted_affine
 
 
-QUANTO_BITS = (2, 4, 8)
-QUANTO_OPTIMIZERS = ("max", "hqq", "imatrix")
+QUANTO_BITS = BACKEND_BITS["quanto"]
 
 
 def scale_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -108,8 +108,15 @@ def _frozen(tensor: torch.Tensor) -> nn.Parameter:
     return nn.Parameter(tensor, requires_grad=False)
 
 
-class QuantoLinear(nn.Module):
+class QuantoLinear(nn.Linear):
     """A Linear layer whose weight is quantized by optimum-quanto (RTN), stored as plain tensors.
+
+    A `torch.nn.Linear` subclass, so tools that adapt Linears treat it as bitsandbytes' and GPTQModel's layers: PEFT
+    wraps it with its plain LoRA `Linear` (from a plain `LoraConfig`, or transformers' `model.add_adapter`). Its
+    tensors are the packed ones of the table above (`weight` holds the codes, not an `(out, in)` float matrix), so
+    nothing may treat it as a full-precision Linear: `is_packed = True` says so, and
+    [`~optimum_layerwise.model.layers.is_float_linear`] checks it. Merging a LoRA adapter into it fails (PEFT adds the
+    adapter to the codes): keep the adapter separate.
 
     Args:
         in_features (`int`), out_features (`int`):
@@ -126,6 +133,8 @@ class QuantoLinear(nn.Module):
             Where to allocate the (empty) tensors, e.g. `"meta"` before loading a checkpoint.
     """
 
+    is_packed = True
+
     def __init__(
         self,
         in_features: int,
@@ -136,7 +145,7 @@ class QuantoLinear(nn.Module):
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
     ):
-        super().__init__()
+        nn.Module.__init__(self)  # not nn.Linear's, which would allocate a float weight
         self.in_features = in_features
         self.out_features = out_features
         self.bits = bits
@@ -150,6 +159,7 @@ class QuantoLinear(nn.Module):
             "bias", _frozen(torch.empty(out_features, dtype=dtype, device=device)) if bias else None
         )
         self._cached_weight: tuple[tuple, torch.Tensor] | None = None
+        self._is_hf_initialized = True  # as transformers marks its own quantized modules: never re-initialized
 
     @classmethod
     def from_linear(

@@ -58,7 +58,7 @@ MOVED_MODULES: dict[str, str] = {
     "slicing.hf_quantizer": "hf.slicing_quantizer",
     "slicing.plan": "plan.slicing_plan",
     "slicing.ratios": "plan.slicing_ratios",
-    "slicing.slice": "pipelines.slice",
+    "slicing.slice": "hf.compress",
     "streaming": "model.streaming",
     "swapping": "quantize.swapping",
     "system_memory": "utils.system_memory",
@@ -69,7 +69,8 @@ MOVED_MODULES: dict[str, str] = {
 
 # names that lived in a module whose path is now a package of another job: (old module, name) -> new module
 MOVED_NAMES: dict[tuple[str, str], str] = {
-    ("quantize", "quantize_model"): "pipelines.quantize",
+    ("quantize", "quantize_model"): "hf.compress",
+    ("plan", "resolve_modules"): "quantize.backends.base",
 }
 
 

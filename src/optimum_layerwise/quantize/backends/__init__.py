@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...plan.backends import BACKEND_BITS, backend_spec
+from ...plan.request import QuantizationRequest
 from .base import QuantizationBackend
 from .gptq import GptqBackend
 from .quanto import QuantoBackend
 
 
+# the class of each backend named in `plan.backends.BACKENDS` (what each accepts is said there)
 BACKENDS: dict[str, type[QuantizationBackend]] = {"quanto": QuantoBackend, "gptq": GptqBackend}
-
-# Every backend the config accepts, with the bit widths it can pack.
-BACKEND_BITS: dict[str, tuple[int, ...]] = {name: backend.supported_bits for name, backend in BACKENDS.items()}
 
 
 def get_backend(name: str, **options: Any) -> QuantizationBackend:
@@ -21,9 +21,21 @@ def get_backend(name: str, **options: Any) -> QuantizationBackend:
     Raises:
         `ValueError`: for an unknown name.
     """
-    if name not in BACKENDS:
-        raise ValueError(f"`backend` must be one of {sorted(BACKENDS)}, got {name!r}.")
+    backend_spec(name)
     return BACKENDS[name](**options)
 
 
-__all__ = ["BACKENDS", "BACKEND_BITS", "GptqBackend", "QuantizationBackend", "QuantoBackend", "get_backend"]
+def backend_for(request: QuantizationRequest) -> QuantizationBackend:
+    """The backend that packs the layers of `request`, with its options."""
+    return get_backend(request.backend, **request.backend_options())
+
+
+__all__ = [
+    "BACKENDS",
+    "BACKEND_BITS",
+    "GptqBackend",
+    "QuantizationBackend",
+    "QuantoBackend",
+    "backend_for",
+    "get_backend",
+]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ...plan.quantization_plan import ModulePlan, QuantizationPlan, effective_group_size
+from ...plan.fields import effective_group_size
+from ...plan.quantization_plan import ModulePlan, QuantizationPlan
 
 
 class QuantizationBackend(ABC):
@@ -117,3 +119,27 @@ class QuantizationBackend(ABC):
                 f"backend={self.name!r} needs {self.requirement}, which is not installed: "
                 f"`pip install {self.requirement}`."
             )
+
+
+def resolve_modules(
+    linears: Iterable[tuple[int, str, int]],
+    layer_bits: Mapping[int, int],
+    backend: QuantizationBackend,
+    group_size: int | None,
+) -> dict[str, ModulePlan]:
+    """The settings of every Linear for a bit map: the one place a requested group size becomes a module's.
+
+    Args:
+        linears (`Iterable[tuple[int, str, int]]`):
+            `(layer_index, full_module_name, in_features)` of every Linear to quantize.
+        layer_bits (`Mapping[int, int]`):
+            Bits of each decoder layer.
+        backend ([`QuantizationBackend`]):
+            Decides each level's settings ([`QuantizationBackend.level_settings`]) and how a group size adapts to a
+            layer's width ([`QuantizationBackend.layer_group_size`]).
+        group_size (`int`, *optional*):
+            Requested group size.
+    """
+    return {
+        name: backend.module_plan(in_features, layer_bits[index], group_size) for index, name, in_features in linears
+    }
