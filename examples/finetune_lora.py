@@ -13,7 +13,6 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
 from optimum_layerwise.evaluation.perplexity import evaluation_windows, perplexity
-from optimum_layerwise.quantize.lora import with_layerwise_modules
 
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -35,7 +34,7 @@ before = perplexity(model, args.evaluation, tokenizer, seq_len=args.seq_len, num
 config = LoraConfig(
     r=args.rank, lora_alpha=2 * args.rank, target_modules=args.targets.split(","), task_type="CAUSAL_LM"
 )
-model = get_peft_model(model, with_layerwise_modules(config))
+model = get_peft_model(model, config)  # a plain LoraConfig: PEFT wraps the packed Linears
 model.print_trainable_parameters()
 windows, _ = evaluation_windows(args.train, tokenizer, seq_len=args.seq_len, num_windows=4 * args.steps)
 examples = [{"input_ids": torch.tensor(window), "labels": torch.tensor(window)} for window in windows]

@@ -87,7 +87,8 @@ def test_plain_lora_config_trains_and_the_adapter_reloads(layerwise_checkpoint, 
     peft_model.save_pretrained(tmp_path / "adapter")
     with torch.no_grad():
         expected = peft_model(IDS).logits
-    reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(layerwise_checkpoint), tmp_path / "adapter")
+    fresh = AutoModelForCausalLM.from_pretrained(layerwise_checkpoint)  # the saved checkpoint, loaded anew
+    reloaded = PeftModel.from_pretrained(fresh, tmp_path / "adapter")  # a plain reload: no config passed
     assert isinstance(reloaded.base_model.model.model.layers[1].self_attn.q_proj.base_layer, QuantoLinear)
     with torch.no_grad():
         torch.testing.assert_close(reloaded(IDS).logits, expected)

@@ -76,7 +76,7 @@ def is_float_linear(module: nn.Module) -> bool:
 
 
 def linear_modules(layer: nn.Module, skip: Iterable[str] = (), prefix: str = "") -> dict[str, nn.Linear]:
-    """The full-precision `nn.Linear` modules of one decoder layer ([`is_float_linear`]), by name relative to the layer.
+    """The full-precision `nn.Linear` modules ([`is_float_linear`]) of one decoder layer, by name relative to it.
 
     Args:
         layer (`nn.Module`):
