@@ -50,8 +50,8 @@ def onload_task(folder: str) -> dict:
 def stages_task(folder: str, token_counts: list[int], seq_len: int) -> dict:
     """Child task: plain load, LIM over each of `token_counts` (random ids), then `quantize_model`, each timed; the
     LIM scores over the first token count and the peak RSS after LIM (model in memory, before quantization)."""
-    from optimum_layerwise.importance.lim import lim_scores
     from optimum_layerwise.hf.compress import quantize_model
+    from optimum_layerwise.importance.lim import lim_scores
 
     load_s, model = common.timed(lambda: common.load_model(folder, DTYPE))
     batches = {tokens: common.random_batches(model.config.vocab_size, tokens, seq_len, 2) for tokens in token_counts}
