@@ -104,6 +104,18 @@ def _weighted_scale_and_shift(
     return scale.to(weight.dtype), shift.to(weight.dtype)
 
 
+def _int8_kernel_faults(module: QuantoLinear, input: torch.Tensor) -> bool:
+    """Whether optimum-quanto would send this forward to PyTorch's CPU kernel `_weight_int8pack_mm` (8-bit weights,
+    bfloat16 input, `in_features` a multiple of 4) with an `in_features` that is not a multiple of 16: that kernel
+    reads past its input there and kills the process (PyTorch 2.13 CPU). Sliced layers have such widths."""
+    return (
+        module.bits == 8
+        and input.dtype == torch.bfloat16
+        and input.device.type == "cpu"
+        and module.in_features % 16 != 0
+    )
+
+
 def _frozen(tensor: torch.Tensor) -> nn.Parameter:
     return nn.Parameter(tensor, requires_grad=False)
 
@@ -281,7 +293,10 @@ class QuantoLinear(nn.Linear):
         return self.quanto_weight().dequantize()
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(input, self.quanto_weight(input.dtype), self.bias)
+        weight = self.quanto_weight(input.dtype)
+        if _int8_kernel_faults(self, input):
+            weight = weight.dequantize()
+        return nn.functional.linear(input, weight, self.bias)
 
     def extra_repr(self) -> str:
         return (
