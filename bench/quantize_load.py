@@ -41,7 +41,7 @@ def load_task(folder: str, dtype: str, variant: str) -> dict:
     time `quantize_model` takes (scoring + packing) are recorded too."""
     import torch
 
-    from optimum_layerwise import hf_quantizer as quantizer
+    from optimum_layerwise.hf import quantizer
 
     marks: dict[str, float] = {}
     quantize_model = quantizer.quantize_model

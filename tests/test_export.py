@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 
 from conftest import save_layerwise
 from optimum_layerwise.cli import main
-from optimum_layerwise.export import export_checkpoint
+from optimum_layerwise.formats.export import export_checkpoint
 
 
 LAYER_BITS = {0: 8, 1: 4, 2: 2, 3: 4}
@@ -120,7 +120,7 @@ def test_cli_quantize_and_export_write_compressed_tensors(tiny_checkpoint, tmp_p
 
 
 def test_only_layerwise_models_are_exported(tiny_checkpoint, tmp_path):
-    from optimum_layerwise.export import export_model
+    from optimum_layerwise.formats.export import export_model
 
     plain = AutoModelForCausalLM.from_pretrained(tiny_checkpoint)
     for format, destination in (("compressed-tensors", tmp_path / "ct"), ("gguf", tmp_path / "x.gguf")):

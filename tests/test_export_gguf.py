@@ -10,7 +10,7 @@ import pytest
 
 from conftest import save_layerwise
 from optimum_layerwise.cli import main
-from optimum_layerwise.export import export_checkpoint
+from optimum_layerwise.formats.export import export_checkpoint
 from optimum_layerwise.formats.export.gguf import gguf_tensor_types, gguf_type, tensor_type_file
 from optimum_layerwise.plan import ModulePlan
 

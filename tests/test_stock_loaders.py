@@ -13,7 +13,7 @@ import pytest
 from conftest import save_layerwise
 from optimum_layerwise.data.demo_models import resolve_model
 from optimum_layerwise.evaluation.tasks import write_task_configs
-from optimum_layerwise.export import export_checkpoint
+from optimum_layerwise.formats.export import export_checkpoint
 
 
 OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}

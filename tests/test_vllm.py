@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import save_layerwise
-from optimum_layerwise.export import export_checkpoint
+from optimum_layerwise.formats.export import export_checkpoint
 
 
 HERE = Path(__file__).parent / "vllm"
