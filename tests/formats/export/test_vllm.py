@@ -26,7 +26,7 @@ VLLM_MODULES = ("self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "m
 
 def vllm_python() -> Path:
     """Python of an environment with vLLM's wheel (no CUDA packages) and PyTorch 2.13 for CPU, created on first use
-    in the cache (about 2 min and 2.2 GB) from the pinned `tests/vllm/requirements.txt`."""
+    in the cache (about 2 min and 2.2 GB) from the pinned `tests/formats/export/vllm/requirements.txt`."""
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "optimum_layerwise"
     folder = cache / f"vllm-{VLLM_VERSION}-cpu-venv"
     python = folder / "bin" / "python"

@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM
 import optimum_layerwise  # noqa: F401  (registers "layerwise")
 
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 INPUT_IDS = torch.arange(2 * 16).reshape(2, 16) % 128
 
 

@@ -15,7 +15,7 @@ from optimum_layerwise.formats.export.gguf import gguf_tensor_types, gguf_type, 
 from optimum_layerwise.plan import ModulePlan
 
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+BENCH = Path(__file__).resolve().parents[3] / "bench"
 
 
 def test_bits_map_to_llama_cpp_types_that_fit_the_rows():
