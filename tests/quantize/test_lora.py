@@ -94,9 +94,10 @@ def test_plain_lora_config_trains_and_the_adapter_reloads(layerwise_checkpoint, 
         torch.testing.assert_close(reloaded(IDS).logits, expected)
 
 
-def test_transformers_add_adapter(layerwise_checkpoint, monkeypatch):
-    """transformers' own adapter API. transformers 5.25 asks for PEFT >= 0.22 in `add_adapter`, newer than the PEFT
-    this environment has: then the version check alone is skipped, the rest of `add_adapter` runs as is."""
+def test_transformers_add_adapter(layerwise_checkpoint, monkeypatch, tmp_path):
+    """transformers' own adapter API: train, save the adapter with `save_pretrained`, load it with `load_adapter`.
+    transformers 5.25 asks for PEFT >= 0.22 in `add_adapter`, newer than the PEFT this environment has: then the
+    version check alone is skipped, the rest of `add_adapter` runs as is."""
     if Version(importlib.metadata.version("peft")) < Version(transformers_peft.MIN_PEFT_VERSION):
         monkeypatch.setattr(transformers_peft, "check_peft_version", lambda min_version: None)
     model = AutoModelForCausalLM.from_pretrained(layerwise_checkpoint)
@@ -122,9 +123,18 @@ def test_transformers_add_adapter(layerwise_checkpoint, monkeypatch):
         for name in ("q_proj", "v_proj")
         for part in "AB"
     }
+    with torch.no_grad():
+        adapted_logits = model(IDS).logits
+    model.save_pretrained(tmp_path / "adapter")
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (tmp_path / "adapter").iterdir()}
+    assert not list((tmp_path / "adapter").glob("model*.safetensors"))  # the packed base stays where it is
     model.disable_adapters()
     with torch.no_grad():
         torch.testing.assert_close(model(IDS).logits, base_logits)
+    reloaded = AutoModelForCausalLM.from_pretrained(layerwise_checkpoint)
+    reloaded.load_adapter(tmp_path / "adapter")
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(IDS).logits, adapted_logits)
 
 
 def test_with_layerwise_modules_is_a_warning_no_op(layerwise_checkpoint):

@@ -112,7 +112,10 @@ class LayerwiseHfQuantizer(HfQuantizer):
 
     def get_state_dict_and_metadata(self, model):
         """Refuse to save (before anything is written) a model whose modules do not match its plan; give the packed
-        tensors in the backend's checkpoint layout."""
+        tensors in the backend's checkpoint layout. With PEFT adapters on the model, transformers saves only the
+        adapters' tensors: they are taken from the model's state dict as it is."""
+        if getattr(model, "_hf_peft_config_loaded", False):
+            return model.state_dict(), {}
         plan = self.quantization_config.plan
         if plan is None:
             raise ValueError("Cannot save: the model has no layer-wise plan.")
