@@ -105,13 +105,16 @@ class _AliasFinder(importlib.abc.MetaPathFinder):
 
 
 def moved_name(module: str, name: str) -> Any:
-    """The value of `name` imported from `module` (relative to the package) where it used to live, with a warning;
-    raises `AttributeError` as a module's `__getattr__` must for any other name."""
+    """The value of `name` imported from `module` (relative to the package) where it used to live, with a warning
+    (once: the value is then set on `module`, as `from module import name` looks the name up twice); raises
+    `AttributeError` as a module's `__getattr__` must for any other name."""
     new = MOVED_NAMES.get((module, name))
     if new is None:
         raise AttributeError(f"module '{PACKAGE}.{module}' has no attribute '{name}'")
     _warn(f"{module}.{name}", f"{new}.{name}")
-    return getattr(importlib.import_module(f"{PACKAGE}.{new}"), name)
+    value = getattr(importlib.import_module(f"{PACKAGE}.{new}"), name)
+    setattr(sys.modules[f"{PACKAGE}.{module}"], name, value)
+    return value
 
 
 def install_aliases() -> None:
