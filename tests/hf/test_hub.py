@@ -88,7 +88,8 @@ def test_save_pretrained_writes_the_model_card(tiny_checkpoint, tmp_path):
     assert text.lstrip().startswith(MARKER)
     assert "| average bits | **3.00** over 4 decoder layers |" in text
     assert "| precision levels | 4 / 2 bits, chosen per decoder layer |" in text and "quanto (group size 32)" in text
-    assert human(reference_nbytes(model)) in text and human(tensor_nbytes(model)) in text
+    backend = model.config.quantization_config.quantization_backend()
+    assert human(reference_nbytes(model, backend)) in text and human(tensor_nbytes(model)) in text
     assert "of float32, " in text and "of bfloat16, " in text and "of uniform 4-bit)" in text
     assert "import optimum_layerwise" in text and "AutoModelForCausalLM.from_pretrained(" in text
     assert f"]({HEATMAP_NAME})" in text

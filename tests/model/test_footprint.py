@@ -18,17 +18,19 @@ def test_reference_sizes_are_the_sizes_of_those_models(tiny_checkpoint):
     unquantized = AutoModelForCausalLM.from_pretrained(tiny_checkpoint)
     uniform_4bit = quantized(tiny_checkpoint, dict.fromkeys(range(4), 4))
 
-    assert reference_nbytes(mixed) == tensor_nbytes(unquantized)
-    assert reference_nbytes(mixed, dtype=torch.bfloat16) == tensor_nbytes(unquantized.to(torch.bfloat16))
-    assert reference_nbytes(mixed, bits=4) == tensor_nbytes(uniform_4bit)
-    assert reference_nbytes(unquantized) == tensor_nbytes(unquantized)  # nothing packed: nothing to restore
+    backend = mixed.config.quantization_config.quantization_backend()
+    assert reference_nbytes(mixed, backend) == tensor_nbytes(unquantized)
+    assert reference_nbytes(mixed, backend, dtype=torch.bfloat16) == tensor_nbytes(unquantized.to(torch.bfloat16))
+    assert reference_nbytes(mixed, backend, 32, bits=4) == tensor_nbytes(uniform_4bit)
+    assert reference_nbytes(unquantized, backend) == tensor_nbytes(unquantized)  # nothing packed: nothing to restore
 
 
 def test_describe_size_states_every_basis(tiny_checkpoint):
     model = quantized(tiny_checkpoint, {0: 8, 1: 8, 2: 4, 3: 4})
-    sizes = size_comparisons(model)
+    backend = model.config.quantization_config.quantization_backend()
+    sizes = size_comparisons(model, backend, 32)
     assert list(sizes) == ["float32", "bfloat16", "uniform 4-bit"]
     assert sizes["float32"] > sizes["bfloat16"] > sizes["uniform 4-bit"]
-    line = describe_size(model)
+    line = describe_size(model, backend, 32)
     ratio = tensor_nbytes(model) / sizes["uniform 4-bit"]
     assert line.endswith(f"of bfloat16, {ratio:.1%} of uniform 4-bit)") and ratio > 1

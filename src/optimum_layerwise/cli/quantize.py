@@ -180,7 +180,8 @@ def _print_result(model: Any, plan: QuantizationPlan) -> None:
 
     print(format_layer_table(plan.layer_scores, plan.layer_bits))
     print(f"average bits: {plan.average_bits:.3f} over {len(plan.layer_bits)} decoder layers")
-    print(f"model size: {describe_size(model)}; 1 MiB = 2**20 bytes")
+    config = model.config.quantization_config
+    print(f"model size: {describe_size(model, config.quantization_backend(), config.group_size)}; 1 MiB = 2**20 bytes")
     print_quality(plan.quality)
 
 

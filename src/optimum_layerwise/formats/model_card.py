@@ -50,6 +50,7 @@ from transformers.utils import logging
 from ..model.footprint import describe_size
 from ..plan.allocation import importance_order
 from ..plan.saved_config import QUANT_METHOD, SLICING_METHOD, planned_config
+from ..quantize.backends import backend_for
 from ..utils.units import format_bits
 from .card_recipe import card_metadata, checkpoint_format_lines, recipe
 from .card_record import (
@@ -173,7 +174,8 @@ def build_model_card(
         f"| precision levels | {levels} bits, chosen per {GRANULARITY_NAMES[plan.granularity]} |",
         f"| average bits | **{avg:.2f}** over {num_layers} decoder layers |",
         f"| importance | {importance_name if scores is not None else 'none (bit map given by hand)'} |",
-        f"| memory | {describe_size(model, arrow='→')} packed (1 MiB = 2**20 bytes) |",
+        f"| memory | {describe_size(model, backend_for(config.request), config.group_size, '→')} packed "
+        "(1 MiB = 2**20 bytes) |",
         "",
         "Only the Linear modules inside decoder layers are quantized; embeddings, `lm_head` and norms keep their "
         "precision (they are counted in the memory above).",

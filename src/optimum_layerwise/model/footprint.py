@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -23,12 +24,33 @@ def tensor_nbytes(module: nn.Module) -> int:
     return total
 
 
-def reference_nbytes(model: nn.Module, *, dtype: torch.dtype | None = None, bits: int | None = None) -> int:
+class PackingBackend(Protocol):
+    """What the sizes below need of a quantization backend (`quantize/backends/` implements it)."""
+
+    def is_packed(self, module: nn.Module) -> bool: ...
+
+    def packed_nbytes(
+        self, out_features: int, in_features: int, bits: int, group_size: int | None, dtype: torch.dtype
+    ) -> int: ...
+
+
+def reference_nbytes(
+    model: nn.Module,
+    backend: PackingBackend | None = None,
+    group_size: int | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+    bits: int | None = None,
+) -> int:
     """Bytes the same model would take stored another way, to compare a quantized size with.
 
     Args:
         model (`nn.Module`):
             A model, layer-wise quantized or not.
+        backend (`PackingBackend`, *optional*):
+            The backend that packed the model's quantized Linears (without one, the model counts as unquantized).
+        group_size (`int`, *optional*):
+            The group size the model was quantized with (for `bits`).
         dtype (`torch.dtype`, *optional*):
             Store every floating tensor in this dtype; by default each keeps its own (restored weights take the
             model's dtype).
@@ -36,8 +58,6 @@ def reference_nbytes(model: nn.Module, *, dtype: torch.dtype | None = None, bits
             Pack every quantized Linear at these bits with the same backend and group size (e.g. `4` for the
             uniform 4-bit model of the same size class); by default they are restored to float weights.
     """
-    config = getattr(getattr(model, "config", None), "quantization_config", None)
-    backend = config.quantization_backend() if hasattr(config, "quantization_backend") else None
     packed = [module for module in model.modules() if backend is not None and backend.is_packed(module)]
     inside_packed = {id(tensor) for module in packed for tensor in [*module.parameters(), *module.buffers()]}
     float_dtype = dtype or model.dtype
@@ -53,13 +73,13 @@ def reference_nbytes(model: nn.Module, *, dtype: torch.dtype | None = None, bits
         if bits is None:
             total += module.in_features * module.out_features * float_dtype.itemsize
         else:
-            total += backend.packed_nbytes(
-                module.out_features, module.in_features, bits, config.group_size, float_dtype
-            )
+            total += backend.packed_nbytes(module.out_features, module.in_features, bits, group_size, float_dtype)
     return total
 
 
-def size_comparisons(model: nn.Module) -> dict[str, int]:
+def size_comparisons(
+    model: nn.Module, backend: PackingBackend | None = None, group_size: int | None = None
+) -> dict[str, int]:
     """The sizes a quantized model is compared with: its unquantized self in its own dtype, in bfloat16 (the dtype
     checkpoints are usually published in) and packed at a uniform 4 bits with the same backend and group size.
 
@@ -67,15 +87,21 @@ def size_comparisons(model: nn.Module) -> dict[str, int]:
         `dict[str, int]`: bytes by label, e.g. `{"float32": ..., "bfloat16": ..., "uniform 4-bit": ...}`.
     """
     own = str(model.dtype).removeprefix("torch.")
-    sizes = {own: reference_nbytes(model), "bfloat16": reference_nbytes(model, dtype=torch.bfloat16)}
-    sizes["uniform 4-bit"] = reference_nbytes(model, bits=4)
+    sizes = {
+        own: reference_nbytes(model, backend),
+        "bfloat16": reference_nbytes(model, backend, dtype=torch.bfloat16),
+    }
+    if backend is not None:
+        sizes["uniform 4-bit"] = reference_nbytes(model, backend, group_size, bits=4)
     return sizes
 
 
-def describe_size(model: nn.Module, arrow: str = "->") -> str:
+def describe_size(
+    model: nn.Module, backend: PackingBackend | None = None, group_size: int | None = None, arrow: str = "->"
+) -> str:
     """One line: the unquantized size, then the model's bytes against each of [`size_comparisons`], e.g.
     `"513.1 MiB in float32 -> 188.3 MiB (36.7% of float32, 73.4% of bfloat16, 113.0% of uniform 4-bit)"`."""
-    size, comparisons = tensor_nbytes(model), size_comparisons(model)
+    size, comparisons = tensor_nbytes(model), size_comparisons(model, backend, group_size)
     own, unquantized = next(iter(comparisons.items()))
     ratios = ", ".join(f"{size / other:.1%} of {label}" for label, other in comparisons.items())
     return f"{format_bytes(unquantized)} in {own} {arrow} {format_bytes(size)} ({ratios})"
