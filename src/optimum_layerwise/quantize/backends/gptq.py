@@ -16,7 +16,6 @@ import re
 import torch
 from torch import nn
 
-from ...plan.backends import BACKEND_BITS
 from ...plan.quantization_plan import QuantizationPlan
 from .base import QuantizationBackend
 
@@ -144,7 +143,6 @@ class GptqBackend(QuantizationBackend):
     """GPT-Q (GPTQModel): 2, 3, 4 and 8 bits, calibrated layer by layer."""
 
     name = "gptq"
-    supported_bits = BACKEND_BITS["gptq"]
     requirement = "gptqmodel>=7.7"
     requires_calibration = True
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
-from ..modules import QUANTO_BITS, QuantoLinear, quanto_tensor_specs, scale_dtype
+from ..modules import QuantoLinear, quanto_tensor_specs, scale_dtype
 from .base import QuantizationBackend
 
 
@@ -98,7 +98,6 @@ class QuantoBackend(QuantizationBackend):
     """
 
     name = "quanto"
-    supported_bits = QUANTO_BITS
     requirement = "optimum-quanto"
 
     def __init__(self, optimizer: str = "max", sym: bool = False):
