@@ -1,7 +1,7 @@
 """The layered architecture of DESIGN.md §1, checked with `ast` on every import of `src/optimum_layerwise`.
 
 Each test names its offenders. The analysis lives in `tools/architecture.py` (a dev tool outside the installed
-package), loaded here from its path; `python tools/architecture.py` prints the same findings as a table.
+package), loaded here from its path; `python tools/architecture_report.py` prints the same findings as a table.
 """
 
 from __future__ import annotations
