@@ -12,14 +12,16 @@ from ..data.dataset_record import recorded_dataset_name
 from ..data.hub_corpora import HUB_CORPORA
 from ..plan.fields import BUDGET_NAMES
 from ..plan.importance_methods import needs_calibration_data
+from ..plan.quantization_plan import QuantizationPlan
+from ..plan.request import QuantizationRequest
 from .card_record import LICENSE_NAME, SAFE_TAG
 
 
 BASE_TAGS = ("optimum-layerwise", "layerwise-quantization")
 
 
-def checkpoint_format_lines(config: Any) -> list[str]:
-    if config.backend == "gptq":
+def checkpoint_format_lines(request: QuantizationRequest) -> list[str]:
+    if request.backend == "gptq":
         return [
             'This is a standard GPT-Q checkpoint (`quant_method="gptq"`, `checkpoint_format="gptq"`): the decoder '
             "layers below the top level are listed in `quantization_config.dynamic`, so GPTQModel, vLLM and SGLang "
@@ -32,24 +34,30 @@ def checkpoint_format_lines(config: Any) -> list[str]:
     ]
 
 
-def card_metadata(config: Any, base_model: str | None, extra_tags: list[str], license: str | None) -> ModelCardData:
-    used = sorted({module.bits for module in config.plan.modules.values()}, reverse=True)
-    tags = [*BASE_TAGS, config.backend, *(f"{bits}-bit" for bits in used)]
+def card_metadata(
+    request: QuantizationRequest,
+    plan: QuantizationPlan,
+    base_model: str | None,
+    extra_tags: list[str],
+    license: str | None,
+) -> ModelCardData:
+    used = sorted({module.bits for module in plan.modules.values()}, reverse=True)
+    tags = [*BASE_TAGS, request.backend, *(f"{bits}-bit" for bits in used)]
     tags += [tag for tag in extra_tags if tag not in tags and isinstance(tag, str) and SAFE_TAG.fullmatch(tag)]
     kwargs: dict[str, Any] = {"base_model": base_model, "base_model_relation": "quantized"} if base_model else {}
     if isinstance(license, str) and LICENSE_NAME.fullmatch(license):
         kwargs["license"] = license
-    hub_dataset = HUB_CORPORA.get(config.dataset) if isinstance(config.dataset, str) else None
+    hub_dataset = HUB_CORPORA.get(request.dataset) if isinstance(request.dataset, str) else None
     if hub_dataset is not None:  # offline corpora and local files have no Hub id
         kwargs["datasets"] = [hub_dataset.path]
     return ModelCardData(library_name="transformers", pipeline_tag="text-generation", tags=tags, **kwargs)
 
 
-def recipe(config: Any) -> str:
+def recipe(request: QuantizationRequest, plan: QuantizationPlan) -> str:
     """`LayerwiseQuantizationConfig(...)` call reproducing the plan's choices (the bit map itself is in the table)."""
-    plan, importance = config.plan, config.importance
-    arguments = [f"bits={tuple(config.bits)}", f"backend={config.backend!r}"]
-    if config.layer_bits is not None or plan.layer_scores is None:  # a bit map given by hand: nothing was scored
+    importance = request.importance
+    arguments = [f"bits={tuple(request.bits)}", f"backend={request.backend!r}"]
+    if request.layer_bits is not None or plan.layer_scores is None:  # a bit map given by hand: nothing was scored
         arguments.append(f"layer_bits={dict(plan.layer_bits)}")
     else:
         arguments += [f"{name}={plan.budget[name]!r}" for name in BUDGET_NAMES if name in plan.budget]
@@ -58,16 +66,16 @@ def recipe(config: Any) -> str:
         else:
             arguments.append(f"importance={importance!r}")
             if needs_calibration_data(importance):
-                dataset = recorded_dataset_name(config.dataset)
+                dataset = recorded_dataset_name(request.dataset)
                 arguments.append(f"dataset={dataset!r}" if dataset else "dataset=...  # in-memory data, not recorded")
-                arguments += [f"num_samples={config.num_samples}", f"seq_len={config.seq_len}"]
+                arguments += [f"num_samples={request.num_samples}", f"seq_len={request.seq_len}"]
             if importance == "random":
-                arguments.append(f"seed={config.seed}")
-    arguments.append(f"group_size={config.group_size}")
+                arguments.append(f"seed={request.seed}")
+    arguments.append(f"group_size={request.group_size}")
     if plan.granularity != "layer":
         arguments.append(f"granularity={plan.granularity!r}")
-    if config.modules_to_not_convert:
-        arguments.append(f"modules_to_not_convert={config.modules_to_not_convert!r}")
+    if request.modules_to_not_convert:
+        arguments.append(f"modules_to_not_convert={request.modules_to_not_convert!r}")
     lines = []
     for argument in arguments:
         code, _, comment = argument.partition("  # ")

@@ -238,13 +238,13 @@ def build_model_card(
         "```python",
         "from optimum_layerwise import LayerwiseQuantizationConfig",
         "",
-        recipe(config),
+        recipe(config.request, config.plan),
         "```",
         "",
-        *checkpoint_format_lines(config),
+        *checkpoint_format_lines(config.request),
         "",
     ]
-    metadata = card_metadata(config, base_model, extra_tags, getattr(model, LICENSE_ATTR, None))
+    metadata = card_metadata(config.request, config.plan, base_model, extra_tags, getattr(model, LICENSE_ATTR, None))
     return _checked(ModelCard(f"---\n{metadata.to_yaml()}\n---\n\n" + "\n".join(lines)))
 
 
@@ -354,7 +354,7 @@ def build_export_card(model: nn.Module, format: str, loading: str) -> ModelCard:
     if config is None:
         raise ValueError("The model is not layer-wise quantized: its quantization_config has no layer-wise plan.")
     base_model = base_model_of(model)
-    metadata = card_metadata(config, base_model, [format], getattr(model, LICENSE_ATTR, None))
+    metadata = card_metadata(config.request, config.plan, base_model, [format], getattr(model, LICENSE_ATTR, None))
     plan = config.plan
     title = f"{escape_markdown(base_model.split('/')[-1])}, layer-wise quantized" if base_model else "Layer-wise model"
     lines = [

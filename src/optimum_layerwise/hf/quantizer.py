@@ -144,7 +144,7 @@ class LayerwiseHfQuantizer(HfQuantizer):
 
     @property
     def is_trainable(self) -> bool:
-        """Adapters (PEFT LoRA) train on top of the frozen packed weights; see `optimum_layerwise.lora`."""
+        """Adapters (PEFT LoRA) train on top of the frozen packed weights; see `optimum_layerwise.quantize.lora`."""
         return True
 
 
