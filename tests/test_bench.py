@@ -82,6 +82,7 @@ def test_tensor_storage_nbytes_flattens_quanto_tensors():
     assert memory.model_nbytes(module) == packed
 
 
+@pytest.mark.heavy
 def test_run_isolated_uses_a_fresh_process(monkeypatch):
     monkeypatch.setattr(common, "FRESH_PROCESSES", True)
     floor = common.run_isolated("memory", "baseline_process")
@@ -253,6 +254,7 @@ def test_threads_quick_times_every_setting_with_and_without_a_busy_neighbour(run
         assert all(summary["n"] == 1 and summary["median"] > 0 for summary in timings.values())
 
 
+@pytest.mark.heavy
 def test_streaming_quick(run_quick):
     result = run_quick("streaming")
     assert sorted(result["runs"], key=int) == ["2", "3", "4"]

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import save_layerwise
 
 
@@ -16,6 +18,7 @@ def run_example(name, *args):
     return result.stdout
 
 
+@pytest.mark.heavy
 def test_memory_budget_then_device_map(tiny_checkpoint, tmp_path):
     text = tmp_path / "calibration.txt"
     text.write_text("A tiny calibration text for a tiny model. " * 50)
@@ -31,6 +34,7 @@ def test_memory_budget_then_device_map(tiny_checkpoint, tmp_path):
     assert "device map:" in stdout
 
 
+@pytest.mark.heavy
 def test_compare_orderings(tiny_checkpoint, tmp_path):
     text = tmp_path / "text.txt"
     text.write_text("Some text to calibrate and evaluate a tiny model with, over and over. " * 60)
@@ -41,6 +45,7 @@ def test_compare_orderings(tiny_checkpoint, tmp_path):
     assert "| sensitivity |" in stdout and (tmp_path / "out" / "sweep.png").exists()
 
 
+@pytest.mark.heavy
 def test_finetune_lora(tiny_checkpoint, tmp_path):
     save_layerwise(tiny_checkpoint, tmp_path / "lw", bits=(8, 4), importance="zd", target_bits=6)
     text = tmp_path / "text.txt"

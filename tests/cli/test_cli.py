@@ -50,6 +50,7 @@ def test_quantize_then_inspect(tiny_checkpoint, calibration_file, tmp_path, caps
     assert "quality: held-out perplexity" in out
 
 
+@pytest.mark.heavy
 def test_quantize_per_module_then_reuse_its_costs(tiny_checkpoint, calibration_file, tmp_path, capsys):
     first, second = tmp_path / "first", tmp_path / "second"
     arguments = ["--bits", "4,2", "--group-size", "32", "--granularity", "module", "--optimizer", "hqq"]
@@ -207,6 +208,7 @@ def test_eval_and_sweep_commands(tiny_checkpoint, calibration_file, tmp_path, ca
     assert code == 1 and "two levels" in err
 
 
+@pytest.mark.heavy
 def test_optimum_cli_runs_the_same_commands(tiny_checkpoint, tmp_path):
     """`optimum-cli layerwise ...` (registered through optimum's `optimum.commands.register` namespace) is the same
     CLI: same help, same output, same one-line errors."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -16,6 +17,7 @@ def run_cli(capsys, *argv):
     return code, captured.out, captured.err
 
 
+@pytest.mark.heavy
 def test_slice_then_inspect(tiny_checkpoint, tmp_path, capsys):
     output = tmp_path / "sliced"
     code, out, err = run_cli(

@@ -37,6 +37,7 @@ def quantize(folder, **kwargs):
     return AutoModelForCausalLM.from_pretrained(folder, quantization_config=config)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("tiny_checkpoint", ["llama", "mistral", "qwen2", "gemma3"], indirect=True)
 def test_round_trip_every_architecture(tiny_checkpoint, token_batches, tmp_path):
     model = quantize(tiny_checkpoint, bits=(4, 2), target_bits=3.0, importance="lim", dataset=token_batches)
@@ -143,6 +144,7 @@ def test_save_refuses_a_model_that_contradicts_its_plan(tiny_checkpoint, tmp_pat
     assert not (tmp_path / "out").exists() and not os.listdir(tmp_path)  # nothing half-written that could load
 
 
+@pytest.mark.heavy
 def test_loading_without_the_plugin_fails_loudly(tiny_checkpoint, tmp_path):
     """Without `import optimum_layerwise`, transformers must not hand back a model with random weights."""
     quantize(tiny_checkpoint, bits=(8, 4, 2), layer_bits={0: 8, 1: 4, 2: 2, 3: 8}).save_pretrained(tmp_path)
@@ -183,6 +185,7 @@ def test_push_to_hub_uploads_the_packed_checkpoint(tiny_checkpoint, monkeypatch)
     }
 
 
+@pytest.mark.heavy
 def test_import_registers_once_even_when_reimported():
     code = (
         "import importlib, sys, optimum_layerwise\n"
@@ -196,6 +199,7 @@ def test_import_registers_once_even_when_reimported():
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize(
     "first_import",
     ["optimum_layerwise.hf.quantizer", "optimum_layerwise.hf.slicing_quantizer", "optimum_layerwise.hf.registration"],

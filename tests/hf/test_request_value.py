@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -91,6 +92,7 @@ def test_the_loader_builds_each_module_from_its_plan_entry(tmp_path):
         assert torch.equal(reloaded(tokens).logits, model(tokens).logits)
 
 
+@pytest.mark.heavy
 def test_loading_reaches_neither_planning_nor_scoring():
     code = (
         "import sys, optimum_layerwise.hf.loading, optimum_layerwise.hf.config\n"

@@ -38,6 +38,7 @@ def sliced(tmp_path_factory, request):
     return model, folder, source
 
 
+@pytest.mark.heavy
 def test_the_plan_meets_the_target_and_is_saved(sliced):
     model, folder, _ = sliced
     plan = model.config.quantization_config.plan
@@ -81,6 +82,7 @@ def test_the_parameters_are_fewer(sliced):
     assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in original.parameters())
 
 
+@pytest.mark.heavy
 def test_slicing_nothing_keeps_the_logits_and_says_the_model_grew(sliced, caplog):
     _, _, source = sliced
     config = LayerwiseSlicingConfig(sparsity=0.0, tokenizer=build_tiny_tokenizer(), **TEXT_SETTINGS)
@@ -89,6 +91,7 @@ def test_slicing_nothing_keeps_the_logits_and_says_the_model_grew(sliced, caplog
     assert "Slicing did not make the model smaller" in caplog.text  # the shortcuts were added, nothing removed
 
 
+@pytest.mark.heavy
 def test_constant_slicing_gives_every_layer_the_same_width(sliced):
     _, _, source = sliced
     config = LayerwiseSlicingConfig(

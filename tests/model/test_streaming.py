@@ -35,6 +35,7 @@ def quantize_and_save(source: str, folder: Path, **settings) -> torch.nn.Module:
     return model
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("request_name", sorted(REQUESTS))
 def test_low_memory_checkpoint_is_byte_identical(request_name, tiny_checkpoint, tmp_path):
     settings = REQUESTS[request_name]
@@ -165,6 +166,7 @@ def test_meminfo_available(tmp_path):
     assert meminfo_available(tmp_path / "missing") is None
 
 
+@pytest.mark.heavy
 def test_cli_low_memory_writes_the_same_checkpoint_and_cleans_up(tiny_checkpoint, tmp_path):
     from optimum_layerwise.cli import main
 
@@ -192,6 +194,7 @@ def test_gptq_low_memory_checkpoint_is_byte_identical(tiny_checkpoint, tmp_path)
 GPTQ_REQUEST = dict(backend="gptq", bits=(4, 2), group_size=32, importance="lim", dataset=WINDOWS, seq_len=48)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize(
     "settings",
     [REQUESTS["sensitivity-imatrix"], pytest.param(GPTQ_REQUEST, marks=pytest.mark.gptq)],

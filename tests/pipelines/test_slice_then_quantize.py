@@ -31,6 +31,7 @@ def quantized(source, **settings):
     return AutoModelForCausalLM.from_pretrained(source, quantization_config=config)
 
 
+@pytest.mark.heavy
 def test_the_budget_counts_the_sliced_sizes_and_the_checkpoint_reloads(source, tmp_path):
     plain = quantized(source)
     sliced = quantized(source, slicing=LayerwiseSlicingConfig(sparsity=0.3, num_samples=16, seq_len=64))
@@ -49,6 +50,7 @@ def test_the_budget_counts_the_sliced_sizes_and_the_checkpoint_reloads(source, t
     assert reloaded.config.quantization_config.plan.layer_bits == config.plan.layer_bits
 
 
+@pytest.mark.heavy
 def test_quantized_shortcuts_buy_more_bits_and_reload(source, tmp_path):
     slicing = LayerwiseSlicingConfig(sparsity=0.3, num_samples=16, seq_len=64)
     kept = quantized(source, slicing=slicing).config.quantization_config
@@ -65,6 +67,7 @@ def test_quantized_shortcuts_buy_more_bits_and_reload(source, tmp_path):
         assert torch.equal(reloaded(PROMPT).logits, model(PROMPT).logits)
 
 
+@pytest.mark.heavy
 def test_the_result_is_checked_against_the_original_model(source, caplog):
     quantized(source, slicing=LayerwiseSlicingConfig(sparsity=0.2, num_samples=16, seq_len=64))
     assert any("Sliced and quantized: held-out perplexity" in r.getMessage() and "original" in r.getMessage()

@@ -62,6 +62,7 @@ def test_never_the_input_model(tiny_checkpoint, capsys, flags):
     assert sorted(os.listdir(tiny_checkpoint)) == before
 
 
+@pytest.mark.heavy
 def test_a_folder_of_other_files_needs_force(tiny_checkpoint, tmp_path, capsys):
     output = tmp_path / "taken"
     output.mkdir()
@@ -74,6 +75,7 @@ def test_a_folder_of_other_files_needs_force(tiny_checkpoint, tmp_path, capsys):
     assert not (output / "notes.txt").exists() and (output / "config.json").is_file()
 
 
+@pytest.mark.heavy
 def test_a_checkpoint_needs_overwrite_and_is_replaced_whole(tiny_checkpoint, tmp_path, capsys):
     output = tmp_path / "out"
     assert quantize_to(capsys, tiny_checkpoint, output)[0] == 0

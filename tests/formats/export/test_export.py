@@ -48,6 +48,7 @@ def _stock_logits(folder, tmp_path) -> torch.Tensor:
     return torch.load(tmp_path / "logits.pt")
 
 
+@pytest.mark.heavy
 def test_compressed_tensors_export_opens_in_stock_transformers_with_the_same_logits(tiny_checkpoint, tmp_path):
     model, saved = _quantized(tiny_checkpoint, tmp_path, sym=True)
     with torch.no_grad():
@@ -98,6 +99,7 @@ def test_affine_grids_are_refused_rather_than_changed(tiny_checkpoint, tmp_path)
     assert not (tmp_path / "ct").exists()
 
 
+@pytest.mark.heavy
 def test_cli_quantize_and_export_write_compressed_tensors(tiny_checkpoint, tmp_path, capsys):
     base = ["--quiet", "quantize", tiny_checkpoint, "--bits", "8,4", "--importance", "zd", "--target-bits", "6"]
     assert main([*base, "--output", str(tmp_path / "direct"), "--format", "compressed-tensors"]) == 0

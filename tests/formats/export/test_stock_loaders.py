@@ -56,6 +56,7 @@ def _lm_eval_arguments(checkpoint: str, tmp_path, limit: int) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.heavy
 def test_plain_transformers_refuses_a_layerwise_checkpoint_without_the_import(tiny_checkpoint, tmp_path):
     """transformers has no hook to name the plugin in this error; docs/loading.md and the model card say it."""
     folder = _layerwise(tiny_checkpoint, tmp_path / "lw", bits=(8, 4), importance="zd", target_bits=6)
@@ -68,6 +69,7 @@ def test_plain_transformers_refuses_a_layerwise_checkpoint_without_the_import(ti
     assert _fresh(code, folder).returncode == 0
 
 
+@pytest.mark.heavy
 def test_stock_lm_eval_scores_a_compressed_tensors_export(tiny_checkpoint, tmp_path):
     folder = _layerwise(tiny_checkpoint, tmp_path / "lw", bits=(8, 4), importance="zd", target_bits=6, sym=True)
     export = export_checkpoint(folder, tmp_path / "ct", format="compressed-tensors")
@@ -75,6 +77,7 @@ def test_stock_lm_eval_scores_a_compressed_tensors_export(tiny_checkpoint, tmp_p
     assert 0 <= _piqa_accuracy(result, tmp_path / "results") <= 1
 
 
+@pytest.mark.heavy
 def test_optimum_layerwise_lm_eval_opens_layerwise_checkpoints_with_stock_flags(tiny_checkpoint, tmp_path):
     folder = _layerwise(tiny_checkpoint, tmp_path / "lw", bits=(8, 4), importance="zd", target_bits=6)
     code = "import sys; from optimum_layerwise.cli import main; sys.exit(main(['lm-eval', *sys.argv[1:]]))"
@@ -82,6 +85,7 @@ def test_optimum_layerwise_lm_eval_opens_layerwise_checkpoints_with_stock_flags(
     assert 0 <= _piqa_accuracy(result, tmp_path / "results") <= 1
 
 
+@pytest.mark.heavy
 def test_disk_offload_and_pipeline_after_the_import(tiny_checkpoint, tmp_path):
     folder = _layerwise(tiny_checkpoint, tmp_path / "lw", bits=(8, 4), importance="zd", target_bits=6)
     code = """
@@ -104,6 +108,7 @@ print(text[0]["generated_text"][:3])
     assert result.stdout.strip().splitlines()[-1] == "abc"
 
 
+@pytest.mark.heavy
 def test_a_sliced_checkpoint_needs_the_import_then_opens_in_lm_eval_and_pipeline(tiny_checkpoint, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
