@@ -151,9 +151,10 @@ def build_model_card(
     plan = config.plan
     layer_bits, scores = plan.layer_bits, plan.layer_scores
     num_layers, avg = len(layer_bits), plan.average_bits
-    importance = config.importance
+    request = config.request
+    importance = request.importance
     importance_name = importance if isinstance(importance, str) else "custom scores"
-    levels = " / ".join(str(bits) for bits in config.bits)
+    levels = " / ".join(str(bits) for bits in request.bits)
     lines = [
         marker,
         "",
@@ -170,11 +171,11 @@ def build_model_card(
         lines.append(f"| base model | {source} |")
     lines += [
         f"| architecture | {architecture} |",
-        f"| backend | {config.backend} (group size {config.group_size or 'per channel'}) |",
+        f"| backend | {request.backend} (group size {request.group_size or 'per channel'}) |",
         f"| precision levels | {levels} bits, chosen per {GRANULARITY_NAMES[plan.granularity]} |",
         f"| average bits | **{avg:.2f}** over {num_layers} decoder layers |",
         f"| importance | {importance_name if scores is not None else 'none (bit map given by hand)'} |",
-        f"| memory | {describe_size(model, backend_for(config.request), config.group_size, '→')} packed "
+        f"| memory | {describe_size(model, backend_for(request), request.group_size, '→')} packed "
         "(1 MiB = 2**20 bytes) |",
         "",
         "Only the Linear modules inside decoder layers are quantized; embeddings, `lm_head` and norms keep their "
@@ -238,13 +239,13 @@ def build_model_card(
         "```python",
         "from optimum_layerwise import LayerwiseQuantizationConfig",
         "",
-        recipe(config.request, config.plan),
+        recipe(request, plan),
         "```",
         "",
-        *checkpoint_format_lines(config.request),
+        *checkpoint_format_lines(request),
         "",
     ]
-    metadata = card_metadata(config.request, config.plan, base_model, extra_tags, getattr(model, LICENSE_ATTR, None))
+    metadata = card_metadata(request, plan, base_model, extra_tags, getattr(model, LICENSE_ATTR, None))
     return _checked(ModelCard(f"---\n{metadata.to_yaml()}\n---\n\n" + "\n".join(lines)))
 
 
@@ -275,7 +276,8 @@ def _write_heatmap(model: nn.Module, folder: Path) -> Path | None:
     from .heatmap import plot_importance
 
     path = folder / HEATMAP_NAME
-    name = config.importance if isinstance(config.importance, str) else "custom"
+    importance = config.request.importance
+    name = importance if isinstance(importance, str) else "custom"
     try:
         plot_importance(
             config.plan.layer_scores, path, layer_bits=config.plan.layer_bits, title=f"Layer importance ({name})"
