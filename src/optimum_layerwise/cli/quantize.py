@@ -12,6 +12,8 @@ from ..formats.checkpoint_summary import read_checkpoint_summary
 from ..formats.export import export_model
 from ..formats.tables import format_layer_table
 from ..importance import IMPORTANCE_METHODS
+from ..plan.backends import BACKENDS, QUANTO_OPTIMIZERS
+from ..plan.fields import GRANULARITIES
 from .arguments import (
     add_calibration,
     add_dtype_and_device_map,
@@ -49,7 +51,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     budget.add_argument("--target-bits", type=float, help="average bits over decoder layers")
     budget.add_argument("--memory-budget", help="bytes for the whole model, e.g. 200MB or 1.5GiB")
     budget.add_argument("--num-low-bit-layers", type=int, help="number of layers at the lowest level")
-    parser.add_argument("--backend", default="quanto", help="quanto or gptq (default: quanto)")
+    parser.add_argument("--backend", default="quanto", help=f"{' or '.join(BACKENDS)} (default: quanto)")
     parser.add_argument("--group-size", type=parse_group_size, default=128, help="group size or 'none' (default: 128)")
     parser.add_argument("--desc-act", action="store_true", help="GPT-Q: quantize columns by decreasing activation")
     add_switch(
@@ -66,13 +68,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--granularity",
-        choices=("layer", "block", "module"),
+        choices=GRANULARITIES,
         default="layer",
         help="bits per decoder layer (default), per attention/MLP block or per Linear module",
     )
     parser.add_argument(
         "--optimizer",
-        choices=("max", "hqq", "imatrix"),
+        choices=QUANTO_OPTIMIZERS,
         help="quanto: int2/int4 scales by range, by HQQ, or searched against the calibration inputs (imatrix; the "
         "default, or max when the model has no tokenizer to read the calibration text)",
     )
