@@ -104,6 +104,61 @@ def test_corrupted_bytes_are_found_by_the_manifest(saved, capsys):
     assert not torch.allclose(logits, intact)  # what an unverified load of these bytes gives, without a word
 
 
+def reinterpret(name, dtype=None, reverse_shape=False):
+    """Read the bytes of tensor `name` as another dtype of the same width, or with its shape reversed."""
+
+    def edit(header):
+        if dtype is not None:
+            header[name]["dtype"] = dtype
+        if reverse_shape:
+            header[name]["shape"] = header[name]["shape"][::-1]
+
+    return edit
+
+
+HEADER_CHANGES = {
+    # the same bytes as another model: the loader's header check accepts both, only the manifest can tell
+    "scale as bfloat16": (
+        reinterpret("model.layers.2.mlp.up_proj.weight_scale", dtype="BF16"),
+        "tensor model.layers.2.mlp.up_proj.weight_scale has dtype BF16, saved as F16",
+    ),
+    "packed weight reshaped": (
+        reinterpret("model.layers.1.self_attn.o_proj.weight", reverse_shape=True),
+        "tensor model.layers.1.self_attn.o_proj.weight has shape",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HEADER_CHANGES))
+def test_the_same_bytes_read_another_way_are_found_by_the_manifest(saved, case, capsys):
+    change, message = HEADER_CHANGES[case]
+    edit_header(saved, change)
+    (problem,) = verify_checksums(saved)
+    assert message in problem
+    assert main(["inspect", str(saved), "--verify"]) == 1
+    assert message in capsys.readouterr().err
+    with pytest.raises(ValueError, match="Checksum verification failed"):
+        AutoModelForCausalLM.from_pretrained(saved, quantization_config=LayerwiseQuantizationConfig(verify=True))
+
+
+def test_header_metadata_is_covered_and_version_1_manifests_still_verify(saved):
+    edit_header(saved, lambda header: header["__metadata__"].update(format="tf"))
+    assert verify_checksums(saved) == ["model.safetensors: the header metadata differs from the saved one"]
+    edit_header(saved, lambda header: header["__metadata__"].update(format="pt"))
+    manifest = json.loads((saved / CHECKSUMS_NAME).read_text())
+    del manifest["version"]
+    manifest["tensors"] = {  # as written before dtypes, shapes and metadata were recorded
+        file: {name: entry["sha256"] for name, entry in tensors.items() if name != "__metadata__"}
+        for file, tensors in manifest["tensors"].items()
+    }
+    (saved / CHECKSUMS_NAME).write_text(json.dumps(manifest))
+    assert verify_checksums(saved) == []
+    corrupt_bytes(saved, "model.layers.0.self_attn.q_proj.weight_scale")
+    assert verify_checksums(saved) == [
+        "model.safetensors: tensor model.layers.0.self_attn.q_proj.weight_scale differs from the saved one"
+    ]
+
+
 def test_an_edited_config_is_found_by_the_manifest(saved):
     edit_config(saved, lambda config: config.update(importance="random"))
     assert verify_checksums(saved) == ["config.json was modified"]

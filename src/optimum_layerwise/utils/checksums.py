@@ -1,12 +1,14 @@
 """Per-tensor sha256 manifest of a checkpoint folder, written at save and checked on demand.
 
-`layerwise_checksums.json` holds the sha256 of `config.json` and of the bytes of every tensor in every
-`*.safetensors` file (read straight from the files, so the manifest describes what is on disk). Verifying re-reads
-the files: about as fast as the disk and sha256 allow (see docs/faq.md). This module imports neither torch nor
+`layerwise_checksums.json` holds the sha256 of `config.json` and, for every tensor in every `*.safetensors` file, the
+sha256 of its bytes with its dtype and shape (the same bytes read as another dtype or shape are another model), and
+the sha256 of each file's header metadata; all read straight from the files, so the manifest describes what is on
+disk. Verifying re-reads the files: about as fast as the disk and sha256 allow (see docs/faq.md). Manifests written
+before dtypes and shapes were recorded (version 1) are checked on the bytes. This module imports neither torch nor
 transformers.
 
 ```python
-from optimum_layerwise.checksums import verify_checksums
+from optimum_layerwise.utils.checksums import verify_checksums
 
 problems = verify_checksums("my-model-3bit")  # [] when every tensor and config.json are as saved
 ```
@@ -18,9 +20,12 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 
 CHECKSUMS_NAME = "layerwise_checksums.json"
+MANIFEST_VERSION = 2
+METADATA_KEY = "__metadata__"
 HASHED_FILES = ("config.json",)
 _CHUNK = 16 * 2**20
 _MAX_HEADER = 100 * 2**20
@@ -61,20 +66,43 @@ def safetensors_header(path: str | os.PathLike) -> tuple[dict, int]:
     return header, 8 + length
 
 
-def tensor_checksums(path: str | os.PathLike) -> dict[str, str]:
-    """sha256 of the bytes of every tensor in one safetensors file, by tensor name."""
+def tensor_checksums(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """What the manifest records of one safetensors file: for every tensor, by name, the sha256 of its bytes, its
+    dtype and its shape; under `"__metadata__"`, the sha256 of the header's metadata."""
     header, data_start = safetensors_header(path)
-    checksums = {}
+    checksums: dict[str, dict[str, Any]] = {}
     with open(path, "rb") as handle:
         for name, info in sorted(header.items()):
-            if name == "__metadata__":
+            if name == METADATA_KEY:
+                checksums[name] = {"sha256": hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()}
                 continue
             try:
                 begin, end = (int(offset) for offset in info["data_offsets"])
             except (KeyError, TypeError, ValueError):
                 raise ValueError(f"{path}: tensor {name!r} has no valid data_offsets in its header.") from None
-            checksums[name] = _sha256_of_range(handle, data_start + begin, end - begin)
+            checksum = _sha256_of_range(handle, data_start + begin, end - begin)
+            checksums[name] = {"sha256": checksum, "dtype": info.get("dtype"), "shape": info.get("shape")}
     return checksums
+
+
+def _tensor_difference(
+    file_name: str, tensor: str, expected: str | dict[str, Any], found: dict[str, Any]
+) -> str | None:
+    """How a tensor on disk differs from its manifest entry (`None` when it does not); a version-1 entry is the sha256
+    of the bytes alone."""
+    where = f"{file_name}: tensor {tensor}"
+    if isinstance(expected, str):
+        expected = {"sha256": expected}
+    for key, what in (("dtype", "dtype"), ("shape", "shape")):
+        if key in expected and expected[key] != found[key]:
+            return f"{where} has {what} {found[key]}, saved as {expected[key]}"
+    if expected.get("sha256") != found["sha256"]:
+        return (
+            f"{file_name}: the header metadata differs from the saved one"
+            if tensor == METADATA_KEY
+            else (f"{where} differs from the saved one")
+        )
+    return None
 
 
 def _file_checksum(path: Path) -> str:
@@ -83,10 +111,12 @@ def _file_checksum(path: Path) -> str:
 
 
 def compute_checksums(folder: str | os.PathLike) -> dict:
-    """The manifest of `folder`: `{"algorithm": "sha256", "files": {...}, "tensors": {file: {tensor: sha256}}}`."""
+    """The manifest of `folder`: `{"algorithm": "sha256", "version": 2, "files": {name: sha256}, "tensors": {file:
+    {tensor: {"sha256", "dtype", "shape"}}}}`."""
     folder = Path(folder)
     return {
         "algorithm": "sha256",
+        "version": MANIFEST_VERSION,
         "files": {name: _file_checksum(folder / name) for name in HASHED_FILES if (folder / name).is_file()},
         "tensors": {path.name: tensor_checksums(path) for path in sorted(folder.glob("*.safetensors"))},
     }
@@ -134,11 +164,13 @@ def verify_checksums(folder: str | os.PathLike) -> list[str]:
             problems.append(f"{file_name} is not in the manifest")
             continue
         expected, found = expected_tensors[file_name], actual["tensors"][file_name]
+        if not isinstance(next(iter(expected.values()), {}), dict):  # version 1: tensors only, bytes only
+            found = {name: entry for name, entry in found.items() if name != METADATA_KEY}
         for tensor in sorted(set(expected) | set(found)):
             if tensor not in found:
                 problems.append(f"{file_name}: tensor {tensor} is missing")
             elif tensor not in expected:
                 problems.append(f"{file_name}: tensor {tensor} is not in the manifest")
-            elif found[tensor] != expected[tensor]:
-                problems.append(f"{file_name}: tensor {tensor} differs from the saved one")
+            elif difference := _tensor_difference(file_name, tensor, expected[tensor], found[tensor]):
+                problems.append(difference)
     return problems
