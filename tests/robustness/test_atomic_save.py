@@ -165,3 +165,26 @@ def test_saving_over_the_current_folder_is_refused(tiny_checkpoint, tmp_path, mo
     with pytest.raises(ValueError, match="is the current folder or one of its parents"):
         model.save_pretrained(target)
     assert (workdir / "precious.txt").read_text() == "x"
+
+
+def test_a_save_inside_a_staging_folder_writes_straight_into_it(tiny_checkpoint, tmp_path):
+    """The CLI saves model and tokenizer in one atomic folder: the model's own atomic save writes into that staging
+    folder instead of staging a second one next to it (which a kill left behind, out of reach of the cleanup)."""
+    model = quantize(tiny_checkpoint)
+    with atomic_folder(tmp_path / "ckpt") as staging:
+        inode = staging.stat().st_ino
+        model.save_pretrained(staging)
+        assert staging.stat().st_ino == inode  # written in place, not staged next to it and swapped in
+    assert (tmp_path / "ckpt" / "config.json").is_file() and [e.name for e in tmp_path.iterdir()] == ["ckpt"]
+
+
+def test_nested_staging_left_by_a_killed_save_is_removed_by_the_next_one(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has ended
+    outer = f".ckpt.layerwise-staging-{pid}-abc"
+    nested = tmp_path / f".{outer}.layerwise-staging-{pid}-def"
+    nested.mkdir()
+    (nested / "model.safetensors").write_bytes(b"half a model")
+    with atomic_folder(tmp_path / "ckpt") as staging:
+        (staging / "config.json").write_text("{}")
+    assert [entry.name for entry in tmp_path.iterdir()] == ["ckpt"]

@@ -88,6 +88,20 @@ def test_a_checkpoint_needs_overwrite_and_is_replaced_whole(tiny_checkpoint, tmp
     assert [entry.name for entry in tmp_path.iterdir()] == ["out"]  # no staging folder left
 
 
+@pytest.mark.heavy
+def test_overwrite_keeps_the_users_files_and_force_replaces_the_folder(tiny_checkpoint, tmp_path, capsys):
+    output = tmp_path / "out"
+    assert quantize_to(capsys, tiny_checkpoint, output)[0] == 0
+    (output / "notes.txt").write_text("mine")
+    (output / "model-00001-of-00002.safetensors").write_bytes(b"stale shard of an older save")
+    code, _, err = quantize_to(capsys, tiny_checkpoint, output, "--overwrite", "--num-low-bit-layers", "1")
+    assert code == 0, err
+    assert (output / "notes.txt").read_text() == "mine"  # as save_pretrained into the folder keeps it
+    assert not (output / "model-00001-of-00002.safetensors").exists()  # files of the old checkpoint are replaced
+    assert quantize_to(capsys, tiny_checkpoint, output, "--force")[0] == 0
+    assert not (output / "notes.txt").exists()  # --force: the folder's content is replaced, as its help says
+
+
 def test_an_output_that_is_a_file(tiny_checkpoint, tmp_path, capsys):
     path = tmp_path / "file"
     path.write_text("x")

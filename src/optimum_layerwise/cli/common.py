@@ -14,6 +14,19 @@ from ..plan.saved_config import SLICING_METHOD, layerwise_dict
 from ..utils.atomic import atomic_folder, check_target_folder
 
 
+# Entries of a previous checkpoint in `--output` that a new save replaces, besides the weights and the files generated
+# from the plan (`hf.hub.STALE_ON_SAVE`); other files of the user's are kept
+TOKENIZER_ENTRIES = (
+    "generation_config.json",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+)
+
+
 class CommandError(Exception):
     """A user error reported as one line, without a traceback."""
 
@@ -100,9 +113,13 @@ def load_for_evaluation(model: str) -> tuple[Any, Any]:
     return AutoModelForCausalLM.from_pretrained(path), load_tokenizer(path)
 
 
-def save_checkpoint(model: Any, tokenizer: Any, output: Path) -> None:
-    """Save the model and its tokenizer to `output` atomically (staged, then swapped in)."""
-    with atomic_folder(output, keep_other_files=False) as staging:
+def save_checkpoint(model: Any, tokenizer: Any, output: Path, *, keep_other_files: bool = True) -> None:
+    """Save the model and its tokenizer to `output` atomically (staged, then swapped in). Files of a previous
+    checkpoint there are replaced; other files are kept unless `keep_other_files=False` (`--force`)."""
+    from ..hf.hub import STALE_ON_SAVE  # loads torch: not at `--help`
+
+    discard = (*STALE_ON_SAVE, *TOKENIZER_ENTRIES)
+    with atomic_folder(output, keep_other_files=keep_other_files, discard=discard) as staging:
         model.save_pretrained(staging)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)

@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> None:
     if args.format != "layerwise":
         _save_exported(model, tokenizer, output, args.format)
     else:
-        save_checkpoint(model, tokenizer, output)
+        save_checkpoint(model, tokenizer, output, keep_other_files=not args.force)
     PackedLayerStore(config.work_dir).remove()
     print(f"saved to {args.output}" + (f" ({args.format})" if args.format != "layerwise" else ""))
     push_to_hub(model, tokenizer, args.push_to_hub)

@@ -60,6 +60,6 @@ def run(args: argparse.Namespace) -> None:
     print(f"mean sparsity: {plan.sparsity:.3f} over {len(plan.widths)} decoder layers (head: {plan.head_width})")
     print(f"parameters: {sum(parameter.numel() for parameter in model.parameters()):,}")
     print_quality(plan.quality, *QUALITY_WORDING)
-    save_checkpoint(model, config.tokenizer, output)
+    save_checkpoint(model, config.tokenizer, output, keep_other_files=not args.force)
     print(f"saved to {args.output}")
     push_to_hub(model, config.tokenizer, args.push_to_hub)

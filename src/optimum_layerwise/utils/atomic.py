@@ -29,6 +29,8 @@ from pathlib import Path
 
 
 STAGING_MARK = ".layerwise-staging-"
+# staging folders of this process's open `atomic_folder` blocks: a write into one of them is already atomic
+_OPEN_STAGING: set[Path] = set()
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
@@ -50,18 +52,27 @@ def _process_alive(pid: int) -> bool:
 
 
 def remove_stale_staging(target: str | os.PathLike) -> list[Path]:
-    """Remove the staging folders of `target` left by processes that no longer run (e.g. killed during a save).
+    """Remove the staging folders of `target` left by processes that no longer run (e.g. killed during a save), and
+    the staging folders of those (`..target.layerwise-staging-A.layerwise-staging-B`, which saves nested in a staging
+    folder wrote before nested writes went straight into the outer staging folder).
 
     Returns:
         `list[Path]`: the folders removed.
     """
     target = Path(target)
     removed = []
-    prefix = f".{target.name}{STAGING_MARK}"
     if not target.parent.is_dir():
         return removed
     for entry in target.parent.iterdir():
-        if not entry.name.startswith(prefix) or not entry.is_dir():
+        prefix = next(
+            (
+                p
+                for p in (f".{target.name}{STAGING_MARK}", f"..{target.name}{STAGING_MARK}")
+                if entry.name.startswith(p)
+            ),
+            None,
+        )
+        if prefix is None or not entry.is_dir():
             continue
         pid_text = entry.name[len(prefix) :].split("-", 1)[0]
         if pid_text.isdigit() and not _process_alive(int(pid_text)):
@@ -197,11 +208,18 @@ def atomic_folder(
             `save_pretrained` does when writing into an existing folder); `False` replaces the folder wholesale.
         discard (`Sequence[str]`, *optional*):
             Glob patterns of previous entries never kept (e.g. stale weight shards).
+
+    A `target` that is the staging folder of an open `atomic_folder` block of this process (e.g. `save_pretrained`
+    called inside one) is yielded as it is: the outer block makes the write atomic.
     """
     target = check_target_folder(target)
+    if target in _OPEN_STAGING:
+        yield target
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(target)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{STAGING_MARK}{os.getpid()}-", dir=target.parent))
+    _OPEN_STAGING.add(staging.resolve())
     try:
         yield staging
         _normalize_permissions(staging)
@@ -212,6 +230,8 @@ def atomic_folder(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        _OPEN_STAGING.discard(staging.resolve())
 
 
 @contextlib.contextmanager
