@@ -4,6 +4,7 @@ checkpoint or the complete new one."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -188,3 +189,17 @@ def test_nested_staging_left_by_a_killed_save_is_removed_by_the_next_one(tmp_pat
     with atomic_folder(tmp_path / "ckpt") as staging:
         (staging / "config.json").write_text("{}")
     assert [entry.name for entry in tmp_path.iterdir()] == ["ckpt"]
+
+
+def test_saving_over_the_unquantized_source_is_refused(tiny_checkpoint, tmp_path):
+    source = tmp_path / "float"
+    shutil.copytree(tiny_checkpoint, source)
+    before = {path.name: path.read_bytes() for path in source.iterdir()}
+    model = quantize(str(source))
+    with pytest.raises(ValueError, match="is the folder the unquantized model was loaded from.*overwrite_source=True"):
+        model.save_pretrained(source)
+    assert {path.name: path.read_bytes() for path in source.iterdir()} == before
+    model.save_pretrained(source, overwrite_source=True)
+    assert saved_layer_bits(source) == BITS_A
+    again = AutoModelForCausalLM.from_pretrained(source)  # a layer-wise checkpoint now: saving over it is fine
+    again.save_pretrained(source)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 from ..data.demo_models import resolve_model
 from ..plan.quality import QualityCheck
-from ..plan.saved_config import SLICING_METHOD, layerwise_dict
+from ..plan.saved_config import holds_layerwise_checkpoint
 from ..utils.atomic import atomic_folder, check_target_folder
 
 
@@ -31,16 +30,6 @@ class CommandError(Exception):
     """A user error reported as one line, without a traceback."""
 
 
-def _is_layerwise_checkpoint(folder: Path) -> bool:
-    try:
-        saved = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("quantization_config")
-    except (OSError, ValueError, AttributeError):
-        return False
-    return isinstance(saved, dict) and (
-        layerwise_dict(saved) is not None or saved.get("quant_method") == SLICING_METHOD
-    )
-
-
 def check_output(output: str, *, overwrite: bool, force: bool, model: str | None = None) -> Path:
     """Check that `--output` may be written, before any work is done; returns its absolute path.
 
@@ -59,7 +48,7 @@ def check_output(output: str, *, overwrite: bool, force: bool, model: str | None
         if path == source or path in source.parents:
             raise CommandError(f"--output {output} would replace the input model {model}: choose another folder")
     if path.is_dir() and any(path.iterdir()):
-        if _is_layerwise_checkpoint(path):
+        if holds_layerwise_checkpoint(path):
             if not (overwrite or force):
                 raise CommandError(f"--output {output} holds a layer-wise checkpoint; pass --overwrite to replace it")
         elif not force:

@@ -23,6 +23,7 @@ from transformers.utils import logging
 from ..data.demo_models import demo_model_in
 from ..formats.card_record import BASE_MODEL_ATTR, EVAL_RESULTS_ATTR, LICENSE_ATTR, hub_model_id, read_card_data
 from ..formats.model_card import CARD_NAME, HEATMAP_NAME, build_model_card, has_model_card, write_model_card
+from ..plan.saved_config import holds_layerwise_checkpoint
 from ..utils.atomic import atomic_folder
 from ..utils.checksums import CHECKSUMS_NAME, write_checksums
 
@@ -87,8 +88,10 @@ class _SaveWithCard(_ModelMethodHook):
 
     method = "save_pretrained"
 
-    def __call__(self, save_directory, *args, format: str = "layerwise", **kwargs):
+    def __call__(self, save_directory, *args, format: str = "layerwise", overwrite_source: bool = False, **kwargs):
         model, original = self.model, self._original()
+        if not overwrite_source:
+            _check_not_the_source(model, save_directory)
         if format != "layerwise":
             return _save_exported(model, save_directory, format, args, kwargs)
         arguments = inspect.signature(original).bind(model, save_directory, *args, **kwargs).arguments
@@ -106,13 +109,32 @@ class _SaveWithCard(_ModelMethodHook):
         with atomic_folder(save_directory, discard=STALE_ON_SAVE) as staging, warnings.catch_warnings():
             # transformers warns about its own 50GB default shard size when layers are offloaded; ours is smaller
             warnings.filterwarnings("ignore", message="Attempting to save a model with offloaded modules")
-            if previous_card.is_file():  # a copy: the card logic decides on it as in a plain save into the folder
+            # a copy: the card logic decides on it as in a plain save into the folder (not needed when the folder is
+            # an open staging folder, written straight into)
+            if previous_card.is_file() and previous_card.parent.resolve() != staging:
                 shutil.copyfile(previous_card, staging / CARD_NAME)
             result = original(model, staging, *args, **kwargs)
             if layerwise and not push:  # with push, the upload hook has written it before uploading
                 write_model_card(model, staging)
             write_checksums(staging)
         return result
+
+
+def _check_not_the_source(model: nn.Module, save_directory: str | os.PathLike) -> None:
+    """Refuse to save a compressed model over the unquantized checkpoint it was loaded from.
+
+    Raises:
+        `ValueError`: naming `overwrite_source=True`, which allows it.
+    """
+    source = getattr(model, "name_or_path", None)
+    if not source or not os.path.isdir(source) or holds_layerwise_checkpoint(source):
+        return
+    if os.path.realpath(source) == os.path.realpath(os.fspath(save_directory)):
+        raise ValueError(
+            f"save_directory={os.fspath(save_directory)!r} is the folder the unquantized model was loaded from: "
+            "saving there would replace its original weights. Choose another folder, or pass "
+            "`overwrite_source=True` to replace them."
+        )
 
 
 def _save_exported(model: nn.Module, save_directory, format: str, args: tuple, kwargs: dict) -> None:

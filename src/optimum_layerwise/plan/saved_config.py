@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 
@@ -30,3 +33,14 @@ def planned_config(model: Any, method: str) -> Any:
     if getattr(config, "quant_method", None) != method or getattr(config, "plan", None) is None:
         return None
     return config
+
+
+def holds_layerwise_checkpoint(folder: str | os.PathLike) -> bool:
+    """Whether `folder`'s `config.json` is the config of a layer-wise quantized or sliced checkpoint."""
+    try:
+        saved = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get("quantization_config")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(saved, dict) and (
+        layerwise_dict(saved) is not None or saved.get("quant_method") == SLICING_METHOD
+    )
