@@ -102,6 +102,15 @@ def test_overwrite_keeps_the_users_files_and_force_replaces_the_folder(tiny_chec
     assert not (output / "notes.txt").exists()  # --force: the folder's content is replaced, as its help says
 
 
+def test_a_fifo_as_dataset_is_refused_instead_of_waiting_forever(tiny_checkpoint, tmp_path):
+    fifo = tmp_path / "calibration.txt"
+    os.mkfifo(fifo)  # nothing ever writes to it: reading it would block until killed
+    command = [sys.executable, "-m", "optimum_layerwise", "--quiet", "quantize", tiny_checkpoint]
+    command += ["--output", str(tmp_path / "out"), "--dataset", str(fifo), "--importance", "lim", "--group-size", "32"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)  # about 8 s when refused
+    one_line_error(result.returncode, result.stderr, "is not a regular file")
+
+
 def test_an_output_that_is_a_file(tiny_checkpoint, tmp_path, capsys):
     path = tmp_path / "file"
     path.write_text("x")

@@ -61,6 +61,8 @@ def _load_path(path: Path) -> list[str]:
         raise ValueError(f"`dataset`={str(path)!r} is a folder without .txt files.")
     documents = []
     for file in files:
+        if not file.is_file():  # a FIFO, socket or device would block the read or never end
+            raise ValueError(f"`dataset` {str(file)!r} is not a regular file: pass a text file or a folder of them.")
         try:
             documents.append(file.read_text(encoding="utf-8"))
         except UnicodeDecodeError as error:
