@@ -203,3 +203,50 @@ def test_saving_over_the_unquantized_source_is_refused(tiny_checkpoint, tmp_path
     assert saved_layer_bits(source) == BITS_A
     again = AutoModelForCausalLM.from_pretrained(source)  # a layer-wise checkpoint now: saving over it is fine
     again.save_pretrained(source)
+
+
+def on_a_small_disk(size: str, *command: str) -> subprocess.CompletedProcess:
+    """Run `command` with a tmpfs of `size` mounted at `/mnt` (in a user and mount namespace of its own: no root
+    needed, and the mount ends with the command)."""
+    script = f'mount -t tmpfs -o size={size} tmpfs /mnt && exec "$@"'
+    return subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", *command],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.heavy
+def test_a_save_that_cannot_fit_is_refused_before_writing(tiny_checkpoint):
+    result = on_a_small_disk(
+        "256k", sys.executable, "-m", "optimum_layerwise", "--quiet", "quantize", tiny_checkpoint, "--output",
+        "/mnt/out", "--importance", "zd", "--group-size", "32",
+    )  # fmt: skip
+    last = result.stderr.strip().splitlines()[-1]  # the lines before it are the quantization's own report
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert last.startswith("optimum-layerwise quantize: error: [Errno 28] Not enough disk space to write /mnt/out")
+    assert "KiB free" in last
+
+
+def test_a_disk_that_fills_up_during_a_write_gives_one_line_and_leaves_the_folder(tmp_path):
+    code = textwrap.dedent(
+        """
+        from pathlib import Path
+        from optimum_layerwise.utils.atomic import atomic_folder
+        target = Path("/mnt/ckpt")
+        with atomic_folder(target) as staging:
+            (staging / "old.txt").write_text("previous checkpoint")
+        try:
+            with atomic_folder(target, keep_other_files=False) as staging:
+                (staging / "model.safetensors").write_bytes(bytes(4 * 2**20))  # more than the disk holds
+        except OSError as error:
+            print(error)
+        print(sorted(path.name for path in Path("/mnt").iterdir()), (target / "old.txt").read_text())
+        """
+    )
+    result = on_a_small_disk("1m", sys.executable, "-c", code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    error, listing = result.stdout.strip().splitlines()
+    assert "The disk filled up while writing /mnt/ckpt" in error and "the folder was left as it was" in error
+    assert listing == "['ckpt'] previous checkpoint"

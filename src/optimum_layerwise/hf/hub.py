@@ -23,8 +23,9 @@ from transformers.utils import logging
 from ..data.demo_models import demo_model_in
 from ..formats.card_record import BASE_MODEL_ATTR, EVAL_RESULTS_ATTR, LICENSE_ATTR, hub_model_id, read_card_data
 from ..formats.model_card import CARD_NAME, HEATMAP_NAME, build_model_card, has_model_card, write_model_card
+from ..model.footprint import tensor_nbytes
 from ..plan.saved_config import holds_layerwise_checkpoint
-from ..utils.atomic import atomic_folder
+from ..utils.atomic import atomic_folder, check_free_space
 from ..utils.checksums import CHECKSUMS_NAME, write_checksums
 
 
@@ -63,6 +64,8 @@ class _ModelMethodHook:
 # a time, so this bounds the memory a save needs; the same for every layer-wise save, so both paths write the same
 # files. Pass `max_shard_size` to choose another.
 MAX_SHARD_SIZE = "2GB"
+# What a save writes besides the tensors (config, safetensors headers, card, heatmap, manifest), with room to spare
+SAVE_OVERHEAD_BYTES = 4 * 2**20
 
 # Previous entries of a folder that a new save never keeps: weights (transformers removes its stale shards too) and
 # the files generated from the plan.
@@ -105,6 +108,7 @@ class _SaveWithCard(_ModelMethodHook):
             kwargs["max_shard_size"] = MAX_SHARD_SIZE
         if push:  # transformers names the repo after the folder it writes to: the target, not the staging folder
             kwargs.setdefault("repo_id", Path(os.fspath(save_directory)).name)
+        check_room_to_save(model, save_directory)
         previous_card = Path(os.fspath(save_directory)) / CARD_NAME
         with atomic_folder(save_directory, discard=STALE_ON_SAVE) as staging, warnings.catch_warnings():
             # transformers warns about its own 50GB default shard size when layers are offloaded; ours is smaller
@@ -118,6 +122,12 @@ class _SaveWithCard(_ModelMethodHook):
                 write_model_card(model, staging)
             write_checksums(staging)
         return result
+
+
+def check_room_to_save(model: nn.Module, save_directory: str | os.PathLike) -> None:
+    """Refuse a save of `model` that the disk of `save_directory` cannot hold, before anything is written (see
+    [`~optimum_layerwise.utils.atomic.check_free_space`])."""
+    check_free_space(save_directory, tensor_nbytes(model) + SAVE_OVERHEAD_BYTES)
 
 
 def _check_not_the_source(model: nn.Module, save_directory: str | os.PathLike) -> None:

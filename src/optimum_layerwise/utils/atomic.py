@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fnmatch
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from .units import format_bytes
 
 
 STAGING_MARK = ".layerwise-staging-"
@@ -193,6 +196,40 @@ def check_target_folder(target: str | os.PathLike, parameter: str = "save_direct
     return path
 
 
+def free_bytes(target: str | os.PathLike) -> int:
+    """Bytes free on the disk that holds `target` (or would hold it: its nearest existing parent is asked)."""
+    existing = Path(os.path.abspath(target))
+    while not existing.exists():
+        existing = existing.parent
+    return shutil.disk_usage(existing).free
+
+
+class NotEnoughSpaceError(OSError):
+    """A write refused before it started: the disk cannot hold it."""
+
+
+def check_free_space(target: str | os.PathLike, needed_bytes: int) -> None:
+    """Refuse, before anything is written, a write of about `needed_bytes` that the disk of `target` cannot hold.
+
+    Raises:
+        [`NotEnoughSpaceError`] (an `OSError`, `ENOSPC`): naming the folder, the bytes needed and the bytes free.
+    """
+    free = free_bytes(target)
+    if needed_bytes > free:
+        raise NotEnoughSpaceError(
+            errno.ENOSPC,
+            f"Not enough disk space to write {os.fspath(target)}: it needs about {format_bytes(needed_bytes)}, its "
+            f"disk has {format_bytes(free)} free.",
+        )
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    """Whether `error` says the disk filled up (an `OSError`, or a writer's own error such as safetensors')."""
+    if isinstance(error, NotEnoughSpaceError):  # refused before writing: its message says so already
+        return False
+    return (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in str(error)
+
+
 @contextlib.contextmanager
 def atomic_folder(
     target: str | os.PathLike, *, keep_other_files: bool = True, discard: Sequence[str] = ()
@@ -227,8 +264,14 @@ def atomic_folder(
             _carry_over(target, staging, discard)
         _fsync_tree(staging)
         _swap_into_place(staging, target)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        if _is_disk_full(error):
+            raise OSError(
+                errno.ENOSPC,
+                f"The disk filled up while writing {target} ({format_bytes(free_bytes(target))} free after removing "
+                "the partial write); the folder was left as it was.",
+            ) from error
         raise
     finally:
         _OPEN_STAGING.discard(staging.resolve())
