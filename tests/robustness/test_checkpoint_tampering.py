@@ -242,3 +242,28 @@ def test_a_plan_that_does_not_match_the_model_is_refused(saved, edit, message):
     edit_config(saved, lambda config: edit(config["plan"]))
     with pytest.raises(ValueError, match=message):
         AutoModelForCausalLM.from_pretrained(saved)
+
+
+@pytest.mark.parametrize("length", ["half", "empty"])
+def test_a_truncated_weights_file_is_named(saved, length):
+    path = saved / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if length == "half" else b"")
+    expected = "is truncated: its header announces" if length == "half" else "is not a safetensors file"
+    with pytest.raises(ValueError, match=f"model.safetensors {expected}"):
+        AutoModelForCausalLM.from_pretrained(saved)
+
+
+def test_an_edited_layers_path_is_named(saved):
+    edit_config(saved, lambda config: config["plan"].update(layers_path="model.blocks"))
+    with pytest.raises(ValueError, match=r"`plan.layers_path`='model.blocks'; this model has them at 'model.layers'"):
+        AutoModelForCausalLM.from_pretrained(saved)
+
+
+def test_verify_on_an_unquantized_model_says_so(tiny_checkpoint):
+    with pytest.raises(
+        ValueError, match="verify=True checks a saved layer-wise checkpoint .* not layer-wise quantized"
+    ):
+        AutoModelForCausalLM.from_pretrained(
+            tiny_checkpoint, quantization_config=LayerwiseQuantizationConfig(verify=True)
+        )

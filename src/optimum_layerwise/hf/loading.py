@@ -12,6 +12,7 @@ from ..model.layers import decoder_layers, decoder_layers_path, linear_shapes, q
 from ..plan.fields import check_layer_bits
 from ..plan.quantization_plan import QuantizationPlan
 from ..quantize.backends.base import resolve_modules
+from ..utils.checksums import CHECKSUMS_NAME, safetensors_header, verify_checksums
 from .config import LayerwiseQuantizationConfig
 
 
@@ -59,6 +60,11 @@ def replace_with_packed_modules(
         check_layer_bits(plan.layer_bits, len(decoder_layers(model)), config.bits, "plan.layer_bits")
         modules = resolve_modules(shapes, plan.layer_bits, backend, config.group_size)
         plan = plan.replace(layers_path=decoder_layers_path(model), modules=modules)
+    if plan.layers_path != decoder_layers_path(model):
+        raise ValueError(
+            f"The checkpoint's plan puts the decoder layers at `plan.layers_path`={plan.layers_path!r:.80}; this "
+            f"model has them at {decoder_layers_path(model)!r} (config.json edited, or another architecture)."
+        )
     _check_plan_modules(plan, {name for _, name, _ in shapes})
     expected = {}
     for index, layer, linears in quantizable_linears(model, skip):
@@ -113,17 +119,14 @@ def check_checkpoint(
     Raises:
         `ValueError`: naming the first tensors that are missing or do not match.
     """
-    from safetensors import safe_open
-
     found = {}
     for path in checkpoint_files:
         if not str(path).endswith(".safetensors"):
             raise ValueError(f"Layer-wise checkpoints are stored as safetensors; cannot check {path}.")
-        with safe_open(path, framework="pt") as handle:
-            for key in handle.keys():
-                if key in expected:
-                    tensor_slice = handle.get_slice(key)
-                    found[key] = (tuple(tensor_slice.get_shape()), tensor_slice.get_dtype())
+        header, _ = safetensors_header(path)  # names the file when it is not a whole safetensors file
+        for key, info in header.items():
+            if key in expected and isinstance(info, dict):
+                found[key] = (tuple(info.get("shape", ())), info.get("dtype"))
     problems = []
     for key, (shape, dtype) in expected.items():
         if key not in found:
@@ -180,8 +183,6 @@ def verify_checkpoint_files(checkpoint_files: Sequence[str], name_or_path: str |
     Raises:
         `ValueError`: listing what differs, or when there is no manifest.
     """
-    from ..utils.checksums import CHECKSUMS_NAME, verify_checksums
-
     folder = os.path.dirname(os.path.abspath(checkpoint_files[0]))
     if not os.path.isfile(os.path.join(folder, CHECKSUMS_NAME)) and name_or_path and not os.path.isdir(name_or_path):
         from huggingface_hub import hf_hub_download

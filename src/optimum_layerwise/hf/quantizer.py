@@ -42,6 +42,12 @@ class LayerwiseHfQuantizer(HfQuantizer):
     def validate_environment(self, *args, device_map: Any = None, **kwargs):
         self.quantization_config.quantization_backend().require()
         if not self.pre_quantized:
+            if self.quantization_config.verify:
+                raise ValueError(
+                    "verify=True checks a saved layer-wise checkpoint against its manifest, but the model being "
+                    "loaded is not layer-wise quantized (its config.json has no layer-wise quantization_config). To "
+                    "quantize it, leave `verify` unset."
+                )
             self.quantization_config.check_quantizable()
 
     def update_device_map(self, device_map: dict[str, Any] | None) -> dict[str, Any] | None:

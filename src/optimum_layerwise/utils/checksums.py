@@ -63,6 +63,16 @@ def safetensors_header(path: str | os.PathLike) -> tuple[dict, int]:
             raise ValueError(f"{path} is not a safetensors file: its header is not JSON.") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path} is not a safetensors file: its header is not a JSON object.")
+    announced = 0
+    for name, info in header.items():
+        offsets = info.get("data_offsets") if isinstance(info, dict) and name != METADATA_KEY else None
+        if isinstance(offsets, list) and len(offsets) == 2 and isinstance(offsets[1], int):
+            announced = max(announced, offsets[1])
+    held = os.path.getsize(path) - 8 - length
+    if held < announced:
+        raise ValueError(
+            f"{path} is truncated: its header announces {announced} bytes of tensor data, the file holds {held}."
+        )
     return header, 8 + length
 
 

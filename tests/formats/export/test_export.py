@@ -99,6 +99,17 @@ def test_affine_grids_are_refused_rather_than_changed(tiny_checkpoint, tmp_path)
     assert not (tmp_path / "ct").exists()
 
 
+def test_sym_flags_that_contradict_the_weights_are_named(tiny_checkpoint, tmp_path):
+    _, saved = _quantized(tiny_checkpoint, tmp_path)  # affine grids, then config.json edited to claim symmetric ones
+    config = json.loads((saved / "config.json").read_text())
+    for module in config["quantization_config"]["plan"]["modules"].values():
+        module["sym"] = True
+    (saved / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"says model\.layers\.\d\.\S+ is quantized on a symmetric grid.*affine one"):
+        export_checkpoint(saved, tmp_path / "ct", format="compressed-tensors")
+    assert not (tmp_path / "ct").exists()
+
+
 @pytest.mark.heavy
 def test_cli_quantize_and_export_write_compressed_tensors(tiny_checkpoint, tmp_path, capsys):
     base = ["--quiet", "quantize", tiny_checkpoint, "--bits", "8,4", "--importance", "zd", "--target-bits", "6"]

@@ -58,7 +58,19 @@ def _symmetric_modules(model: nn.Module) -> dict[str, QuantoLinear]:
             "quanto's default), which compressed-tensors cannot store without changing the weights. Quantize with "
             "`sym=True` (CLI: --sym) to export."
         )
+    for name, module in modules.items():
+        if module.bits < 8 and not _holds_symmetric_grid(module):
+            raise ValueError(
+                f"config.json says {name} is quantized on a symmetric grid (sym=true), but its weights hold an affine "
+                "one (zero-points other than 2**(bits - 1)): the config was edited, or belongs to other weights."
+            )
     return modules
+
+
+def _holds_symmetric_grid(module: QuantoLinear) -> bool:
+    """Whether an int2/int4 module's shifts are its symmetric grid's, `2**(bits - 1) · scale`."""
+    scale, shift = module.weight_scale.float(), module.weight_shift.float()
+    return torch.allclose(shift, 2 ** (module.bits - 1) * scale, rtol=1e-3, atol=0)
 
 
 def _scheme(bits: int, group_size: int | None, names: list[str]):
