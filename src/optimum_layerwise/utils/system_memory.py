@@ -5,6 +5,9 @@ This module imports neither torch nor transformers.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import resource
 import sys
 from pathlib import Path
@@ -79,3 +82,26 @@ def peak_resident_bytes(status: Path = Path("/proc/self/status")) -> int:
         pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    try:
+        library = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return library if library is not None and hasattr(library, "malloc_trim") else None
+
+
+def release_freed_memory() -> None:
+    """Give the memory freed by this process back to the system (glibc's `malloc_trim`; a no-op elsewhere).
+
+    Quantizing a layer allocates and frees temporaries of a few MB each. glibc raises its mmap threshold after the
+    first large free, so later temporaries come from the heap, and freed heap memory stays resident: on SmolLM2-135M
+    in float32, quantizing on load peaked at 2.06x the weights' bytes with 667 MB of such memory against 0.94x with it
+    returned (`bench/quantize_load.py`). Called once per layer.
+    """
+    library = _glibc()
+    if library is not None:
+        library.malloc_trim(0)
