@@ -12,6 +12,8 @@ from torch import nn
 from transformers.utils import logging
 
 from ..data.calibration import adds_bos
+from ..utils.system_memory import release_freed_memory
+from .layers import decoder_layers
 
 
 @dataclass(frozen=True)
@@ -35,21 +37,49 @@ class PerplexityResult:
 
 
 def score_windows(
-    model: nn.Module, windows: list[list[int]], context: int, *, batch_size: int = 2, desc: str = "Perplexity"
+    model: nn.Module, windows: list[list[int]], context: int, *, batch_size: int = 1, desc: str = "Perplexity"
 ) -> PerplexityResult:
     """Perplexity of `model` on windows of equal length; the first `context + 1` tokens of each window are not
-    scored (`context` = 1 when a BOS token was put in front). Shows a progress bar titled `desc`."""
+    scored (`context` = 1 when a BOS token was put in front). Shows a progress bar titled `desc`.
+
+    Beyond the model's own logits (`batch_size · seq_len · vocab` values), the loss takes [`NLL_CHUNK`] positions of
+    them at a time in float32, not a float32 copy and a log-softmax of them all."""
     device = model.get_input_embeddings().weight.device
     nll, num_tokens = 0.0, 0
     starts = range(0, len(windows), batch_size)
-    with torch.no_grad():
-        for start in logging.tqdm(starts, desc=desc, unit="batch"):
-            input_ids = torch.tensor(windows[start : start + batch_size], device=device)
-            logits = model(input_ids=input_ids, use_cache=False).logits[:, context:-1].float()
-            targets = input_ids[:, context + 1 :]
-            nll += nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").item()
-            num_tokens += targets.numel()
+    # a quantized forward frees a dequantized weight per Linear: given back after each layer, not kept resident
+    hooks = [layer.register_forward_hook(_release) for layer in decoder_layers(model)]
+    try:
+        with torch.no_grad():
+            for start in logging.tqdm(starts, desc=desc, unit="batch"):
+                input_ids = torch.tensor(windows[start : start + batch_size], device=device)
+                logits = model(input_ids=input_ids, use_cache=False).logits
+                for row, ids in zip(logits, input_ids):
+                    nll += _summed_nll(row[context:-1], ids[context + 1 :])
+                    num_tokens += len(ids) - context - 1
+                del logits
+                release_freed_memory()
+    finally:
+        for hook in hooks:
+            hook.remove()
     return PerplexityResult(math.exp(nll / num_tokens), nll, num_tokens, len(windows))
+
+
+def _release(module: nn.Module, inputs: Any, outputs: Any) -> None:
+    release_freed_memory()
+
+
+NLL_CHUNK = 128
+
+
+def _summed_nll(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Summed negative log-likelihood of `targets` under `logits` (positions × vocabulary), [`NLL_CHUNK`] positions
+    at a time."""
+    total = 0.0
+    for chunk, chunk_targets in zip(logits.split(NLL_CHUNK), targets.split(NLL_CHUNK)):
+        chunk = chunk.float()
+        total += (torch.logsumexp(chunk, dim=-1) - chunk.gather(-1, chunk_targets[:, None])[:, 0]).sum().item()
+    return total
 
 
 def prepare_windows(windows: list[list[int]], tokenizer: Any) -> tuple[list[list[int]], int]:
