@@ -55,3 +55,5 @@ def test_the_tests_mirror_the_packages_and_the_fast_tier_covers_each():
         "a package has no tests/ folder"
     )
     assert packages <= fast, f"no test of {sorted(packages - fast)} in the fast tier"
+    names = [path.name for path in (root / "tests").rglob("test_*.py")]
+    assert len(names) == len(set(names)), "two test files share a name (pytest imports them as one module)"
