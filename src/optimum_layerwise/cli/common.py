@@ -105,11 +105,10 @@ def load_for_evaluation(model: str) -> tuple[Any, Any]:
 def save_checkpoint(model: Any, tokenizer: Any, output: Path, *, keep_other_files: bool = True) -> None:
     """Save the model and its tokenizer to `output` atomically (staged, then swapped in). Files of a previous
     checkpoint there are replaced; other files are kept unless `keep_other_files=False` (`--force`)."""
-    from ..hf.hub import STALE_ON_SAVE, check_room_to_save  # loads torch: not at `--help`
+    from ..hf.hub import STALE_ON_SAVE, save_nbytes  # loads torch: not at `--help`
 
-    check_room_to_save(model, output)
-    discard = (*STALE_ON_SAVE, *TOKENIZER_ENTRIES)
-    with atomic_folder(output, keep_other_files=keep_other_files, discard=discard) as staging:
+    discard, needed = (*STALE_ON_SAVE, *TOKENIZER_ENTRIES), save_nbytes(model)
+    with atomic_folder(output, keep_other_files=keep_other_files, discard=discard, needed_bytes=needed) as staging:
         model.save_pretrained(staging)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)

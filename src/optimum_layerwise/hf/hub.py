@@ -25,7 +25,7 @@ from ..formats.card_record import BASE_MODEL_ATTR, EVAL_RESULTS_ATTR, LICENSE_AT
 from ..formats.model_card import CARD_NAME, HEATMAP_NAME, build_model_card, has_model_card, write_model_card
 from ..model.footprint import tensor_nbytes
 from ..plan.saved_config import holds_layerwise_checkpoint
-from ..utils.atomic import atomic_folder, check_free_space
+from ..utils.atomic import atomic_folder
 from ..utils.checksums import CHECKSUMS_NAME, write_checksums
 
 
@@ -108,14 +108,14 @@ class _SaveWithCard(_ModelMethodHook):
             kwargs["max_shard_size"] = MAX_SHARD_SIZE
         if push:  # transformers names the repo after the folder it writes to: the target, not the staging folder
             kwargs.setdefault("repo_id", Path(os.fspath(save_directory)).name)
-        check_room_to_save(model, save_directory)
         previous_card = Path(os.fspath(save_directory)) / CARD_NAME
-        with atomic_folder(save_directory, discard=STALE_ON_SAVE) as staging, warnings.catch_warnings():
+        folder = atomic_folder(save_directory, discard=STALE_ON_SAVE, needed_bytes=save_nbytes(model))
+        with folder as staging, warnings.catch_warnings():
             # transformers warns about its own 50GB default shard size when layers are offloaded; ours is smaller
             warnings.filterwarnings("ignore", message="Attempting to save a model with offloaded modules")
-            # a copy: the card logic decides on it as in a plain save into the folder (not needed when the folder is
-            # an open staging folder, written straight into)
-            if previous_card.is_file() and previous_card.parent.resolve() != staging:
+            # a copy: the card logic decides on it as in a plain save into the folder (already there when the folder
+            # is an open staging folder, written straight into)
+            if previous_card.is_file() and not (staging / CARD_NAME).exists():
                 shutil.copyfile(previous_card, staging / CARD_NAME)
             result = original(model, staging, *args, **kwargs)
             if layerwise and not push:  # with push, the upload hook has written it before uploading
@@ -124,10 +124,9 @@ class _SaveWithCard(_ModelMethodHook):
         return result
 
 
-def check_room_to_save(model: nn.Module, save_directory: str | os.PathLike) -> None:
-    """Refuse a save of `model` that the disk of `save_directory` cannot hold, before anything is written (see
-    [`~optimum_layerwise.utils.atomic.check_free_space`])."""
-    check_free_space(save_directory, tensor_nbytes(model) + SAVE_OVERHEAD_BYTES)
+def save_nbytes(model: nn.Module) -> int:
+    """About how many bytes a save of `model` writes: its tensors and [`SAVE_OVERHEAD_BYTES`]."""
+    return tensor_nbytes(model) + SAVE_OVERHEAD_BYTES
 
 
 def _check_not_the_source(model: nn.Module, save_directory: str | os.PathLike) -> None:

@@ -66,18 +66,12 @@ def remove_stale_staging(target: str | os.PathLike) -> list[Path]:
     removed = []
     if not target.parent.is_dir():
         return removed
+    prefix = f".{target.name}{STAGING_MARK}"
     for entry in target.parent.iterdir():
-        prefix = next(
-            (
-                p
-                for p in (f".{target.name}{STAGING_MARK}", f"..{target.name}{STAGING_MARK}")
-                if entry.name.startswith(p)
-            ),
-            None,
-        )
-        if prefix is None or not entry.is_dir():
+        name = entry.name.removeprefix(".") if entry.name.startswith(f".{prefix}") else entry.name  # a nested one
+        if not name.startswith(prefix) or not entry.is_dir():
             continue
-        pid_text = entry.name[len(prefix) :].split("-", 1)[0]
+        pid_text = name[len(prefix) :].split("-", 1)[0]
         if pid_text.isdigit() and not _process_alive(int(pid_text)):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
@@ -204,19 +198,15 @@ def free_bytes(target: str | os.PathLike) -> int:
     return shutil.disk_usage(existing).free
 
 
-class NotEnoughSpaceError(OSError):
-    """A write refused before it started: the disk cannot hold it."""
-
-
 def check_free_space(target: str | os.PathLike, needed_bytes: int) -> None:
     """Refuse, before anything is written, a write of about `needed_bytes` that the disk of `target` cannot hold.
 
     Raises:
-        [`NotEnoughSpaceError`] (an `OSError`, `ENOSPC`): naming the folder, the bytes needed and the bytes free.
+        `OSError` (`ENOSPC`): naming the folder, the bytes needed and the bytes free.
     """
     free = free_bytes(target)
     if needed_bytes > free:
-        raise NotEnoughSpaceError(
+        raise OSError(
             errno.ENOSPC,
             f"Not enough disk space to write {os.fspath(target)}: it needs about {format_bytes(needed_bytes)}, its "
             f"disk has {format_bytes(free)} free.",
@@ -225,14 +215,12 @@ def check_free_space(target: str | os.PathLike, needed_bytes: int) -> None:
 
 def _is_disk_full(error: BaseException) -> bool:
     """Whether `error` says the disk filled up (an `OSError`, or a writer's own error such as safetensors')."""
-    if isinstance(error, NotEnoughSpaceError):  # refused before writing: its message says so already
-        return False
     return (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in str(error)
 
 
 @contextlib.contextmanager
 def atomic_folder(
-    target: str | os.PathLike, *, keep_other_files: bool = True, discard: Sequence[str] = ()
+    target: str | os.PathLike, *, keep_other_files: bool = True, discard: Sequence[str] = (), needed_bytes: int = 0
 ) -> Iterator[Path]:
     """Write a folder atomically: yields an empty staging folder next to `target`; on a normal exit its content is
     fsynced and swapped into place, on any exception (Ctrl-C included) it is removed and `target` is untouched.
@@ -245,6 +233,9 @@ def atomic_folder(
             `save_pretrained` does when writing into an existing folder); `False` replaces the folder wholesale.
         discard (`Sequence[str]`, *optional*):
             Glob patterns of previous entries never kept (e.g. stale weight shards).
+        needed_bytes (`int`, *optional*):
+            About how much the new content takes: refused before anything is written when the disk has less free
+            (see [`check_free_space`]).
 
     A `target` that is the staging folder of an open `atomic_folder` block of this process (e.g. `save_pretrained`
     called inside one) is yielded as it is: the outer block makes the write atomic.
@@ -253,10 +244,11 @@ def atomic_folder(
     if target in _OPEN_STAGING:
         yield target
         return
+    check_free_space(target, needed_bytes)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(target)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{STAGING_MARK}{os.getpid()}-", dir=target.parent))
-    _OPEN_STAGING.add(staging.resolve())
+    _OPEN_STAGING.add(staging)
     try:
         yield staging
         _normalize_permissions(staging)
@@ -274,7 +266,7 @@ def atomic_folder(
             ) from error
         raise
     finally:
-        _OPEN_STAGING.discard(staging.resolve())
+        _OPEN_STAGING.discard(staging)
 
 
 @contextlib.contextmanager

@@ -103,16 +103,14 @@ def _tensor_difference(
     where = f"{file_name}: tensor {tensor}"
     if isinstance(expected, str):
         expected = {"sha256": expected}
-    for key, what in (("dtype", "dtype"), ("shape", "shape")):
+    for key in ("dtype", "shape"):
         if key in expected and expected[key] != found[key]:
-            return f"{where} has {what} {found[key]}, saved as {expected[key]}"
-    if expected.get("sha256") != found["sha256"]:
-        return (
-            f"{file_name}: the header metadata differs from the saved one"
-            if tensor == METADATA_KEY
-            else (f"{where} differs from the saved one")
-        )
-    return None
+            return f"{where} has {key} {found[key]}, saved as {expected[key]}"
+    if expected.get("sha256") == found["sha256"]:
+        return None
+    if tensor == METADATA_KEY:
+        return f"{file_name}: the header metadata differs from the saved one"
+    return f"{where} differs from the saved one"
 
 
 def _file_checksum(path: Path) -> str:
