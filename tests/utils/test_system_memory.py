@@ -8,7 +8,7 @@ import sys
 
 _FREED_HEAP = """
 import ctypes
-from optimum_layerwise.utils.system_memory import release_freed_memory
+from optimum_layerwise.utils.system_memory import return_freed_memory
 
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
@@ -26,7 +26,7 @@ pinned = libc.malloc(2**20)  # above them: freeing them cannot shrink the heap f
 for chunk in chunks:
     libc.free(chunk)
 before = rss()
-release_freed_memory()
+return_freed_memory()
 print(before - rss())
 """
 

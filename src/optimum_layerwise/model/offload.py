@@ -11,8 +11,6 @@ about one decoder layer whatever the depth of the model.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import gc
 import json
 import os
@@ -25,20 +23,11 @@ from accelerate.hooks import AlignDevicesHook, SequentialHook, add_hook_to_modul
 from accelerate.utils import OffloadedWeightsLoader, PrefixedDataset
 from safetensors.torch import save_file
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from ..utils.atomic import atomic_file
+from ..utils.system_memory import return_freed_memory
 from .layers import set_submodule
-
-
-def _glibc() -> ctypes.CDLL | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
-
-
-_LIBC = _glibc()
 
 
 def _align_hooks(module: nn.Module) -> list[AlignDevicesHook]:
@@ -58,24 +47,29 @@ def is_offloaded(module: nn.Module) -> bool:
     return any(_offloading_hook(submodule) is not None for submodule in module.modules())
 
 
-def return_freed_memory() -> None:
-    """Hand the memory freed by a layer back to the system (glibc's `malloc_trim`): without it, the allocator keeps
-    part of every offloaded layer's weights after they are dropped, and the peak grows with the depth of the model."""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
 def release_freed_memory() -> None:
     """Collect garbage, then [`return_freed_memory`]."""
     gc.collect()
     return_freed_memory()
 
 
-def return_memory_after_each_layer(layers: nn.ModuleList) -> None:
-    """Make each decoder layer of `layers` return the memory its weights held right after its forward call (a
-    forward hook that stays on the layer), for models whose layers are read from disk at every call."""
-    for layer in layers:
-        layer.register_forward_hook(lambda *_: return_freed_memory())
+def _return_memory_hook(module: nn.Module, inputs: Any, outputs: Any) -> None:
+    return_freed_memory()
+
+
+def return_memory_after_each_layer(layers: nn.ModuleList) -> list[RemovableHandle]:
+    """Make each decoder layer of `layers` return the memory freed during its forward call right after it (a forward
+    hook; a layer that has it already is left alone): for models whose layers are read from disk at every call, and
+    for passes whose per-layer temporaries would otherwise stay resident.
+
+    Returns:
+        `list[RemovableHandle]`: the hooks added; remove them to stop.
+    """
+    return [
+        layer.register_forward_hook(_return_memory_hook)
+        for layer in layers
+        if _return_memory_hook not in layer._forward_hooks.values()
+    ]
 
 
 def execution_device(module: nn.Module) -> torch.device:

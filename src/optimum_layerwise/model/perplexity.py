@@ -12,8 +12,9 @@ from torch import nn
 from transformers.utils import logging
 
 from ..data.calibration import adds_bos
-from ..utils.system_memory import release_freed_memory
+from ..utils.system_memory import return_freed_memory
 from .layers import decoder_layers
+from .offload import return_memory_after_each_layer
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def score_windows(
     nll, num_tokens = 0.0, 0
     starts = range(0, len(windows), batch_size)
     # a quantized forward frees a dequantized weight per Linear: given back after each layer, not kept resident
-    hooks = [layer.register_forward_hook(_release) for layer in decoder_layers(model)]
+    hooks = return_memory_after_each_layer(decoder_layers(model))
     try:
         with torch.no_grad():
             for start in logging.tqdm(starts, desc=desc, unit="batch"):
@@ -58,15 +59,11 @@ def score_windows(
                     nll += _summed_nll(row[context:-1], ids[context + 1 :])
                     num_tokens += len(ids) - context - 1
                 del logits
-                release_freed_memory()
+                return_freed_memory()
     finally:
         for hook in hooks:
             hook.remove()
     return PerplexityResult(math.exp(nll / num_tokens), nll, num_tokens, len(windows))
-
-
-def _release(module: nn.Module, inputs: Any, outputs: Any) -> None:
-    release_freed_memory()
 
 
 NLL_CHUNK = 128

@@ -21,7 +21,7 @@ from torch import nn
 from transformers.utils import logging
 
 from ..data.calibration import CalibrationBatch
-from ..utils.system_memory import release_freed_memory
+from ..utils.system_memory import return_freed_memory
 from .layers import decoder_layers
 from .offload import materialized
 
@@ -111,7 +111,7 @@ def walk_layers(model: nn.Module, batches: Sequence[CalibrationBatch], step: Lay
             with materialized(layers[index]):
                 hidden = step(index, layers[index], hidden, calls[index])
             calls[index] = []
-            release_freed_memory()
+            return_freed_memory()
 
 
 def run_layer(layer: nn.Module, inputs: Sequence[torch.Tensor], calls: Sequence[LayerCall]) -> list[torch.Tensor]:

@@ -28,7 +28,7 @@ from ..plan.quantization_plan import QuantizationPlan
 from ..plan.request import QuantizationRequest
 from ..quantize.backends import QuantizationBackend, backend_for
 from ..quantize.sequential import quantize_sequentially
-from ..utils.system_memory import peak_resident_bytes, release_freed_memory
+from ..utils.system_memory import peak_resident_bytes, return_freed_memory
 from ..utils.units import format_bytes
 from .planning import make_plan
 from .quality_check import check_held_out
@@ -214,6 +214,6 @@ def _quantize_round_to_nearest(
                     set_submodule(layer, name, module)
                 if store is not None:
                     store.offload(index, layer, packed)
-            release_freed_memory()
+            return_freed_memory()
             progress.update()
     progress.close()

@@ -94,13 +94,14 @@ def _glibc() -> ctypes.CDLL | None:
     return library if library is not None and hasattr(library, "malloc_trim") else None
 
 
-def release_freed_memory() -> None:
-    """Give the memory freed by this process back to the system (glibc's `malloc_trim`; a no-op elsewhere).
+def return_freed_memory() -> None:
+    """Hand the memory this process has freed back to the system (glibc's `malloc_trim`; a no-op elsewhere).
 
-    Quantizing a layer allocates and frees temporaries of a few MB each. glibc raises its mmap threshold after the
-    first large free, so later temporaries come from the heap, and freed heap memory stays resident: on SmolLM2-135M
-    in float32, quantizing on load peaked at 2.06x the weights' bytes with 667 MB of such memory against 0.94x with it
-    returned (`bench/quantize_load.py`). Called once per layer.
+    glibc raises its mmap threshold after the first large free, so later temporaries of a few MB come from the heap,
+    and freed heap memory stays resident: the peak then grows with the work done. Offloaded layers dropped after their
+    forward call left part of their weights behind that way, and quantizing SmolLM2-135M in float32 on load peaked at
+    2.06x the weights' bytes with 667 MB of freed per-layer temporaries, against 1.00x with them returned once per
+    layer (`bench/quantize_load.py`).
     """
     library = _glibc()
     if library is not None:
