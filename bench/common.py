@@ -4,7 +4,7 @@ Every script in `bench/` runs in two modes: `--quick` (a tiny random Llama built
 `tests/test_bench.py` runs) and full (the offline demo models). In the full mode, measurements that need a clean peak
 RSS run in a fresh child process ([`run_isolated`]); in the quick mode the same tasks run in-process (the import cost
 of a child, ~5 s, would dominate). Timings that are compared run side by side in one process, interleaved and repeated
-([`interleave`]), and are reported as median and spread ([`summarize`]). Memory helpers are in `memory.py`.
+([`interleave`]), and are reported as median and spread ([`summarize`]). Memory helpers are in `rss.py`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import memory
+import rss
 
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -222,7 +222,7 @@ def quantize_and_save(folder: str, dtype: str, num_low_bit_layers: int, output: 
     """Child task: quantize `folder` on load with `num_low_bit_layers` layers at 2 bits and save it to `output`."""
     model = load_model(folder, dtype, "layerwise", num_low_bit_layers)
     model.save_pretrained(output)
-    return {"model_bytes": memory.model_nbytes(model)}
+    return {"model_bytes": rss.model_nbytes(model)}
 
 
 def random_batches(vocab_size: int, num_tokens: int, seq_len: int, batch_size: int):
@@ -278,8 +278,8 @@ def run_isolated(
 ) -> dict[str, Any]:
     """Run `bench/<module>.py:function(**kwargs)` in a fresh Python process and return its JSON result.
 
-    A fresh process per measurement makes its peak RSS ([`memory.peak_rss_bytes`]) the peak of that measurement
-    alone; with `cgroup` (a memory cgroup folder, see [`memory.memory_cgroup`]) the child runs inside it from its
+    A fresh process per measurement makes its peak RSS ([`rss.peak_rss_bytes`]) the peak of that measurement
+    alone; with `cgroup` (a memory cgroup folder, see [`rss.memory_cgroup`]) the child runs inside it from its
     first instruction. With `FRESH_PROCESSES` off (`--quick`), the task runs in this process; arguments and result
     still go through JSON, as for a child.
     """
@@ -293,7 +293,7 @@ def run_isolated(
         text=True,
         env=env,
         timeout=timeout,
-        preexec_fn=(lambda: memory.join_cgroup(cgroup)) if cgroup is not None else None,
+        preexec_fn=(lambda: rss.join_cgroup(cgroup)) if cgroup is not None else None,
     )
     lines = [line for line in result.stdout.splitlines() if line.startswith(RESULT_MARKER)]
     if result.returncode != 0 or not lines:

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import common
-import memory
+import rss
 
 
 GOAL_PCT = 2.0
@@ -60,7 +60,7 @@ def theoretical_bytes(config, dtype: str, layer_bits: dict[int, int], group_size
 
 
 def resident_task(folder: str, dtype: str) -> dict:
-    """Child task: load a checkpoint and read every tensor once ([`memory.touch_tensors`]: untouched pages of the
+    """Child task: load a checkpoint and read every tensor once ([`rss.touch_tensors`]: untouched pages of the
     memory-mapped files are not resident); live RSS before and after reading, then after a one-token forward."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -68,17 +68,17 @@ def resident_task(folder: str, dtype: str) -> dict:
     import optimum_layerwise  # noqa: F401  (registers the quantizer)
 
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).eval()
-    after_load = memory.live_rss_bytes()
-    memory.touch_tensors(model)
-    all_pages = memory.live_rss_bytes()
+    after_load = rss.live_rss_bytes()
+    rss.touch_tensors(model)
+    all_pages = rss.live_rss_bytes()
     with torch.no_grad():
         model(torch.zeros((1, 1), dtype=torch.long))
     return {
         "live_rss_after_load": after_load,
         "live_rss_all_pages": all_pages,
-        "live_rss_after_forward": memory.live_rss_bytes(),
-        "model_bytes": memory.model_nbytes(model),
-        "kernel_cache_bytes": memory.cached_kernel_nbytes(model),
+        "live_rss_after_forward": rss.live_rss_bytes(),
+        "model_bytes": rss.model_nbytes(model),
+        "kernel_cache_bytes": rss.cached_kernel_nbytes(model),
     }
 
 
@@ -162,7 +162,7 @@ def measure_point(folder: str, dtype: str, low: int, workdir: Path, baseline: di
 def measure(folder: str, dtype: str, schedule: Sequence[float], workdir: Path) -> dict:
     """Every point of the schedule on one model, with the baseline and the control."""
     layers = common.num_layers(folder)
-    baseline = common.run_isolated("memory", "baseline_process")
+    baseline = common.run_isolated("rss", "baseline_process")
     unquantized = control(folder, dtype, workdir, baseline)
     points = [
         measure_point(folder, dtype, low, workdir, baseline, unquantized["process_overhead_bytes"])

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import common
-import memory
 import profiles
+import rss
 
 
 GOAL = 1.05
@@ -121,7 +121,7 @@ def measure(name: str, folder: str, dtype: str, prefill_tokens: int, decode_toke
     float32 = FLOAT32 if FLOAT32 in models else "unquantized"
     table = side_by_side(runs, METRICS, ["quanto-int4", "unquantized", float32])
     for variant, model in models.items():
-        table[variant]["model_bytes"] = memory.model_nbytes(model)
+        table[variant]["model_bytes"] = rss.model_nbytes(model)
         table[variant]["decode_vs_float32"] = table[variant][f"decode_ms_per_token_vs_{float32}"]
     mixed = table["layerwise-4/2"]
     return {

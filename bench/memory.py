@@ -1,188 +1,178 @@
-"""Memory measurements of the benchmarks: bytes a model's tensors hold, and the resident set size of this process.
+"""Predicted and measured peak memory of each job: quantize in memory and layer by layer (quanto; GPT-Q when gptqmodel
+is installed), slice, slice then quantize. Each job runs in a fresh process that first predicts its peak
+(`predict_memory`, what `optimum-layerwise quantize --dry-run` prints), then loads the model with the job's config,
+saves the result and reports its peak resident memory (`VmHWM`) and the peak of its anonymous memory (sampled).
+The prediction must be an upper bound of the measured peak within 25 %.
 
-RSS is read from `/proc/self` (Linux). A measurement that needs a clean peak runs in a fresh process
-(`common.run_isolated`); [`baseline_process`] gives the floor such a process has before it loads anything.
+With `--cap-check`, each job then runs twice more inside a memory cgroup (cgroup v1 or v2, needs root): capped 10 %
+below its prediction (it must refuse before loading, in one line) and 10 % above (it must finish).
+
+    python bench/memory.py --models smollm2-135m --cap-check
+    .venv-gptq/bin/python bench/memory.py --models smollm2-135m --jobs quantize-gptq quantize-gptq-streaming
+    python bench/memory.py --quick
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import gc
-import os
-import threading
-from collections.abc import Iterator
+import importlib.util
+import tempfile
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
-
-def tensor_storage_nbytes(tensor) -> int:
-    """Bytes a tensor really holds: optimum-quanto tensor subclasses are flattened into their inner tensors (their
-    outer `numel() * element_size()` is the float weight's, which overstates a packed weight by 4-8x)."""
-    import torch
-
-    if type(tensor) not in (torch.Tensor, torch.nn.Parameter) and hasattr(tensor, "__tensor_flatten__"):
-        names, _ = tensor.__tensor_flatten__()
-        return sum(tensor_storage_nbytes(getattr(tensor, name)) for name in names)
-    return tensor.numel() * tensor.element_size()
+import common
+import rss
 
 
-def model_nbytes(model) -> int:
-    """Bytes of all parameters and buffers of `model` (shared tensors once), quanto tensors flattened."""
-    unique = {id(tensor): tensor for tensor in [*model.parameters(), *model.buffers()]}
-    return sum(tensor_storage_nbytes(tensor) for tensor in unique.values())
+UPPER_BOUND_SLACK = 1.25  # a prediction may exceed the measured peak by at most this factor
+CAPS = {"below": 0.9, "above": 1.1}
+SLICING = {"sparsity": 0.2, "dataset": "shakespeare"}
+QUANTIZATION = {"bits": [4, 2], "target_bits": 3.0, "dataset": "shakespeare"}
+JOBS = {
+    "quantize-quanto": {"quantization": QUANTIZATION, "low_memory": False},
+    "quantize-quanto-streaming": {"quantization": QUANTIZATION, "low_memory": True},
+    "quantize-gptq": {"quantization": {**QUANTIZATION, "backend": "gptq", "num_samples": 16}, "low_memory": False},
+    "quantize-gptq-streaming": {
+        "quantization": {**QUANTIZATION, "backend": "gptq", "num_samples": 16},
+        "low_memory": True,
+    },
+    "slice": {"slicing": SLICING},
+    "slice+quantize": {"quantization": {**QUANTIZATION, "bits": [8, 4], "target_bits": 6.0}, "slicing": SLICING},
+}
+QUICK_CALIBRATION = {  # the tiny model has no tokenizer: token ids (16 windows of 64 tokens)
+    "num_samples": 4,
+    "seq_len": 64,
+    "dataset": [[(7 * i + 3 * j) % 500 for j in range(64)] for i in range(16)],
+}
 
 
-def cached_kernel_nbytes(model) -> int:
-    """Bytes of the TinyGemm copies that `QuantoLinear` caches next to its packed weight (after a first forward)."""
-    from optimum_layerwise.quantize.modules import QuantoLinear
+def _config(job: dict, calibration: dict, tokenizer):
+    from optimum_layerwise import LayerwiseQuantizationConfig, LayerwiseSlicingConfig
 
-    return sum(
-        tensor_storage_nbytes(module._optimized[1])
-        for module in model.modules()
-        if isinstance(module, QuantoLinear) and getattr(module, "_optimized", None) is not None
+    slicing = None
+    if "slicing" in job:
+        slicing = LayerwiseSlicingConfig(**{**job["slicing"], **calibration}, tokenizer=tokenizer)
+    if "quantization" not in job:
+        return slicing
+    return LayerwiseQuantizationConfig(
+        **{**job["quantization"], **calibration},
+        tokenizer=tokenizer,
+        slicing=slicing,
+        low_memory=job.get("low_memory"),
     )
 
 
-def touch_tensors(model) -> None:
-    """Read every parameter and buffer of `model` once. transformers memory-maps safetensors files, so the pages of a
-    tensor that was never read are not resident yet; after this, RSS holds the whole model."""
-    import torch
+def job_task(folder: str, job: str, calibration: dict, output: str) -> dict:
+    """Child task: predict `job`'s peak on `folder`, run it (load with its config, save to `output`) and measure."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with torch.no_grad():
-        for tensor in [*model.parameters(), *model.buffers()]:
-            tensor.sum()
+    from optimum_layerwise.hf.memory import predict_memory
+    from optimum_layerwise.utils.system_memory import process_memory_limit
 
-
-def _status_bytes() -> dict[str, int]:
-    """The memory fields of `/proc/self/status` (`VmHWM`, `RssAnon`, ...), in bytes."""
-    fields = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if value.endswith(" kB"):
-            fields[name] = int(value.split()[0]) * 1024
-    return fields
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process image so far (`VmHWM`).
-
-    Not `ru_maxrss`: Linux carries a process's `ru_maxrss` across fork and exec, so a child started by a parent that
-    once held 1 GB reports at least 1 GB whatever it does itself; `VmHWM` starts afresh with the new image at exec.
-    """
-    return _status_bytes()["VmHWM"]
-
-
-def rss_bytes() -> int:
-    """Current resident set size of this process, as the kernel reports it."""
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def live_rss_bytes() -> int:
-    """Current resident set size after `gc.collect()` and glibc's `malloc_trim(0)`, i.e. without the freed memory
-    that glibc keeps mapped (which can double the raw RSS right after quantization)."""
-    gc.collect()
+    tokenizer = None if "dataset" in calibration else AutoTokenizer.from_pretrained(folder)
+    config = _config(JOBS[job], calibration, tokenizer)
+    result = {"start_rss": rss.rss_bytes(), "limit": process_memory_limit()}
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
-    return rss_bytes()
-
-
-def rss_breakdown() -> dict[str, int]:
-    """Current anonymous (heap), file-backed (mapped checkpoint pages) and shared RSS of this process, in bytes."""
-    fields = _status_bytes()
-    return {"anon": fields["RssAnon"], "file": fields["RssFile"], "shmem": fields["RssShmem"]}
-
-
-class RssSampler:
-    """Context manager: a thread samples [`rss_breakdown`] every `interval` seconds and keeps the peaks of anonymous
-    memory (what cannot be reclaimed), of file-backed pages (memory-mapped safetensors, reclaimable) and of their sum.
-    Short spikes between two samples can be missed; [`peak_rss_bytes`] catches them, without the split."""
-
-    def __init__(self, interval: float = 0.005):
-        self.interval = interval
-        self.peaks = {"anon": 0, "file": 0, "total": 0}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> None:
-        rss = rss_breakdown()
-        total = rss["anon"] + rss["file"] + rss["shmem"]
-        for key, value in (("anon", rss["anon"]), ("file", rss["file"]), ("total", total)):
-            self.peaks[key] = max(self.peaks[key], value)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._sample()
-
-    def __enter__(self) -> RssSampler:
-        self._sample()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
-
-
-def baseline_process() -> dict[str, int]:
-    """Child task: import everything a measurement imports, load nothing; the RSS floor to subtract."""
-    import optimum.quanto  # noqa: F401
-    from transformers import AutoModelForCausalLM  # noqa: F401
-
-    import optimum_layerwise  # noqa: F401
-
-    return {"peak_rss": peak_rss_bytes(), "live_rss": live_rss_bytes(), **rss_breakdown()}
-
-
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-
-
-@contextlib.contextmanager
-def memory_cgroup(name: str, limit_bytes: int) -> Iterator[Path]:
-    """A memory cgroup `name` limited to `limit_bytes` (cgroup v1 `memory` controller, else v2), removed on exit.
-    Needs root. Yields its folder, for [`join_cgroup`].
-
-    The limit covers the page cache of files the processes in it read: pages of memory-mapped checkpoints count until
-    the kernel reclaims them under pressure, which it does before it kills anything.
-    """
-    v1 = CGROUP_ROOT / "memory"
-    folder = (v1 if v1.is_dir() else CGROUP_ROOT) / name
-    folder.mkdir()
-    try:
-        if v1.is_dir():
-            (folder / "memory.limit_in_bytes").write_text(str(limit_bytes))
-        else:
-            (folder / "memory.max").write_text(str(limit_bytes))
-        yield folder
-    finally:
-        folder.rmdir()
-
-
-def join_cgroup(folder: Path) -> None:
-    """Put the calling process into the cgroup `folder` (run in a child before it execs)."""
-    (folder / "cgroup.procs").write_text(str(os.getpid()))
-
-
-def cgroup_peak(folder: Path) -> dict[str, int | None]:
-    """The cgroup's peak usage and its count of hits of the limit (cgroup v1; `None` where v2 has no such file)."""
-
-    def read(name: str) -> int | None:
-        path = folder / name
-        return int(path.read_text().split()[0]) if path.is_file() else None
-
-    return {"max_usage": read("memory.max_usage_in_bytes") or read("memory.peak"), "failcnt": read("memory.failcnt")}
-
-
-def evict_from_page_cache(paths) -> None:
-    """Ask the kernel to drop the cached pages of these files (`posix_fadvise(DONTNEED)`), so that a process reading
-    them next pays for them in its own cgroup (pages cached by another process are charged to that one's)."""
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
+        choice = predict_memory(folder, config)
+    except MemoryError as error:
+        result["prediction_refused"] = str(error)
+    else:
+        result.update(
+            predicted=choice.estimate.peak_bytes, path=choice.estimate.path, parts=dict(choice.estimate.parts)
+        )
+    begin = time.perf_counter()
+    with rss.RssSampler() as sampler:
         try:
-            os.fsync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
+            model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=config)
+        except MemoryError as error:
+            return {**result, "refused": str(error), "peak_at_refusal": rss.peak_rss_bytes()}
+        model.save_pretrained(output)
+    return {
+        **result,
+        "seconds": round(time.perf_counter() - begin, 1),
+        "measured": rss.peak_rss_bytes(),
+        "measured_anon": sampler.peaks["anon"],
+    }
+
+
+def _weights_bytes(folder: str) -> int:
+    """Bytes of the model's weights in float32."""
+    import torch
+    from transformers import AutoConfig
+
+    from optimum_layerwise.model.shape import ModelShape
+
+    return ModelShape.from_config(AutoConfig.from_pretrained(folder), torch.float32).total_bytes
+
+
+def _capped_run(folder: str, job: str, calibration: dict, workdir: Path, limit: int) -> dict:
+    with rss.memory_cgroup(f"layerwise-bench-memory-{time.monotonic_ns()}", limit) as group:
+        with tempfile.TemporaryDirectory(dir=workdir) as output:
+            result = common.run_isolated(
+                "memory", "job_task", cgroup=group, folder=folder, job=job, calibration=calibration, output=output
+            )
+        return {"limit": limit, **result, **rss.cgroup_peak(group)}
+
+
+def measure_job(folder: str, job: str, calibration: dict, workdir: Path, cap_check: bool) -> dict:
+    """`job` on `folder` uncapped (prediction against measurement), then under the caps of `CAPS` when asked."""
+    with tempfile.TemporaryDirectory(dir=workdir) as output:
+        row = common.run_isolated("memory", "job_task", folder=folder, job=job, calibration=calibration, output=output)
+    row["ratio"] = row["predicted"] / row["measured"]
+    row["upper_bound_within_slack"] = 1.0 <= row["ratio"] <= UPPER_BOUND_SLACK
+    if cap_check:
+        row["caps"] = {
+            name: _capped_run(folder, job, calibration, workdir, int(row["predicted"] * factor))
+            for name, factor in CAPS.items()
+        }
+        below, above = row["caps"]["below"], row["caps"]["above"]
+        row["cap_check_passed"] = "refused" in below and "measured" in above
+    return row
+
+
+def available_jobs(requested: Sequence[str]) -> list[str]:
+    """`requested` without the GPT-Q jobs when gptqmodel is not installed in this Python."""
+    has_gptq = importlib.util.find_spec("gptqmodel") is not None
+    return [job for job in requested if has_gptq or "gptq" not in job]
+
+
+def measure_model(name: str, folder: str, workdir: Path, jobs: Sequence[str], quick: bool, cap_check: bool) -> dict:
+    calibration = QUICK_CALIBRATION if quick else {}
+    fp32 = _weights_bytes(folder)
+    rows = {}
+    for job in jobs:
+        rows[job] = row = measure_job(folder, job, calibration, workdir, cap_check)
+        row["measured_vs_fp32_weights"] = row["measured"] / fp32
+        print(_line(name, job, row), flush=True)
+    return {"fp32_weights_bytes": fp32, "calibration": calibration, "jobs": rows}
+
+
+def _line(name: str, job: str, row: dict) -> str:
+    mib = 2**20
+    line = (
+        f"{name} {job} ({row['path']}): predicted {row['predicted'] / mib:.0f} MiB, measured "
+        f"{row['measured'] / mib:.0f} MiB (anon {row['measured_anon'] / mib:.0f}), ratio {row['ratio']:.3f}, "
+        f"{row['seconds']} s"
+    )
+    if "caps" in row:
+        line += f"; caps: {'ok' if row['cap_check_passed'] else 'FAILED'}"
+    return line
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """Run the benchmark and write its result file (returned)."""
+    parser = common.bench_parser("memory", __doc__.split("\n\n")[0], models=["smollm2-135m"], repeats=None)
+    parser.add_argument("--jobs", nargs="+", choices=list(JOBS), default=list(JOBS), help="default: all")
+    parser.add_argument("--cap-check", action="store_true", help="also run each job capped 10%% below and above")
+    args = common.start(parser, argv)
+    common.FRESH_PROCESSES = True  # a peak is only the job's own in a fresh process, also with --quick
+    jobs = available_jobs(args.jobs)
+    return common.run_per_model(
+        args,
+        lambda name, folder, workdir: measure_model(name, folder, workdir, jobs, args.quick, args.cap_check),
+        lambda name, result: [],
+    )
+
+
+if __name__ == "__main__":
+    main()

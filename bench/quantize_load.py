@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import common
-import memory
+import rss
 
 
 GOAL = 1.25
@@ -47,14 +47,14 @@ def load_task(folder: str, dtype: str, variant: str) -> dict:
     quantize_model = quantizer.quantize_model
 
     def traced_quantize_model(*args, **kwargs):
-        marks["peak_rss_before_quantize"] = memory.peak_rss_bytes()
-        marks["rss_before_quantize"] = memory.rss_bytes()
+        marks["peak_rss_before_quantize"] = rss.peak_rss_bytes()
+        marks["rss_before_quantize"] = rss.rss_bytes()
         marks["quantize_s"], result = common.timed(lambda: quantize_model(*args, **kwargs))
         return result
 
     quantizer.quantize_model = traced_quantize_model
     try:
-        with memory.RssSampler() as sampler:
+        with rss.RssSampler() as sampler:
             load_s, model = common.timed(
                 lambda: common.load_model(
                     folder, dtype, None if variant == "plain" else variant, common.num_layers(folder) // 2
@@ -62,8 +62,8 @@ def load_task(folder: str, dtype: str, variant: str) -> dict:
             )
     finally:
         quantizer.quantize_model = quantize_model
-    peak_after_load = memory.peak_rss_bytes()
-    live_after_load = memory.live_rss_bytes()
+    peak_after_load = rss.peak_rss_bytes()
+    live_after_load = rss.live_rss_bytes()
     with torch.no_grad():
         model(torch.arange(8).unsqueeze(0))
     return {
@@ -73,8 +73,8 @@ def load_task(folder: str, dtype: str, variant: str) -> dict:
         "sampled_peak_anon": sampler.peaks["anon"],
         "sampled_peak_file": sampler.peaks["file"],
         "live_rss_after_load": live_after_load,
-        "peak_rss_after_forward": memory.peak_rss_bytes(),
-        "model_bytes": memory.model_nbytes(model),
+        "peak_rss_after_forward": rss.peak_rss_bytes(),
+        "model_bytes": rss.model_nbytes(model),
     }
 
 
@@ -126,7 +126,7 @@ def measure(folder: str, dtype: str, repeats: int, baseline: dict) -> dict:
 
 def measure_model(name: str, folder: str, workdir: Path, loads: Sequence[str], repeats: int) -> dict:
     """The floor process, a bf16 copy of the checkpoint when a load reads one, then every load of one model."""
-    results: dict = {"baseline": common.run_isolated("memory", "baseline_process")}
+    results: dict = {"baseline": common.run_isolated("rss", "baseline_process")}
     sources = {"float32": folder}
     if any(load.endswith(":bfloat16") for load in loads):
         sources["bfloat16"] = str(workdir / "bf16")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import common
-import memory
+import rss
 from footprint import theoretical_bytes
 
 
@@ -42,9 +42,9 @@ TARGETS = {  # Llama-2 shapes
 def onload_task(folder: str) -> dict:
     """Child task: quantize on load (half of the layers at 2 bits, ZD); time, peak RSS and its anonymous part (the
     rest is the memory-mapped checkpoint, which the kernel can reclaim)."""
-    with memory.RssSampler() as sampler:
+    with rss.RssSampler() as sampler:
         load_s, _ = common.timed(lambda: common.load_model(folder, DTYPE, "layerwise", common.num_layers(folder) // 2))
-    return {"load_quantize_s": load_s, "peak_rss": memory.peak_rss_bytes(), "sampled_peak_anon": sampler.peaks["anon"]}
+    return {"load_quantize_s": load_s, "peak_rss": rss.peak_rss_bytes(), "sampled_peak_anon": sampler.peaks["anon"]}
 
 
 def stages_task(folder: str, token_counts: list[int], seq_len: int) -> dict:
@@ -61,7 +61,7 @@ def stages_task(folder: str, token_counts: list[int], seq_len: int) -> dict:
         lim_s[tokens], scores[tokens] = common.timed(
             lambda token_batches=token_batches: lim_scores(model, token_batches)
         )
-    lim_peak_rss = memory.peak_rss_bytes()
+    lim_peak_rss = rss.peak_rss_bytes()
     quantize_s, _ = common.timed(
         lambda: quantize_model(model, common.layerwise_config(model.config.num_hidden_layers // 2))
     )
@@ -93,7 +93,7 @@ def offload_lim_task(folder: str, tokens: int, seq_len: int, offload_folder: str
     ).eval()
     batches = common.random_batches(model.config.vocab_size, tokens, seq_len, 2)
     lim_s, scores = common.timed(lambda: lim_scores(model, batches))
-    return {"lim_s": lim_s, "lim_scores": scores, "peak_rss": memory.peak_rss_bytes()}
+    return {"lim_s": lim_s, "lim_scores": scores, "peak_rss": rss.peak_rss_bytes()}
 
 
 def shape(config) -> dict:
@@ -153,7 +153,7 @@ def offload_checks(largest: dict, tokens: int, seq_len: int, workdir: Path) -> d
 
 def measure(settings: dict, workdir: Path) -> dict:
     """Every size (the token axis on the base size), then the offload checks on the largest."""
-    baseline = common.run_isolated("memory", "baseline_process")
+    baseline = common.run_isolated("rss", "baseline_process")
     points = []
     for hidden, layers in settings["sizes"]:
         tokens = settings["tokens"] if (hidden, layers) == settings["base"] else settings["tokens"][:1]

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import common
-import memory
+import rss
 
 from optimum_layerwise.utils.units import parse_memory
 
@@ -129,20 +129,20 @@ def quantize_task(
         num_samples=num_samples, quality_windows=quality_windows, low_memory=True, work_dir=work_dir, **options,
     )  # fmt: skip
     started = time.time()
-    with memory.RssSampler(interval=0.02) as quantizing:
+    with rss.RssSampler(interval=0.02) as quantizing:
         quantize_s, model = common.timed(
             lambda: AutoModelForCausalLM.from_pretrained(
                 folder, quantization_config=config, dtype=getattr(torch, dtype)
             )
         )
-    after_quantizing = memory.peak_rss_bytes()
+    after_quantizing = rss.peak_rss_bytes()
     layers_written = sorted(path.stat().st_mtime - started for path in Path(work_dir).glob("layer-*.safetensors"))
-    with memory.RssSampler(interval=0.02) as saving:
+    with rss.RssSampler(interval=0.02) as saving:
         save_s, _ = common.timed(lambda: model.save_pretrained(output))
     plan = model.config.quantization_config.plan
     model = None  # the quantized model is dropped before the reload
-    memory.live_rss_bytes()  # collect and trim: the reload starts from the floor
-    with memory.RssSampler(interval=0.02) as reloading:
+    rss.live_rss_bytes()  # collect and trim: the reload starts from the floor
+    with rss.RssSampler(interval=0.02) as reloading:
         reload_s, reloaded = common.timed(lambda: AutoModelForCausalLM.from_pretrained(output, device_map="auto"))
         with torch.no_grad():
             logits = reloaded(torch.tensor([windows[-1]])).logits
@@ -158,7 +158,7 @@ def quantize_task(
         "quantize_peak": quantizing.peaks,
         "save_peak": saving.peaks,
         "vm_hwm_after_quantizing": after_quantizing,
-        "vm_hwm": memory.peak_rss_bytes(),
+        "vm_hwm": rss.peak_rss_bytes(),
         "average_bits": plan.average_bits,
         "quality": dict(plan.quality),
         "output_bytes": sum(path.stat().st_size for path in Path(output).glob("*.safetensors")),
@@ -224,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     if kept:
         args.workdir.mkdir(parents=True, exist_ok=True)
     with contextlib.nullcontext(args.workdir) if kept else tempfile.TemporaryDirectory() as tmp:
-        floor = common.run_isolated("memory", "baseline_process")
+        floor = common.run_isolated("rss", "baseline_process")
         for depth in sorted(args.depths):
             finished = Path(tmp) / f"result-{depth}.json"
             if kept and finished.is_file():
@@ -239,10 +239,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
                 seq_len=args.seq_len, quality_windows=args.quality_windows,
             )  # fmt: skip
             if args.cap is not None:
-                memory.evict_from_page_cache([path.resolve() for path in folder.glob("*.safetensors")])
-                with memory.memory_cgroup(f"optimum-layerwise-bench-{os.getpid()}", args.cap) as cgroup:
+                rss.evict_from_page_cache([path.resolve() for path in folder.glob("*.safetensors")])
+                with rss.memory_cgroup(f"optimum-layerwise-bench-{os.getpid()}", args.cap) as cgroup:
                     result = common.run_isolated("streaming", "quantize_task", timeout=6 * 3600, cgroup=cgroup, **task)
-                    result["cgroup"] = memory.cgroup_peak(cgroup)
+                    result["cgroup"] = rss.cgroup_peak(cgroup)
             else:
                 result = common.run_isolated("streaming", "quantize_task", timeout=6 * 3600, **task)
             result["checkpoint_bytes"] = size

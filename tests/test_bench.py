@@ -20,7 +20,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import common  # noqa: E402
-import memory  # noqa: E402
+import rss  # noqa: E402
 
 
 @pytest.fixture
@@ -78,17 +78,17 @@ def test_tensor_storage_nbytes_flattens_quanto_tensors():
     linear = torch.nn.Linear(256, 64, bias=False, dtype=torch.bfloat16)
     module = QuantoLinear.from_linear(linear, 4, 128)
     packed = sum(t.numel() * t.element_size() for t in (module.weight, module.weight_scale, module.weight_shift))
-    assert memory.tensor_storage_nbytes(module.quanto_weight()) == pytest.approx(packed, rel=0.05)
-    assert memory.model_nbytes(module) == packed
+    assert rss.tensor_storage_nbytes(module.quanto_weight()) == pytest.approx(packed, rel=0.05)
+    assert rss.model_nbytes(module) == packed
 
 
 @pytest.mark.heavy
 def test_run_isolated_uses_a_fresh_process(monkeypatch):
     monkeypatch.setattr(common, "FRESH_PROCESSES", True)
-    floor = common.run_isolated("memory", "baseline_process")
+    floor = common.run_isolated("rss", "baseline_process")
     assert floor["peak_rss"] >= floor["live_rss"] > 0 and floor["anon"] > 0
     with pytest.raises(RuntimeError, match="no_such_task"):
-        common.run_isolated("memory", "no_such_task")
+        common.run_isolated("rss", "no_such_task")
 
 
 def test_scoring_quick(run_quick):

@@ -25,6 +25,7 @@ _PUBLIC = {
     "LayerwiseSlicingConfig": "hf.slicing_config",
     "allocate_bits": "plan.allocation",
     "parse_memory": "utils.units",
+    "predict_memory": "hf.memory",
     "quantize_model": "hf.compress",
     "slice_model": "hf.compress",
     "register": "hf.registration",

@@ -13,8 +13,8 @@ from transformers import AutoModelForCausalLM
 from conftest import OFFLOAD_DEVICE_MAP, build_tiny_model
 from optimum_layerwise import LayerwiseQuantizationConfig
 from optimum_layerwise.model.offload import is_offloaded
-from optimum_layerwise.model.streaming import choose_low_memory, streaming_device_map
-from optimum_layerwise.utils.system_memory import cgroup_headroom, meminfo_available, peak_resident_bytes
+from optimum_layerwise.model.streaming import streaming_device_map
+from optimum_layerwise.utils.system_memory import meminfo_available, peak_resident_bytes
 
 
 WINDOWS = [[(7 * i + j) % 120 + 4 for j in range(200)] for i in range(6)]
@@ -119,44 +119,6 @@ def test_low_memory_must_be_a_bool_or_none(value):
 def test_low_memory_settings_are_never_saved(tmp_path):
     config = LayerwiseQuantizationConfig(importance="zd", low_memory=True, work_dir=str(tmp_path))
     assert "low_memory" not in config.to_dict() and "work_dir" not in config.to_dict()
-
-
-def test_choose_low_memory_compares_the_model_with_the_memory():
-    assert choose_low_memory(True, 1000) and not choose_low_memory(False, 10**18)
-    assert not choose_low_memory(None, 1000)  # 1000 bytes fit in this machine's memory
-    assert choose_low_memory(None, 10**18)  # an exabyte does not
-
-
-def fake_cgroup_tree(tmp_path: Path, membership: str, files: dict[str, str]) -> tuple[Path, Path]:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    (tmp_path / "proc-cgroup").write_text(membership)
-    for relative, content in files.items():
-        path = tmp_path / "sys" / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
-    return tmp_path / "proc-cgroup", tmp_path / "sys"
-
-
-def test_cgroup_v1_headroom(tmp_path):
-    proc, root = fake_cgroup_tree(
-        tmp_path,
-        "9:pids:/\n4:memory:/quantize\n0::/\n",
-        {"memory/quantize/memory.limit_in_bytes": "4000000000\n", "memory/quantize/memory.usage_in_bytes": "1000"},
-    )
-    assert cgroup_headroom(proc, root) == 4_000_000_000 - 1000
-
-
-def test_cgroup_v2_headroom_and_no_limit(tmp_path):
-    proc, root = fake_cgroup_tree(
-        tmp_path, "0::/job\n", {"job/memory.max": "2000000\n", "job/memory.current": "500000\n"}
-    )
-    assert cgroup_headroom(proc, root) == 1_500_000
-    proc, root = fake_cgroup_tree(tmp_path / "unlimited", "0::/job\n", {"job/memory.max": "max\n"})
-    assert cgroup_headroom(proc, root) is None
-    proc, root = fake_cgroup_tree(
-        tmp_path / "v1", "4:memory:/\n", {"memory/memory.limit_in_bytes": "9223372036854771712"}
-    )
-    assert cgroup_headroom(proc, root) is None
 
 
 def test_meminfo_available(tmp_path):

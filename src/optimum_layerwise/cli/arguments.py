@@ -154,6 +154,12 @@ def add_switch(
 
 
 def add_dtype_and_device_map(parser: argparse.ArgumentParser) -> None:
-    """Add `--dtype` and `--device-map`, how the model to compress is loaded."""
+    """Add `--dtype` and `--device-map`, how the model to compress is loaded, and `--dry-run`."""
     parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
     parser.add_argument("--device-map", help="accelerate device map for loading, e.g. auto or cpu")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the predicted peak memory of each path and the path the job would take, then stop (reads only "
+        "the model's config.json)",
+    )

@@ -129,3 +129,16 @@ def print_quality(quality: dict | None, *wording: str) -> None:
         print("quality: " + QualityCheck.from_dict(quality).summary(*wording))
     else:
         print("quality: not measured (no tokenizer to read calibration text)")
+
+
+def print_memory_prediction(path: str, config: Any, dtype: str, device_map: str | None) -> None:
+    """`--dry-run`: the predicted peak of every path of the job `config` on the model at `path` and the path it would
+    take (raises `MemoryError` when none fits, as the job would before loading)."""
+    from ..hf.memory import predict_memory
+
+    choice = predict_memory(path, config, dtype)
+    for estimate in choice.estimates:
+        print(f"predicted peak: {estimate.describe()}")
+    print(f"would run {choice.estimate.path}: {choice.reason}")
+    if device_map is not None:
+        print(f"(with --device-map {device_map}, accelerate places the model instead: not predicted)")

@@ -80,7 +80,7 @@ def run_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"optimum-layerwise {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (CommandError, ValueError, ImportError, OSError, NotImplementedError) as error:
+    except (CommandError, ValueError, ImportError, OSError, NotImplementedError, MemoryError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"optimum-layerwise {args.command}: error: {message}", file=sys.stderr)
         return 1

@@ -28,6 +28,7 @@ from .common import (
     check_not_quantized,
     check_output,
     load_tokenizer,
+    print_memory_prediction,
     print_quality,
     push_to_hub,
     save_checkpoint,
@@ -140,6 +141,9 @@ def run(args: argparse.Namespace) -> None:
         low_memory=args.low_memory,
         work_dir=args.work_dir or output.with_name(f".{output.name}.layerwise-work"),
     )
+    if args.dry_run:
+        print_memory_prediction(resolve_model(args.model), config, args.dtype, args.device_map)
+        return
     model, tokenizer = _quantize_model(args, config)
     _print_result(model, model.config.quantization_config.plan)
     if args.format != "layerwise":

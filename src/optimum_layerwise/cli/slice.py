@@ -7,7 +7,15 @@ import argparse
 from ..data.demo_models import resolve_model
 from ..formats.tables import format_width_table
 from .arguments import IMPORTANCE_HELP, add_calibration, add_dtype_and_device_map, add_model, add_output
-from .common import check_not_quantized, check_output, load_tokenizer, print_quality, push_to_hub, save_checkpoint
+from .common import (
+    check_not_quantized,
+    check_output,
+    load_tokenizer,
+    print_memory_prediction,
+    print_quality,
+    push_to_hub,
+    save_checkpoint,
+)
 
 
 NAME = "slice"
@@ -50,6 +58,9 @@ def run(args: argparse.Namespace) -> None:
     )
     path = resolve_model(args.model)
     check_not_quantized(path, args.model)
+    if args.dry_run:
+        print_memory_prediction(path, config, args.dtype, args.device_map)
+        return
     config.tokenizer = load_tokenizer(path)
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
     model = AutoModelForCausalLM.from_pretrained(

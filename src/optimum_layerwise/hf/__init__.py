@@ -11,6 +11,7 @@ _PUBLIC = {
     "LayerwiseQuantizationConfig": "config",
     "LayerwiseSlicingConfig": "slicing_config",
     "LayerwiseSlicingHfQuantizer": "slicing_quantizer",
+    "predict_memory": "memory",
     "quantize_model": "compress",
     "register": "registration",
     "slice_model": "compress",

@@ -7,10 +7,9 @@ from typing import Any
 from transformers.quantizers.base import HfQuantizer
 from transformers.utils import logging
 
-from ..model.footprint import tensor_nbytes
 from ..model.layers import decoder_layers
 from ..model.offload import materialized
-from ..model.streaming import choose_low_memory, streaming_device_map
+from ..model.streaming import streaming_device_map
 from ..pipelines.slice import SHORTCUTS
 from ..plan.quality import QualityCheck
 from ..slicing.architecture import check_sliceable
@@ -24,6 +23,7 @@ from .loading import (
     replace_with_packed_modules,
     verify_checkpoint_files,
 )
+from .memory import check_memory
 
 
 logger = logging.get_logger(__name__)
@@ -51,11 +51,10 @@ class LayerwiseHfQuantizer(HfQuantizer):
             self.quantization_config.check_quantizable()
 
     def update_device_map(self, device_map: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Without a `device_map`, a quantization that may have to stream (`low_memory` not `False`) gets an empty
-        dict that [`_process_model_before_weight_loading`] fills once the model's layers and the checkpoint's size are
-        known: every decoder layer on `"disk"` (read from the checkpoint's files when needed) or everything in
-        memory."""
-        if self.pre_quantized or device_map is not None or self.quantization_config.low_memory is False:
+        """Without a `device_map`, a quantization gets an empty dict that [`_process_model_before_weight_loading`]
+        fills once the model's shape is known and the memory check ([`check_memory`]) has chosen the path: every
+        decoder layer on `"disk"` (read from the checkpoint's files when needed) or everything in memory."""
+        if self.pre_quantized or device_map is not None:
             return device_map
         self._streaming_map = {}
         return self._streaming_map
@@ -77,9 +76,10 @@ class LayerwiseHfQuantizer(HfQuantizer):
             decoder_layers(model)  # fail before the weights load if the architecture is not supported
             if slicing is not None:
                 check_sliceable(model)
-            if self._streaming_map is not None:
-                wanted = self.quantization_config.low_memory if slicing is None else False  # slicing is in memory
-                self._low_memory = choose_low_memory(wanted, tensor_nbytes(model))
+            if self._streaming_map is not None:  # no device_map: this process holds what it loads
+                request = self.quantization_config.request
+                choice = check_memory(model, request, requested=request.low_memory, checkpoint_files=checkpoint_files)
+                self._low_memory = choice.low_memory
                 self._streaming_map.update(streaming_device_map(model) if self._low_memory else {"": "cpu"})
             return
         if slicing is not None:

@@ -10,6 +10,7 @@ from ..slicing.architecture import check_sliceable
 from ..slicing.layers import rebuild_sliced_shapes
 from .compress import slice_model
 from .lazy_registration import register_deferred
+from .memory import check_memory
 
 
 class LayerwiseSlicingHfQuantizer(HfQuantizer):
@@ -22,9 +23,11 @@ class LayerwiseSlicingHfQuantizer(HfQuantizer):
         if not self.pre_quantized:
             self.quantization_config.check_sliceable_request()
 
-    def _process_model_before_weight_loading(self, model, **kwargs):
+    def _process_model_before_weight_loading(self, model, device_map=None, checkpoint_files=None, **kwargs):
         if not self.pre_quantized:
             check_sliceable(model)  # fail before the weights load if the architecture is not supported
+            if device_map is None:  # slicing rotates the whole model in memory: refuse what cannot fit
+                check_memory(model, self.quantization_config.request, checkpoint_files=checkpoint_files)
             return
         plan = self.quantization_config.plan
         if plan is None:

@@ -7,7 +7,7 @@ from ..utils.lazy_exports import lazy_attributes
 
 # public name -> the submodule that defines it, imported on first use
 _PUBLIC = {
-    "choose_low_memory": "streaming",
+    "ModelShape": "shape",
     "decoder_layers": "layers",
     "decoder_layers_path": "layers",
     "describe_size": "footprint",

@@ -1,4 +1,4 @@
-"""Whether to quantize a model without holding it in memory, and the device map that makes transformers load it so.
+"""The device map that makes transformers load a model for low-memory quantization.
 
 Low-memory quantization leaves every decoder layer in the checkpoint's own safetensors files (accelerate disk
 offload, read when a layer is needed) and keeps the rest of the model (embeddings, final norm, head) in memory, on
@@ -9,30 +9,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers.utils import logging
 
-from ..utils.system_memory import available_memory
-from ..utils.units import format_bytes
 from .layers import decoder_layers, decoder_layers_path
-
-
-logger = logging.get_logger(__name__)
-
-
-def choose_low_memory(requested: bool | None, model_bytes: int) -> bool:
-    """`requested` when given; else whether the model's weights (`model_bytes`, in the dtype it loads in) are larger
-    than the memory available to this process, a cgroup limit included (logged when so)."""
-    if requested is not None:
-        return requested
-    available = available_memory()
-    if available is None or model_bytes <= available:
-        return False
-    logger.warning(
-        f"The model's weights ({format_bytes(model_bytes)}) exceed the memory available ({format_bytes(available)}): "
-        "quantizing layer by layer from the checkpoint's files (low_memory=True). Pass low_memory=False to load it "
-        "whole."
-    )
-    return True
 
 
 def streaming_device_map(model: nn.Module) -> dict[str, str | int]:

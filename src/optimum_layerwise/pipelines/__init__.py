@@ -7,7 +7,10 @@ from ..utils.lazy_exports import lazy_attributes
 
 # public name -> the submodule that defines it, imported on first use
 _PUBLIC = {
+    "MemoryEstimate": "memory_estimate",
     "check_held_out": "quality_check",
+    "choose_path": "memory_estimate",
+    "estimate_memory": "memory_estimate",
     "make_plan": "planning",
     "quantize_model": "quantize",
     "slice_model": "slice",

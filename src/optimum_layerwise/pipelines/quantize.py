@@ -149,8 +149,7 @@ def quantize_model(
         if store is not None:
             store.start(fingerprint, plan=plan.to_dict(), reference_perplexity=reference)
     if backend.requires_calibration:
-        linears = [linears for _, _, linears in quantizable_linears(model, skip)]
-        quantize_sequentially(model, plan, batches, backend, linears, store)
+        quantize_sequentially(model, plan, batches, backend, skip, store)
     else:
         _quantize_round_to_nearest(model, plan, backend, skip, store)
     done = (

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..data.calibration import CalibrationBatch
-from ..model.layers import set_submodule
+from ..model.layers import decoder_layers_path, linear_modules, set_submodule
 from ..model.offload import PackedLayerStore
 from ..model.walk import LayerCall, first_output, run_layer, walk_layers
 from ..plan.quantization_plan import QuantizationPlan
@@ -61,7 +61,7 @@ def quantize_sequentially(
     plan: QuantizationPlan,
     batches: Sequence[CalibrationBatch],
     backend: QuantizationBackend,
-    linears_per_layer: Sequence[dict[str, nn.Linear]],
+    skip: Sequence[str],
     store: PackedLayerStore | None = None,
 ) -> None:
     """Quantize every decoder layer's Linear modules in place with a calibrated backend (GPT-Q).
@@ -75,23 +75,26 @@ def quantize_sequentially(
             Calibration batches.
         backend ([`~optimum_layerwise.backends.QuantizationBackend`]):
             A backend with `requires_calibration`.
-        linears_per_layer (`Sequence[dict[str, nn.Linear]]`):
-            For each decoder layer, the Linear modules to quantize by name inside the layer.
+        skip (`Sequence[str]`):
+            Linear modules to leave in full precision. Each layer's Linears are looked up when the walk reaches it and
+            dropped with it: a list of every layer's float Linears held for the whole walk kept each replaced
+            layer's weights alive (read back from disk when offloaded) until the end.
         store ([`~optimum_layerwise.offload.PackedLayerStore`], *optional*):
             Where each layer's packed modules go once the layer is done (low-memory quantization); by default they
             stay in memory.
     """
     masks = [batch.attention_mask.bool() for batch in batches]
+    path = decoder_layers_path(model)
 
     def step(index: int, layer: nn.Module, hidden: list[torch.Tensor], calls: list[LayerCall]) -> list[torch.Tensor]:
-        settings = plan.settings_of(index, linears_per_layer[index])
+        linears = linear_modules(layer, skip, prefix=f"{path}.{index}")
+        settings = plan.settings_of(index, linears)
         if store is not None and store.restore(index, layer, settings, backend):  # done by an interrupted run
             return run_layer(layer, hidden, calls)
         calibrators = {
             name: backend.calibrator(linear, module.bits, module.group_size)
             for name, (linear, module) in settings.items()
         }
-        linears = linears_per_layer[index]
         _run_feeding(layer, [(linears[n], c) for n, c in calibrators.items()], hidden, calls, masks)
         # each calibrator (its Hessian and working copies) is dropped as soon as its module is packed
         packed = {name: calibrators.pop(name).finish() for name in list(calibrators)}

@@ -10,10 +10,10 @@ _PUBLIC = {
     "atomic_file": "atomic",
     "atomic_folder": "atomic",
     "atomic_write_text": "atomic",
-    "available_memory": "system_memory",
     "format_bytes": "units",
     "parse_memory": "units",
     "peak_resident_bytes": "system_memory",
+    "process_memory_limit": "system_memory",
     "verify_checksums": "checksums",
     "write_checksums": "checksums",
 }

@@ -1,4 +1,4 @@
-"""How much memory this process may still use: the machine's available memory, or less under a cgroup limit.
+"""How much memory this process holds and may use: its resident set, the machine's available memory, a cgroup limit.
 
 This module imports neither torch nor transformers.
 """
@@ -41,9 +41,9 @@ def meminfo_available(meminfo: Path = Path("/proc/meminfo")) -> int | None:
     return None
 
 
-def cgroup_headroom(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")) -> int | None:
-    """Bytes left under the memory limit of this process's cgroup (v1 `memory` controller or v2), `None` without a
-    limit."""
+def _cgroup_memory(proc_cgroup: Path, root: Path) -> tuple[int, int] | None:
+    """The memory limit of this process's cgroup and the anonymous memory charged to it (v1 `memory` controller or
+    v2), `None` without a limit."""
     try:
         lines = proc_cgroup.read_text().splitlines()
     except OSError:
@@ -52,34 +52,66 @@ def cgroup_headroom(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = 
         _, controllers, path = line.split(":", 2)
         relative = path.lstrip("/")
         if "memory" in controllers.split(","):  # v1
-            folder = root / "memory" / relative
-            limit = _read_int(folder / "memory.limit_in_bytes")
-            usage = _read_int(folder / "memory.usage_in_bytes")
+            folder, limit_name, anon_name = root / "memory" / relative, "memory.limit_in_bytes", "total_rss"
         elif controllers == "":  # v2 unified hierarchy
-            folder = root / relative
-            limit, usage = _read_int(folder / "memory.max"), _read_int(folder / "memory.current")
+            folder, limit_name, anon_name = root / relative, "memory.max", "anon"
         else:
             continue
-        if limit is not None:
-            return max(0, limit - (usage or 0))
+        limit = _read_int(folder / limit_name)
+        if limit is None:
+            continue
+        try:
+            stat = dict(line.split() for line in (folder / "memory.stat").read_text().splitlines())
+            anon = int(stat.get(anon_name, 0))
+        except (OSError, ValueError):
+            anon = 0
+        return limit, anon
     return None
 
 
-def available_memory() -> int | None:
-    """Bytes this process can still allocate: the smaller of the machine's available memory and the headroom under
-    its cgroup's memory limit (`None` when neither can be read)."""
-    known = [value for value in (meminfo_available(), cgroup_headroom()) if value is not None]
+def resident_bytes(status: Path = Path("/proc/self/status")) -> int:
+    """This process's resident memory now (`VmRSS`; 0 when unreadable)."""
+    return _status_field(status, "VmRSS") or 0
+
+
+def _status_field(status: Path, name: str) -> int | None:
+    try:
+        for line in status.read_text().splitlines():
+            if line.startswith(f"{name}:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def process_memory_limit(
+    meminfo: Path = Path("/proc/meminfo"),
+    proc_cgroup: Path = Path("/proc/self/cgroup"),
+    root: Path = Path("/sys/fs/cgroup"),
+    status: Path = Path("/proc/self/status"),
+) -> int | None:
+    """The resident memory this process may reach in all (what it holds now included): the machine's available
+    memory plus its own resident set, and under a cgroup limit at most that limit less the anonymous memory of the
+    other processes charged to it (page cache is reclaimed before anything is killed). `None` when neither is known.
+    """
+    own = resident_bytes(status)
+    own_anon = _status_field(status, "RssAnon") or 0
+    known = []
+    available = meminfo_available(meminfo)
+    if available is not None:
+        known.append(available + own)
+    cgroup = _cgroup_memory(proc_cgroup, root)
+    if cgroup is not None:
+        limit, anon = cgroup
+        known.append(limit - max(0, anon - own_anon))
     return min(known) if known else None
 
 
 def peak_resident_bytes(status: Path = Path("/proc/self/status")) -> int:
     """The largest resident memory of this process so far: `VmHWM` on Linux, else `ru_maxrss`."""
-    try:
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
+    peak = _status_field(status, "VmHWM")
+    if peak is not None:
+        return peak
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
 
