@@ -287,3 +287,12 @@ def test_slicing_quick_measures_each_variant_against_the_unsliced_model(run_quic
     # on the tiny model the full-precision shortcuts alone exceed the quantized model's bytes: reported, not raised
     assert "below the smallest model" in variants["slice0.1+quantize"]["error"]
     assert variants["slice0.1+quantize-shortcuts"]["quantize_shortcuts"] is True
+
+
+def test_memory_quick_predicts_and_measures_every_job(run_quick):
+    result = run_quick("memory")["tiny"]
+    assert set(result["jobs"]) == {"quantize-quanto", "quantize-quanto-streaming", "slice", "slice+quantize"}
+    for row in result["jobs"].values():
+        assert row["predicted"] > 0 and row["measured"] > 0 and row["ratio"] == row["predicted"] / row["measured"]
+        assert row["measured_vs_fp32_weights"] > 0 and "refused" not in row
+    assert result["jobs"]["quantize-quanto-streaming"]["path"] == "layer by layer"
