@@ -48,7 +48,7 @@ def check_memory(
     checkpoint_files: Sequence[str] | None = None,
 ) -> PathChoice:
     """Choose the path of `request` on `model` (on the meta device, before its weights load) from the predicted peak
-    and the memory this process may use, and say so in one line.
+    and the memory this process may use, and say so in one line (a warning when it runs layer by layer, else info).
 
     Raises:
         `MemoryError`: when no allowed path fits (nothing has been loaded yet).
@@ -57,7 +57,8 @@ def check_memory(
     dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
     checkpoint_bytes = converted_checkpoint_bytes(checkpoint_files, dtype) if checkpoint_files else None
     choice = choose_path(shape, request, requested=requested, checkpoint_bytes=checkpoint_bytes)
-    logger.warning(f"Memory: {choice.summary()}.")
+    # layer by layer is worth a warning (slower, writes a work folder); in memory is the plain case
+    (logger.warning if choice.low_memory else logger.info)(f"Memory: {choice.summary()}.")
     return choice
 
 
