@@ -18,8 +18,10 @@ on the meta device), the request and the calibration size:
 - `saving` (instead of `weights` and `working set` when it is larger): the packed layers' checkpoint tensors,
   gathered at once for transformers' save, and the shard being written.
 
-The parts are upper bounds of what was measured by `bench/memory.py` (docs/results.md, "Predicted and measured peak
-memory"); [`choose_path`] adds [`MARGIN`] on top.
+Working sets count [`SPREAD`] more than their sum (the run-to-run spread of a peak). After slicing, quantization runs
+next to a second copy of the model (rotated weights and shortcuts; the checkpoint's pages stay mapped). The parts are
+upper bounds of what was measured by `bench/memory.py` (docs/results.md, "Predicted and measured peak memory");
+[`choose_path`] adds [`MARGIN`] on top.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ RUNTIME_BYTES = 64 << 20
 CALIBRATION_BATCH = 8  # windows per forward pass of the calibration walk (`data.calibration.calibration_batches`)
 SENSITIVITY_WINDOWS = 8  # `importance.sensitivity.SCORING_WINDOWS`
 FLOAT32 = 4
+# the peak of the same job varies between runs by up to about 0.1 GiB on SmolLM2-135M (freed temporaries kept in the
+# heap, bench/results/streaming-gptq-h2048-*.json): working sets count this much more
+SPREAD = 1.10
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,11 @@ def _slicing_working_set(shape: ModelShape, request: SlicingRequest) -> int:
     return stored + forward + rotation + shape.largest_layer_bytes + shape.other_bytes
 
 
+def _shortcut_bytes(shape: ModelShape) -> int:
+    """The two shortcut matrices slicing adds to each layer, at most hidden x hidden each."""
+    return shape.num_layers * 2 * shape.hidden_size * shape.hidden_size * shape.element_size
+
+
 def estimate_memory(
     shape: ModelShape,
     request: QuantizationRequest | SlicingRequest,
@@ -201,8 +211,10 @@ def estimate_memory(
         parts["checkpoint pages"] = checkpoint_bytes if not low_memory else 2 * shape.largest_layer_bytes
     working = [_slicing_working_set(shape, slicing)] if slicing is not None else []
     if isinstance(request, QuantizationRequest):
-        working.append(_quantize_working_set(shape, request))
-    parts["working set"] = max(working)
+        # after slicing, the rotated model and its shortcuts are a second copy next to the checkpoint's mapped pages
+        rotated = shape.total_bytes + _shortcut_bytes(shape) if slicing is not None else 0
+        working.append(rotated + _quantize_working_set(shape, request))
+    parts["working set"] = int(max(working) * SPREAD)
     if isinstance(request, QuantizationRequest):
         saving = _saving(shape, request)
         if saving > parts["weights"] + parts["working set"]:  # the save is the peak: other parts are gone by then
