@@ -16,7 +16,6 @@ from optimum_layerwise import LayerwiseQuantizationConfig, LayerwiseSlicingConfi
 from optimum_layerwise.cli import main
 from optimum_layerwise.model.offload import is_offloaded
 from optimum_layerwise.pipelines import memory_estimate
-from optimum_layerwise.utils.system_memory import process_memory_limit
 
 
 WINDOWS = [[(7 * i + j) % 120 + 4 for j in range(200)] for i in range(6)]
@@ -101,37 +100,6 @@ def test_dry_run_prints_the_prediction_and_writes_nothing(tiny_checkpoint, tmp_p
     assert error.startswith("optimum-layerwise quantize: error: Not enough memory: ") and "\n" not in error
     slice_command = ["slice", tiny_checkpoint, "--output", str(output), "--dry-run", "--sparsity", "0.2"]
     assert main(["--quiet", *slice_command]) == 1 and "slice in memory" in capsys.readouterr().err
-
-
-def fake_cgroup_tree(tmp_path: Path, membership: str, files: dict[str, str]) -> tuple[Path, Path]:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    (tmp_path / "proc-cgroup").write_text(membership)
-    for relative, content in files.items():
-        path = tmp_path / "sys" / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
-    return tmp_path / "proc-cgroup", tmp_path / "sys"
-
-
-def test_process_memory_limit_reads_meminfo_and_cgroups(tmp_path):
-    status = tmp_path / "status"
-    status.write_text("VmHWM:\t 900 kB\nVmRSS:\t 800 kB\nRssAnon:\t 600 kB\n")
-    meminfo = tmp_path / "meminfo"
-    meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:   20000000 kB\n")
-    none = tmp_path / "none"
-    assert process_memory_limit(meminfo, none, none, status) == (20_000_000 + 800) * 1024  # available + own
-    proc, root = fake_cgroup_tree(  # v1: the limit less the other processes' anonymous memory
-        tmp_path / "v1",
-        "9:pids:/\n4:memory:/job\n",
-        {"memory/job/memory.limit_in_bytes": "4000000000\n", "memory/job/memory.stat": "cache 5\ntotal_rss 1614400\n"},
-    )
-    assert process_memory_limit(meminfo, proc, root, status) == 4_000_000_000 - (1_614_400 - 600 * 1024)
-    proc, root = fake_cgroup_tree(
-        tmp_path / "v2", "0::/job\n", {"job/memory.max": "2000000\n", "job/memory.stat": "anon 100\nfile 7\n"}
-    )
-    assert process_memory_limit(meminfo, proc, root, status) == 2_000_000  # its own anonymous memory is larger
-    proc, root = fake_cgroup_tree(tmp_path / "unlimited", "0::/job\n", {"job/memory.max": "max\n"})
-    assert process_memory_limit(none, proc, root, status) is None
 
 
 def measure(folder: str, **settings) -> dict:

@@ -14,7 +14,7 @@ from conftest import OFFLOAD_DEVICE_MAP, build_tiny_model
 from optimum_layerwise import LayerwiseQuantizationConfig
 from optimum_layerwise.model.offload import is_offloaded
 from optimum_layerwise.model.streaming import streaming_device_map
-from optimum_layerwise.utils.system_memory import meminfo_available, peak_resident_bytes
+from optimum_layerwise.utils.system_memory import peak_resident_bytes
 
 
 WINDOWS = [[(7 * i + j) % 120 + 4 for j in range(200)] for i in range(6)]
@@ -119,13 +119,6 @@ def test_low_memory_must_be_a_bool_or_none(value):
 def test_low_memory_settings_are_never_saved(tmp_path):
     config = LayerwiseQuantizationConfig(importance="zd", low_memory=True, work_dir=str(tmp_path))
     assert "low_memory" not in config.to_dict() and "work_dir" not in config.to_dict()
-
-
-def test_meminfo_available(tmp_path):
-    meminfo = tmp_path / "meminfo"
-    meminfo.write_text("MemTotal:       24000000 kB\nMemFree:  100 kB\nMemAvailable:   20000000 kB\n")
-    assert meminfo_available(meminfo) == 20_000_000 * 1024
-    assert meminfo_available(tmp_path / "missing") is None
 
 
 @pytest.mark.heavy

@@ -200,13 +200,16 @@ def batch_windows(windows: list[list[int]], batch_size: int, pad_token_id: int =
     return batches
 
 
+CALIBRATION_BATCH_SIZE = 8  # windows per forward pass of the calibration passes
+
+
 def calibration_batches(
     dataset: Any,
     tokenizer: Any = None,
     *,
     num_samples: int = 128,
     seq_len: int = 512,
-    batch_size: int = 8,
+    batch_size: int = CALIBRATION_BATCH_SIZE,
     seed: int = 0,
     vocab_size: int | None = None,
 ) -> list[CalibrationBatch]:

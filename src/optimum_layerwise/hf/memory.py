@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
+from ..model.footprint import safetensors_nbytes
 from ..model.shape import ModelShape
 from ..pipelines.memory_estimate import PathChoice, choose_path
 from ..plan.request import QuantizationRequest
@@ -35,7 +36,7 @@ def converted_checkpoint_bytes(files: Sequence[str | os.PathLike], dtype: torch.
         for name, info in header.items():
             stored = _SAFETENSORS_FLOATS.get(info.get("dtype")) if name != "__metadata__" else None
             if stored is not None:
-                total += stored.itemsize * torch.Size(info["shape"]).numel()
+                total += safetensors_nbytes(info["shape"], info["dtype"], f"{Path(path).name}: {name}")
                 converted |= stored != dtype
     return total if converted else None
 
@@ -54,8 +55,7 @@ def check_memory(
         `MemoryError`: when no allowed path fits (nothing has been loaded yet).
     """
     shape = ModelShape.from_model(model)
-    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-    checkpoint_bytes = converted_checkpoint_bytes(checkpoint_files, dtype) if checkpoint_files else None
+    checkpoint_bytes = converted_checkpoint_bytes(checkpoint_files, shape.dtype) if checkpoint_files else None
     choice = choose_path(shape, request, requested=requested, checkpoint_bytes=checkpoint_bytes)
     # layer by layer is worth a warning (slower, writes a work folder); in memory is the plain case
     (logger.warning if choice.low_memory else logger.info)(f"Memory: {choice.summary()}.")

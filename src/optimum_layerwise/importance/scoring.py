@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from ..data.calibration import CalibrationBatch, calibration_batches
+from ..data.calibration import CALIBRATION_BATCH_SIZE, CalibrationBatch, calibration_batches
 from ..model.layers import decoder_layers, vocab_size
 from ..plan.importance_methods import IMPORTANCE_METHODS, check_importance, importance_scores, missing_data_message
 from .baselines import depth_scores, random_scores
@@ -103,7 +103,7 @@ def compute_importance(
     *,
     num_samples: int = 8,
     seq_len: int = 512,
-    batch_size: int = 8,
+    batch_size: int = CALIBRATION_BATCH_SIZE,
     seed: int = 0,
     **scoring: Any,
 ) -> list[float]:

@@ -67,8 +67,9 @@ class ModelShape:
             unique = {id(tensor): tensor for tensor in tensors}.values()
             return sum(t.numel() * (element_size if t.is_floating_point() else t.element_size()) for t in unique)
 
+        config = text_config(model)
         head = set()
-        if getattr(text_config(model), "tie_word_embeddings", False) and model.get_output_embeddings() is not None:
+        if getattr(config, "tie_word_embeddings", False) and model.get_output_embeddings() is not None:
             weight = model.get_output_embeddings().weight
             if weight is not model.get_input_embeddings().weight:  # not tied yet before the weights load
                 head.add(id(weight))
@@ -78,7 +79,6 @@ class ModelShape:
         other = nbytes([t for t in [*model.parameters(), *model.buffers()] if id(t) not in inside])
         largest = max(range(len(layers)), key=layer_bytes.__getitem__) if len(layers) else None
         linears = linear_modules(layers[largest]) if largest is not None else {}
-        config = text_config(model)
         hidden = int(getattr(config, "hidden_size", 0) or 0)
         return cls(
             num_layers=len(layers),

@@ -31,6 +31,8 @@ import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ..data.calibration import CALIBRATION_BATCH_SIZE
+from ..importance.sensitivity import SCORING_WINDOWS
 from ..model.shape import ModelShape
 from ..plan.importance_methods import IMPORTANCE_METHODS
 from ..plan.request import QuantizationRequest
@@ -46,8 +48,6 @@ LIBRARIES = {None: (), "quanto": ("optimum.quanto",), "gptq": ("optimum.quanto",
 # what a job's first steps add to a process that has imported its libraries: the modules it imports lazily and
 # torch's first buffers (measured on the tiny test model: 61 MiB on top of the imports)
 RUNTIME_BYTES = 64 << 20
-CALIBRATION_BATCH = 8  # windows per forward pass of the calibration walk (`data.calibration.calibration_batches`)
-SENSITIVITY_WINDOWS = 8  # `importance.sensitivity.SCORING_WINDOWS`
 FLOAT32 = 4
 # the peak of the same job varies between runs by up to about 0.1 GiB on SmolLM2-135M (freed temporaries kept in the
 # heap, bench/results/streaming-gptq-h2048-*.json): working sets count this much more
@@ -59,7 +59,7 @@ class MemoryEstimate:
     """The predicted peak resident bytes of one job on one path.
 
     Args:
-        job (`str`): `"quantize"`, `"score"`, `"slice"` or `"slice+quantize"`.
+        job (`str`): `"quantize"`, `"slice"` or `"slice+quantize"`.
         path (`str`): `"in memory"` or `"layer by layer"` (decoder layers read from the checkpoint's files one at a
             time, quantized ones written to a work folder).
         parts (`Mapping[str, int]`): the bytes of each part (see the module's docstring).
@@ -102,7 +102,7 @@ def _walk(shape: ModelShape, windows: int, seq_len: int) -> int:
     """The calibration walk: every window's hidden states entering and leaving the current layer, and one batch
     through it."""
     stored = 2 * windows * seq_len * shape.hidden_size * shape.element_size
-    return stored + _layer_forward(shape, min(windows, CALIBRATION_BATCH), seq_len)
+    return stored + _layer_forward(shape, min(windows, CALIBRATION_BATCH_SIZE), seq_len)
 
 
 def _held_out_check(shape: ModelShape, seq_len: int) -> int:
@@ -119,7 +119,7 @@ def _packing(shape: ModelShape) -> int:
 def _sensitivity(shape: ModelShape, request: QuantizationRequest) -> int:
     """The walk over the scoring windows, plus one layer's versions at each lower level (float copies of dequantized
     weights) and the outputs they are compared with."""
-    windows = min(request.num_samples, SENSITIVITY_WINDOWS)
+    windows = min(request.num_samples, SCORING_WINDOWS)
     levels = max(len(request.bits) - 1, 1)
     outputs = 2 * windows * request.seq_len * shape.hidden_size * FLOAT32
     return _walk(shape, windows, request.seq_len) + levels * shape.largest_layer_bytes + outputs + _packing(shape)
@@ -171,7 +171,7 @@ def _slicing_working_set(shape: ModelShape, request: SlicingRequest) -> int:
     and of the embeddings and head (untied and rotated). On SmolLM2-135M (128 windows of 512 tokens) slicing measured
     1.23 GiB over the model, this gives 1.42 GiB."""
     stored = 6 * request.num_samples * request.seq_len * shape.hidden_size * shape.element_size
-    forward = _layer_forward(shape, min(request.num_samples, CALIBRATION_BATCH), request.seq_len)
+    forward = _layer_forward(shape, min(request.num_samples, CALIBRATION_BATCH_SIZE), request.seq_len)
     rotation = 4 * shape.hidden_size * shape.hidden_size * 8
     return stored + forward + rotation + shape.largest_layer_bytes + shape.other_bytes
 
