@@ -23,7 +23,7 @@ from transformers.utils import logging
 from ..data.demo_models import demo_model_in
 from ..formats.card_record import BASE_MODEL_ATTR, EVAL_RESULTS_ATTR, LICENSE_ATTR, hub_model_id, read_card_data
 from ..formats.model_card import CARD_NAME, HEATMAP_NAME, build_model_card, has_model_card, write_model_card
-from ..model.footprint import tensor_nbytes
+from ..model.footprint import MAX_SHARD_BYTES, tensor_nbytes
 from ..plan.saved_config import holds_layerwise_checkpoint
 from ..utils.atomic import atomic_folder
 from ..utils.checksums import CHECKSUMS_NAME, write_checksums
@@ -60,10 +60,6 @@ class _ModelMethodHook:
         return f"<{type(self.model).__name__}.{self.method} of a layer-wise model, with model card>"
 
 
-# Shards of at most this size: saving a model whose layers live on disk (low-memory quantization) reads one shard at
-# a time, so this bounds the memory a save needs; the same for every layer-wise save, so both paths write the same
-# files. Pass `max_shard_size` to choose another.
-MAX_SHARD_SIZE = "2GB"
 # What a save writes besides the tensors (config, safetensors headers, card, heatmap, manifest), with room to spare
 SAVE_OVERHEAD_BYTES = 4 * 2**20
 
@@ -81,7 +77,7 @@ STALE_ON_SAVE = (
 
 class _SaveWithCard(_ModelMethodHook):
     """`model.save_pretrained`, atomic, that also writes the model card, the heatmap and the checksum manifest, in
-    shards of at most [`MAX_SHARD_SIZE`] unless `max_shard_size` is given.
+    shards of at most [`~optimum_layerwise.model.footprint.MAX_SHARD_BYTES`] unless `max_shard_size` is given.
 
     Everything is written into a staging folder next to `save_directory`, then swapped into place (see
     [`~optimum_layerwise.atomic.atomic_folder`]); files of an existing `save_directory` that the save does not
@@ -105,7 +101,7 @@ class _SaveWithCard(_ModelMethodHook):
         if layerwise:
             build_model_card(model)  # raises (e.g. on bad eval results) before anything is written
         if layerwise and "max_shard_size" not in arguments:  # bounds the memory of saving offloaded layers
-            kwargs["max_shard_size"] = MAX_SHARD_SIZE
+            kwargs["max_shard_size"] = MAX_SHARD_BYTES
         if push:  # transformers names the repo after the folder it writes to: the target, not the staging folder
             kwargs.setdefault("repo_id", Path(os.fspath(save_directory)).name)
         previous_card = Path(os.fspath(save_directory)) / CARD_NAME

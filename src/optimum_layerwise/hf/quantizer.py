@@ -14,6 +14,7 @@ from ..pipelines.slice import SHORTCUTS
 from ..plan.quality import QualityCheck
 from ..slicing.architecture import check_sliceable
 from ..slicing.layers import rebuild_sliced_shapes
+from ..utils.system_memory import return_large_blocks_when_freed
 from .compress import quantize_model, slice_then_quantize
 from .lazy_registration import register_deferred
 from .loading import (
@@ -80,6 +81,8 @@ class LayerwiseHfQuantizer(HfQuantizer):
                 request = self.quantization_config.request
                 choice = check_memory(model, request, requested=request.low_memory, checkpoint_files=checkpoint_files)
                 self._low_memory = choice.low_memory
+                if self._low_memory:
+                    return_large_blocks_when_freed()  # the memory of each layer read while loading goes back at once
                 self._streaming_map.update(streaming_device_map(model) if self._low_memory else {"": "cpu"})
             return
         if slicing is not None:
@@ -127,19 +130,24 @@ class LayerwiseHfQuantizer(HfQuantizer):
             raise ValueError("Cannot save: the model has no layer-wise plan.")
         backend = self.quantization_config.quantization_backend()
         replaced, packed = {}, set()
-        for module_name, module in decoder_layers(model).named_modules(prefix=plan.layers_path):
-            if not backend.is_packed(module):
-                continue
-            planned = plan.modules.get(module_name)
-            if planned is None or module.bits != planned.bits:
-                raise ValueError(
-                    f"Cannot save: module {module_name} holds {module.bits}-bit weights but the plan says "
-                    f"{planned.bits if planned else 'it is not quantized'}."
-                )
-            with materialized(module):  # a layer written to disk by low-memory quantization is read back
-                tensors = backend.checkpoint_tensors(module)
-            replaced.update({f"{module_name}.{name}": tensor for name, tensor in tensors.items()})
-            packed.add(module_name)
+        for index, layer in enumerate(decoder_layers(model)):
+            prefix = f"{plan.layers_path}.{index}"
+            modules = {f"{prefix}.{name}": module for name, module in layer.named_modules() if backend.is_packed(module)}
+            for module_name, module in modules.items():
+                planned = plan.modules.get(module_name)
+                if planned is None or module.bits != planned.bits:
+                    raise ValueError(
+                        f"Cannot save: module {module_name} holds {module.bits}-bit weights but the plan says "
+                        f"{planned.bits if planned else 'it is not quantized'}."
+                    )
+            packed.update(modules.keys())
+            if backend.has_checkpoint_layout and modules:
+                # a layer written to disk by low-memory quantization is read back, once, for its rewritten tensors;
+                # the others stay on disk and transformers reads them shard by shard
+                with materialized(layer):
+                    for module_name, module in modules.items():
+                        tensors = backend.checkpoint_tensors(module)
+                        replaced.update({f"{module_name}.{name}": tensor for name, tensor in tensors.items()})
         unpacked = sorted(set(plan.modules) - packed)
         if unpacked:
             raise ValueError(f"Cannot save: the plan quantizes {unpacked[:3]}, which the model holds unquantized.")

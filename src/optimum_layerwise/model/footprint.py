@@ -14,6 +14,12 @@ from ..utils.checksums import safetensors_header
 from ..utils.units import format_bytes
 
 
+# Layer-wise checkpoints are written in shards of at most this many bytes: saving a model whose layers live on disk
+# (low-memory quantization) reads one shard at a time, so this bounds the memory a save needs; the same for every
+# layer-wise save, so both paths write the same files.
+MAX_SHARD_BYTES = 2 * 10**9
+
+
 def tensor_nbytes(module: nn.Module) -> int:
     """Bytes of all parameters and buffers of `module` (shared tensors counted once, offloaded ones included)."""
     seen, total = set(), 0

@@ -110,6 +110,17 @@ def materialized(module: nn.Module) -> Iterator[nn.Module]:
 STATE_NAME = "state.json"
 
 
+class _CopyingWeightsLoader(OffloadedWeightsLoader):
+    """accelerate's loader of offloaded tensors, returning each tensor as a copy in memory. A tensor read by
+    safetensors is a view of its file mapped into memory, one mapping per tensor, and each mapping counts its pages in
+    the process's resident memory again: a save, which holds the packed tensors of a whole shard at once, counted each
+    layer's file once per tensor (a 16-layer test model with 0.5 MB layer files: 4 MB per layer)."""
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return super().__getitem__(key).clone()
+
+
+
 class PackedLayerStore:
     """Packed modules of quantized decoder layers, written to one safetensors file per layer in `folder` and read
     back at forward time (accelerate offload hooks), so that a quantized model needs no memory for its layers; and
@@ -215,7 +226,7 @@ class PackedLayerStore:
             for key, tensor in module.state_dict().items():
                 dtype = str(tensor.dtype).removeprefix("torch.")
                 index_map[f"{name}.{key}"] = {"safetensors_file": path, "weight_name": f"{name}.{key}", "dtype": dtype}
-        loader = OffloadedWeightsLoader(index=index_map)
+        loader = _CopyingWeightsLoader(index=index_map)
         for name, module in modules.items():
             hook = AlignDevicesHook(
                 execution_device=device,

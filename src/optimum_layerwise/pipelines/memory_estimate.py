@@ -15,8 +15,10 @@ on the meta device), the request and the calibration size:
   for quanto's `imatrix` optimizer), the
   held-out check (one window through the model, its logits in float32) and slicing (every window's hidden states
   in several bases, the rotation, rotated copies);
-- `saving` (instead of `weights` and `working set` when it is larger): the packed layers' checkpoint tensors,
-  gathered at once for transformers' save, and the shard being written.
+- `saving` (instead of `weights` and `working set` when it is larger): the packed layers' checkpoint tensors that
+  transformers' save holds at once (in memory: all of them; layer by layer: the shard being read back from the work
+  folder, at most [`~optimum_layerwise.model.footprint.MAX_SHARD_BYTES`]; in memory, as much again for the shard
+  being written).
 
 Working sets count [`SPREAD`] more than their sum (the run-to-run spread of a peak). After slicing, quantization runs
 next to a second copy of the model (rotated weights and shortcuts; the checkpoint's pages stay mapped). The parts are
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 
 from ..data.calibration import CALIBRATION_BATCH_SIZE
 from ..importance.sensitivity import SCORING_WINDOWS
+from ..model.footprint import MAX_SHARD_BYTES
 from ..model.shape import ModelShape
 from ..plan.importance_methods import IMPORTANCE_METHODS
 from ..plan.request import QuantizationRequest
@@ -151,13 +154,14 @@ def _quantize_working_set(shape: ModelShape, request: QuantizationRequest) -> in
     return max(phases)
 
 
-def _saving(shape: ModelShape, request: QuantizationRequest) -> int:
-    """The save: the packed layers' checkpoint tensors gathered for transformers (read back from the work folder
-    layer by layer), and a copy of the shard being written. Packed bytes are bounded by the highest level, plus a
-    16-bit scale and shift per group of 128 (group-wise) or per row."""
+def _saving(shape: ModelShape, request: QuantizationRequest, low_memory: bool) -> int:
+    """The save: the packed layers' checkpoint tensors transformers holds at once. In memory: all of them, and as much
+    again for the shard being written. Layer by layer: the shard being written, each of its tensors read back from
+    the work folder as a copy (the file's mapping is dropped at once). Packed bytes are bounded by the highest level,
+    plus a 16-bit scale and shift per group of 128 (group-wise) or per row."""
     bits = max(request.bits) + 0.5
     packed = int(sum(shape.layer_bytes) * bits / (8 * shape.element_size))
-    return 2 * packed
+    return min(packed, MAX_SHARD_BYTES) if low_memory else 2 * packed
 
 
 def _weights(shape: ModelShape, low_memory: bool) -> int:
@@ -216,7 +220,7 @@ def estimate_memory(
         working.append(rotated + _quantize_working_set(shape, request))
     parts["working set"] = int(max(working) * SPREAD)
     if isinstance(request, QuantizationRequest):
-        saving = _saving(shape, request)
+        saving = _saving(shape, request, low_memory)
         if saving > parts["weights"] + parts["working set"]:  # the save is the peak: other parts are gone by then
             parts = {"process": parts["process"], "weights": shape.other_bytes, "saving": saving}
     job = "quantize" if slicing is None else ("slice" if backend is None else "slice+quantize")

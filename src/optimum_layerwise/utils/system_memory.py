@@ -138,3 +138,23 @@ def return_freed_memory() -> None:
     library = _glibc()
     if library is not None:
         library.malloc_trim(0)
+
+
+# glibc's `mallopt` parameter, and its default value (the threshold glibc starts from before raising it)
+M_MMAP_THRESHOLD = -3
+DEFAULT_MMAP_THRESHOLD = 128 * 1024
+
+
+def return_large_blocks_when_freed(threshold: int = DEFAULT_MMAP_THRESHOLD) -> None:
+    """From now on, give every allocation of `threshold` bytes or more its own mapping, returned to the system as soon
+    as it is freed (glibc's `mallopt(M_MMAP_THRESHOLD)`, which also stops glibc from raising the threshold; a no-op
+    elsewhere). This is process-wide and lasts until the process ends.
+
+    Layer-by-layer jobs call it before loading: transformers reads each offloaded tensor of the checkpoint once while
+    it loads, and with the raised threshold the freed copies stayed in the heap, so that the peak grew by about one
+    decoder layer's bytes per layer (a 16-layer test model with 4.2 MB layers: 472 MB after loading against 415 MB
+    with 4 layers; 411 and 399 MB with this).
+    """
+    library = _glibc()
+    if library is not None and hasattr(library, "mallopt"):
+        library.mallopt(M_MMAP_THRESHOLD, threshold)

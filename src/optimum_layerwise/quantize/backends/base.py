@@ -25,6 +25,8 @@ class QuantizationBackend(ABC):
     name: ClassVar[str]
     requirement: ClassVar[str]
     requires_calibration: bool = False
+    # whether some tensors are written in another layout than the module's state dict (see `checkpoint_tensors`)
+    has_checkpoint_layout: ClassVar[bool] = False
 
     @abstractmethod
     def is_available(self) -> bool:
@@ -75,7 +77,8 @@ class QuantizationBackend(ABC):
         return None
 
     def checkpoint_tensors(self, module: nn.Module) -> dict[str, torch.Tensor]:
-        """Tensors whose checkpoint layout differs from the module's state dict, by name (default: none)."""
+        """Tensors whose checkpoint layout differs from the module's state dict, by name (default: none; backends that
+        override this set `has_checkpoint_layout`)."""
         return {}
 
     @abstractmethod
