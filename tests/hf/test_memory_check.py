@@ -102,6 +102,21 @@ def test_dry_run_prints_the_prediction_and_writes_nothing(tiny_checkpoint, tmp_p
     assert main(["--quiet", *slice_command]) == 1 and "slice in memory" in capsys.readouterr().err
 
 
+def test_score_predicts_its_peak_and_refuses_before_loading(tiny_checkpoint, capsys, monkeypatch):
+    command = ["score", tiny_checkpoint, "--importance", "zd", "--dry-run"]
+    assert main(["--quiet", *command]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("predicted peak: score in memory: ") and "working set" in printed[0]
+    assert printed[1].startswith("would run: with 5% margin, ")
+    limit_memory(monkeypatch, 1 << 20)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", lambda *args, **kwargs: pytest.fail("loaded"))
+    assert main(["--quiet", *command[:-1]]) == 1
+    error = capsys.readouterr().err.strip()
+    assert (
+        error.startswith("optimum-layerwise score: error: Not enough memory: score in memory: ") and "\n" not in error
+    )
+
+
 def measure(folder: str, **settings) -> dict:
     """Predict and run a job in a fresh process (`memory_job.py`): its prediction and its measured peak."""
     result = subprocess.run(

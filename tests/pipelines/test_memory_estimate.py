@@ -8,7 +8,14 @@ import torch
 from conftest import build_tiny_model
 from optimum_layerwise.model.footprint import tensor_nbytes
 from optimum_layerwise.model.shape import ModelShape
-from optimum_layerwise.pipelines.memory_estimate import MARGIN, choose_path, estimate_memory
+from optimum_layerwise.pipelines.memory_estimate import (
+    MARGIN,
+    SPREAD,
+    check_fits,
+    choose_path,
+    estimate_memory,
+    estimate_scoring_memory,
+)
 from optimum_layerwise.plan.request import QuantizationRequest
 from optimum_layerwise.plan.slicing_request import SlicingRequest
 
@@ -88,3 +95,16 @@ def test_slicing_has_no_layer_by_layer_path(shape):
         bits=(8, 4), target_bits=6.0, dataset=WINDOWS, seq_len=48, num_samples=4, slicing=slicing
     )
     assert [e.job for e in choose_path(shape, both, limit=1 << 40).estimates] == ["slice+quantize"]
+
+
+def test_scoring_holds_the_model_and_its_scoring_phase(shape):
+    lim = estimate_scoring_memory(
+        shape, QuantizationRequest(importance="lim", dataset=WINDOWS, seq_len=48, num_samples=4)
+    )
+    zd = estimate_scoring_memory(shape, QuantizationRequest(importance="zd"))
+    assert (lim.job, lim.path, lim.parts["weights"]) == ("score", "in memory", shape.total_bytes)
+    assert zd.parts["working set"] == int(2 * shape.largest_layer_bytes * SPREAD)  # ZD's float64 copy of one layer
+    assert lim.parts["working set"] > zd.parts["working set"]
+    assert check_fits(lim, limit=1 << 40).summary().startswith("score in memory: ")
+    with pytest.raises(MemoryError, match=r"^Not enough memory: score in memory: .* may use 1\.0 MiB\.$"):
+        check_fits(lim, limit=1 << 20)

@@ -14,7 +14,7 @@ from transformers.utils import logging
 
 from ..model.footprint import safetensors_nbytes
 from ..model.shape import ModelShape
-from ..pipelines.memory_estimate import PathChoice, choose_path
+from ..pipelines.memory_estimate import PathChoice, check_fits, choose_path, estimate_scoring_memory
 from ..plan.request import QuantizationRequest
 from ..plan.slicing_request import SlicingRequest
 from ..utils.checksums import safetensors_header
@@ -95,16 +95,43 @@ def predict_memory(
     >>> print(choice.summary())  # doctest: +SKIP
     ```
     """
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(pretrained_model_name_or_path)
-    shape = ModelShape.from_config(config, None if dtype == "auto" else _as_dtype(dtype))
-    files = sorted(Path(pretrained_model_name_or_path).glob("*.safetensors"))
-    checkpoint_bytes = converted_checkpoint_bytes(files, shape.dtype) if files else None
+    shape, checkpoint_bytes = _checkpoint_shape(pretrained_model_name_or_path, dtype)
     request = quantization_config.request
     return choose_path(
         shape, request, requested=getattr(request, "low_memory", None), checkpoint_bytes=checkpoint_bytes, limit=limit
     )
+
+
+def predict_scoring_memory(
+    pretrained_model_name_or_path: str | os.PathLike,
+    request: QuantizationRequest,
+    dtype: str | torch.dtype = "auto",
+    limit: int | None = None,
+) -> PathChoice:
+    """What scoring the decoder layers of `pretrained_model_name_or_path` with `request.importance` would need (the
+    `score` command: the whole model in memory), without loading it.
+
+    Args:
+        pretrained_model_name_or_path, dtype, limit:
+            As for [`predict_memory`].
+        request ([`QuantizationRequest`]):
+            The importance method and its calibration settings.
+
+    Raises:
+        `MemoryError`: when it does not fit.
+    """
+    shape, checkpoint_bytes = _checkpoint_shape(pretrained_model_name_or_path, dtype)
+    return check_fits(estimate_scoring_memory(shape, request, checkpoint_bytes=checkpoint_bytes), limit)
+
+
+def _checkpoint_shape(path: str | os.PathLike, dtype: str | torch.dtype) -> tuple[ModelShape, int | None]:
+    """The shape of the model at `path` (read from its `config.json`) in `dtype`, and its checkpoint's bytes when they
+    are stored in another dtype (see [`converted_checkpoint_bytes`])."""
+    from transformers import AutoConfig
+
+    shape = ModelShape.from_config(AutoConfig.from_pretrained(path), None if dtype == "auto" else _as_dtype(dtype))
+    files = sorted(Path(path).glob("*.safetensors"))
+    return shape, converted_checkpoint_bytes(files, shape.dtype) if files else None
 
 
 def _as_dtype(dtype: str | torch.dtype) -> torch.dtype:

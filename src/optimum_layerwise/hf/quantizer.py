@@ -132,7 +132,9 @@ class LayerwiseHfQuantizer(HfQuantizer):
         replaced, packed = {}, set()
         for index, layer in enumerate(decoder_layers(model)):
             prefix = f"{plan.layers_path}.{index}"
-            modules = {f"{prefix}.{name}": module for name, module in layer.named_modules() if backend.is_packed(module)}
+            modules = {
+                f"{prefix}.{name}": module for name, module in layer.named_modules() if backend.is_packed(module)
+            }
             for module_name, module in modules.items():
                 planned = plan.modules.get(module_name)
                 if planned is None or module.bits != planned.bits:

@@ -120,7 +120,6 @@ class _CopyingWeightsLoader(OffloadedWeightsLoader):
         return super().__getitem__(key).clone()
 
 
-
 class PackedLayerStore:
     """Packed modules of quantized decoder layers, written to one safetensors file per layer in `folder` and read
     back at forward time (accelerate offload hooks), so that a quantized model needs no memory for its layers; and

@@ -9,8 +9,10 @@ from ..utils.lazy_exports import lazy_attributes
 _PUBLIC = {
     "MemoryEstimate": "memory_estimate",
     "check_held_out": "quality_check",
+    "check_fits": "memory_estimate",
     "choose_path": "memory_estimate",
     "estimate_memory": "memory_estimate",
+    "estimate_scoring_memory": "memory_estimate",
     "make_plan": "planning",
     "quantize_model": "quantize",
     "slice_model": "slice",

@@ -227,6 +227,29 @@ def estimate_memory(
     return MemoryEstimate(job, "layer by layer" if low_memory else "in memory", parts)
 
 
+def estimate_scoring_memory(
+    shape: ModelShape, request: QuantizationRequest, *, checkpoint_bytes: int | None = None
+) -> MemoryEstimate:
+    """The predicted peak of scoring the decoder layers of a model of `shape` with `request.importance` (the `score`
+    command): the whole model in memory, and the scoring phase (the calibration walk, or the sensitivity measurement;
+    for the methods that need no data, a float64 copy of one layer, as ZD takes).
+
+    Args:
+        shape ([`ModelShape`]), checkpoint_bytes:
+            As for [`estimate_memory`].
+        request ([`QuantizationRequest`]):
+            Its importance method and calibration settings (`importance`, `dataset`, `num_samples`, `seq_len`).
+
+    Returns:
+        [`MemoryEstimate`]
+    """
+    parts = {"process": _process(request.backend), "weights": shape.total_bytes}
+    if checkpoint_bytes:
+        parts["checkpoint pages"] = checkpoint_bytes
+    parts["working set"] = int((_scoring(shape, request) or 2 * shape.largest_layer_bytes) * SPREAD)
+    return MemoryEstimate("score", "in memory", parts)
+
+
 def can_stream(request: QuantizationRequest | SlicingRequest) -> bool:
     """Whether `request` has a layer-by-layer path: quantization without slicing, and without the KL sensitivity
     (which runs the whole model once per layer and level)."""
@@ -285,15 +308,44 @@ def choose_path(
         paths = [requested]
     estimates = [estimate_memory(shape, request, low_memory=path, checkpoint_bytes=checkpoint_bytes) for path in paths]
     for path, estimate in zip(paths, estimates):
-        needed = int(estimate.peak_bytes * MARGIN)
-        if limit is None or needed <= limit:
-            there = f"the {format_bytes(limit)} this process may use" if limit is not None else "unknown memory"
-            reason = f"with {MARGIN - 1:.0%} margin, {format_bytes(needed)} fits {there}"
+        reason = _fits(estimate, limit)
+        if reason is not None:
             return PathChoice(path, estimate, reason, tuple(estimates))
     smallest = min(estimates, key=lambda estimate: estimate.peak_bytes)
-    raise MemoryError(
-        f"Not enough memory: {smallest.describe()}, {format_bytes(int(smallest.peak_bytes * MARGIN))} with "
+    hint = "" if len(paths) > 1 or not can_stream(request) else "; the other path (low_memory) may fit"
+    raise MemoryError(_refusal(smallest, limit) + hint + ".")
+
+
+def check_fits(estimate: MemoryEstimate, limit: int | None = None) -> PathChoice:
+    """The choice of a job that has one path (`estimate`), when it fits the memory this process may use.
+
+    Args:
+        estimate ([`MemoryEstimate`]):
+            The job's prediction.
+        limit (`int`, *optional*):
+            As for [`choose_path`].
+
+    Raises:
+        `MemoryError`: when it does not fit, naming the memory it needs and the memory there is.
+    """
+    limit = process_memory_limit() if limit is None else limit
+    reason = _fits(estimate, limit)
+    if reason is None:
+        raise MemoryError(_refusal(estimate, limit) + ".")
+    return PathChoice(estimate.path == "layer by layer", estimate, reason, (estimate,))
+
+
+def _fits(estimate: MemoryEstimate, limit: int | None) -> str | None:
+    """Why `estimate` (times [`MARGIN`]) fits `limit` (`None`: unknown memory, nothing is refused), or `None`."""
+    needed = int(estimate.peak_bytes * MARGIN)
+    if limit is not None and needed > limit:
+        return None
+    there = f"the {format_bytes(limit)} this process may use" if limit is not None else "unknown memory"
+    return f"with {MARGIN - 1:.0%} margin, {format_bytes(needed)} fits {there}"
+
+
+def _refusal(estimate: MemoryEstimate, limit: int) -> str:
+    return (
+        f"Not enough memory: {estimate.describe()}, {format_bytes(int(estimate.peak_bytes * MARGIN))} with "
         f"{MARGIN - 1:.0%} margin, but this process may use {format_bytes(limit)}"
-        + ("" if len(paths) > 1 or not can_stream(request) else "; the other path (low_memory) may fit")
-        + "."
     )
