@@ -62,7 +62,7 @@ class MemoryEstimate:
     """The predicted peak resident bytes of one job on one path.
 
     Args:
-        job (`str`): `"quantize"`, `"slice"` or `"slice+quantize"`.
+        job (`str`): `"quantize"`, `"score"`, `"slice"` or `"slice+quantize"`.
         path (`str`): `"in memory"` or `"layer by layer"` (decoder layers read from the checkpoint's files one at a
             time, quantized ones written to a work folder).
         parts (`Mapping[str, int]`): the bytes of each part (see the module's docstring).

@@ -25,8 +25,6 @@ class QuantizationBackend(ABC):
     name: ClassVar[str]
     requirement: ClassVar[str]
     requires_calibration: bool = False
-    # whether some tensors are written in another layout than the module's state dict (see `checkpoint_tensors`)
-    has_checkpoint_layout: ClassVar[bool] = False
 
     @abstractmethod
     def is_available(self) -> bool:
@@ -77,9 +75,14 @@ class QuantizationBackend(ABC):
         return None
 
     def checkpoint_tensors(self, module: nn.Module) -> dict[str, torch.Tensor]:
-        """Tensors whose checkpoint layout differs from the module's state dict, by name (default: none; backends that
-        override this set `has_checkpoint_layout`)."""
+        """Tensors whose checkpoint layout differs from the module's state dict, by name (default: none)."""
         return {}
+
+    @property
+    def has_checkpoint_layout(self) -> bool:
+        """Whether this backend writes some tensors in another layout than the module's state dict (it overrides
+        [`checkpoint_tensors`])."""
+        return type(self).checkpoint_tensors is not QuantizationBackend.checkpoint_tensors
 
     @abstractmethod
     def quantize_linear(self, linear: nn.Linear, bits: int, group_size: int | None) -> nn.Module:

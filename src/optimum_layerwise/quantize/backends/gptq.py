@@ -145,7 +145,6 @@ class GptqBackend(QuantizationBackend):
     name = "gptq"
     requirement = "gptqmodel>=7.7"
     requires_calibration = True
-    has_checkpoint_layout = True
 
     def __init__(self, sym: bool = True, desc_act: bool = False, damp_percent: float = 0.01):
         self.sym, self.desc_act, self.damp_percent = sym, desc_act, damp_percent
